@@ -1,0 +1,13 @@
+"""kdbusfs: the kdbus IPC bus as a FUSE-mounted pseudo-filesystem.
+
+Layers, inside out:
+    abi/      the kdbus UAPI: numbers, struct layouts, the item codec
+    bus/      the kdbus model (domain, bus, endpoint, connection, pool, ...), no I/O
+    handle.py open kdbus files and the one KDBUS_CMD_* dispatch table
+    fuse/     the FUSE protocol codec (no I/O), the trio session loop, mounting
+    fs.py     the tree of nodes and the FUSE operations on it
+    peer.py   the calling process: its memory and credentials
+    cli.py    the `kdbusfs` command
+"""
+
+__version__ = "0.1.0"

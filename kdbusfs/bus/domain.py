@@ -1,0 +1,62 @@
+"""A domain: one mount of kdbusfs, sharing nothing with any other."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import limits
+from .errors import KdbusError
+
+if TYPE_CHECKING:
+    from .bus import Bus
+    from .connection import Connection
+
+
+@dataclass(slots=True)
+class User:
+    """Per-domain accounting of one real uid (or of one custom endpoint's anonymous users)."""
+
+    uid: int | None
+    buses: int = 0
+    connections: int = 0
+
+    def charge_bus(self) -> None:
+        if self.buses >= limits.USER_MAX_BUSES:
+            raise KdbusError(errno.EMFILE, f"uid {self.uid} already owns {self.buses} buses")
+        self.buses += 1
+
+    def charge_connection(self) -> None:
+        if self.connections >= limits.USER_MAX_CONN:
+            raise KdbusError(errno.EMFILE, f"user {self.uid} already has {self.connections} connections")
+        self.connections += 1
+
+
+@dataclass(slots=True, eq=False)
+class Domain:
+    # Owner of the mount's root and control node (global root for a system mount).
+    uid: int = 0
+    gid: int = 0
+    buses: dict[str, Bus] = field(default_factory=dict)
+    users: dict[int, User] = field(default_factory=dict)
+    active: bool = True
+    # Connections whose poll state changed since the edge last looked (it wakes their pollers).
+    changed: list[Connection] = field(default_factory=list)
+    # One counter numbers buses and connections alike; ids are never reused.
+    _last_id: int = 0
+
+    def next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    def user(self, uid: int) -> User:
+        found = self.users.get(uid)
+        if found is None:
+            found = self.users[uid] = User(uid)
+        return found
+
+    def shutdown(self) -> None:
+        self.active = False
+        for bus in list(self.buses.values()):
+            bus.shutdown()

@@ -1,0 +1,39 @@
+"""Every limit of kdbusfs, with the reason for its value.
+
+The kdbus values are the reference implementation's (ipc/kdbus/limits.h) so that clients hit the
+same walls with the same errnos; kdbusfs-only values say why they exist.
+"""
+
+# Largest command or message struct (header plus items) a client may pass: bounds kernel copies.
+CMD_MAX_SIZE = 32 * 1024
+# Sum of PAYLOAD_VEC sizes in one message: bounds the single copy into the receiver's pool.
+MSG_MAX_PAYLOAD_VEC_SIZE = 2 * 1024 * 1024
+# PAYLOAD_MEMFD items per message: each pins a file until received.
+MSG_MAX_MEMFD_ITEMS = 16
+# fds per FDS item, and fds in flight per (receiver, sending user).
+CONN_MAX_FDS_PER_USER = 16
+# Bloom filters: at least one u64, at most one page, so a match is a bounded scan.
+BUS_BLOOM_MIN_SIZE = 8
+BUS_BLOOM_MAX_SIZE = 4096
+# Well-known names, as in D-Bus.
+NAME_MAX_LEN = 255
+# Bus, endpoint and connection-description names: they become directory entries.
+SYSNAME_MAX_LEN = 63
+# Match rules per connection.
+MATCH_MAX = 256
+# Queued messages per (receiver, sending user): one chatty user cannot exhaust a queue.
+CONN_MAX_MSGS = 256
+# Name records (owned, queued, activator) per connection.
+CONN_MAX_NAMES = 256
+# Outstanding EXPECT_REPLY calls per caller.
+CONN_MAX_REQUESTS_PENDING = 128
+# Live connections per accounting user per domain.
+USER_MAX_CONN = 1024
+# Buses per real uid per domain.
+USER_MAX_BUSES = 16
+
+# The pool is mapped in pages; its size must be a positive multiple of this.
+PAGE_SIZE = 4096
+# kdbusfs: a pool is memory the daemon allocates for a client; refuse sizes no client needs
+# (kdbus had no bound, but its pool was pageable shmem and ours is daemon memory).
+POOL_MAX_SIZE = 1 << 30

@@ -1,0 +1,184 @@
+"""The `kdbusfs` command: kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from . import __version__
+from .bus.domain import Domain
+from .fs import Filesystem
+from .fuse import mount as fuse_mount
+from .fuse.session import serve
+
+log = logging.getLogger("kdbusfs")
+
+# Options mount(8), fstab and systemd pass along that mean nothing to a kdbusfs instance.
+IGNORED_OPTIONS = frozenset({
+    "rw", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "defaults", "dev",
+    "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "default_permissions",
+})
+IGNORED_PREFIXES = ("x-systemd.", "x-", "comment=", "fsname=", "subtype=")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    allow_other: bool
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_options(values: list[str], as_root: bool) -> Options:
+    # A system-wide mount is for every user, as /sys/fs/kdbus was; a user's mount is the user's own.
+    allow_other = as_root
+    for value in values:
+        for option in filter(None, value.split(",")):
+            if option == "allow_other":
+                allow_other = True
+            elif option == "noallow_other":
+                allow_other = False
+            elif option in IGNORED_OPTIONS or option.startswith(IGNORED_PREFIXES):
+                continue
+            else:
+                raise UsageError(f"unknown mount option '{option}' (see kdbusfs -h)")
+    return Options(allow_other=allow_other)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdbusfs",
+        usage="kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT",
+        description="Mount a kdbus domain (control node, buses, endpoints) at MOUNTPOINT.",
+        epilog="Options for -o: allow_other (let other users in; default for root mounts), "
+               "noallow_other; mount(8) options such as rw, nosuid, nodev, noexec, noauto, nofail, "
+               "_netdev and x-systemd.* are accepted and ignored.",
+    )
+    parser.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument("-d", dest="debug", action="store_true",
+                        help="log every request (implies -f)")
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                        help="comma-separated mount options")
+    parser.add_argument("-V", "--version", action="version", version=f"kdbusfs {__version__}")
+    parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if len(args.paths) > 2:
+        parser.error("too many arguments")
+    source = args.paths[0] if len(args.paths) == 2 else "kdbusfs"
+    mountpoint = os.path.abspath(args.paths[-1])
+    try:
+        options = parse_options(args.options, os.geteuid() == 0)
+    except UsageError as exc:
+        parser.error(str(exc))
+    foreground = args.foreground or args.debug
+    if foreground:
+        _log_to_stderr(args.debug)
+        try:
+            run(mountpoint, source, options, args.debug)
+        except fuse_mount.MountError as exc:
+            print(f"kdbusfs: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return _daemonize(mountpoint, source, options)
+
+
+def _log_to_stderr(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="kdbusfs[%(process)d]: %(name)s: %(message)s",
+    )
+
+
+def _daemonize(mountpoint: str, source: str, options: Options) -> int:
+    """Fork; the parent returns once the child's mount is ready (or reports why it is not)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            status = pipe.read()
+        if status == b"ok":
+            return 0
+        print(f"kdbusfs: {status.decode(errors='replace') or 'daemon died before mounting'}",
+              file=sys.stderr)
+        return 1
+    os.close(read_end)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    _log_to_syslog()
+
+    def ready() -> None:
+        os.write(write_end, b"ok")
+        os.close(write_end)
+
+    code = 0
+    try:
+        run(mountpoint, source, options, False, ready)
+    except BaseException as exc:  # report anything to the waiting parent
+        try:
+            os.write(write_end, str(exc).encode() or type(exc).__name__.encode())
+        except OSError:
+            pass
+        log.error("%s", exc)
+        code = 1
+    os._exit(code)
+
+
+def _log_to_syslog() -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    if os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("kdbusfs[%(process)d]: %(message)s"))
+        root.addHandler(handler)
+    else:
+        root.addHandler(logging.NullHandler())
+
+
+def run(mountpoint: str, source: str, options: Options, debug: bool,
+        ready: Callable[[], None] | None = None) -> None:
+    fd = fuse_mount.mount(mountpoint, source, "kdbusfs", options.allow_other)
+    domain = Domain(uid=os.getuid(), gid=os.getgid())
+    fs = Filesystem(domain)
+    log.info("serving %s (allow_other=%s)", mountpoint, options.allow_other)
+    try:
+        trio.run(_serve_until_signal, fd, fs, mountpoint, debug, ready)
+    finally:
+        fs.shutdown()
+        os.close(fd)
+
+
+async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: bool,
+                              ready: Callable[[], None] | None) -> None:
+    async with trio.open_nursery() as nursery:
+        async def on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("signal %d: unmounting %s", signum, mountpoint)
+                    try:
+                        await trio.to_thread.run_sync(fuse_mount.unmount, mountpoint)
+                    except fuse_mount.MountError as exc:
+                        log.warning("%s", exc)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(on_signal)
+        await serve(fd, fs.handle, ready, debug)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,398 @@
+"""The kdbusfs tree and the FUSE operations on it.
+
+    /                 the domain (one per mount)
+    /control          open + BUS_MAKE creates a bus
+    /<uid>-<name>/    one directory per bus
+        bus           the default endpoint; open + HELLO makes a connection
+
+Every LOOKUP of an endpoint file answers a fresh node id that is never cached (entry_valid = 0), so
+each open() gets its own inode and with it its own page cache: that page cache is the client's
+mapping of its pool. Pool bytes reach it by FUSE_NOTIFY_STORE before the ioctl that publishes them
+returns; READ (page faults of pages not stored yet) is served from the pool itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .bus.bus import Bus
+from .bus.domain import Domain
+from .bus.endpoint import Endpoint
+from .bus.errors import KdbusError
+from .bus.limits import PAGE_SIZE
+from .fuse import codec
+from .fuse import protocol as p
+from .fuse.codec import Attr, Request
+from .handle import Control, Handle, HandleType, ioctl
+from .peer import ProcessMemory, RequestCaller, read_creds
+
+log = logging.getLogger("kdbusfs.fs")
+
+CONTROL = b"control"
+CONTROL_ID = 2
+DT_DIR = 4
+DT_REG = 8
+POLLIN = select.POLLIN | select.POLLRDNORM
+POLLOUT = select.POLLOUT | select.POLLWRNORM
+POLLERR_HUP = select.POLLERR | select.POLLHUP
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    nodeid: int
+    obj: Bus | Endpoint | None = None
+    lookups: int = 0
+    opens: int = 0
+    # The connection whose pool this inode's page cache holds (endpoint nodes after HELLO).
+    handle: Handle | None = None
+
+
+@dataclass(slots=True, eq=False)
+class OpenFile:
+    node: Node
+    handle: Handle
+    pollers: set[int] = field(default_factory=set)
+
+
+class Filesystem:
+    """Maps FUSE requests onto the kdbus model; returns the bytes to write back, in order."""
+
+    def __init__(self, domain: Domain, memory: ProcessMemory | None = None) -> None:
+        self.domain = domain
+        self.memory = memory or ProcessMemory()
+        self.started_ns = time.time_ns()
+        self._next_nodeid = CONTROL_ID + 1
+        self._nodes: dict[int, Node] = {}
+        self._bus_nodes: dict[int, Node] = {}  # bus id -> its directory's node
+        self._next_fh = 1
+        self._files: dict[int, OpenFile] = {}
+        self._files_by_conn: dict[int, OpenFile] = {}
+        self.initialized = False
+        self._ops: dict[int, Callable[[Request], bytes | None]] = {
+            p.Opcode.INIT: self._init,
+            p.Opcode.LOOKUP: self._lookup,
+            p.Opcode.FORGET: self._forget,
+            p.Opcode.BATCH_FORGET: self._batch_forget,
+            p.Opcode.GETATTR: self._getattr,
+            p.Opcode.OPENDIR: self._opendir,
+            p.Opcode.READDIR: self._readdir,
+            p.Opcode.READDIRPLUS: self._readdirplus,
+            p.Opcode.RELEASEDIR: self._ok,
+            p.Opcode.OPEN: self._open,
+            p.Opcode.READ: self._read,
+            p.Opcode.WRITE: self._write,
+            p.Opcode.FLUSH: self._ok,
+            p.Opcode.RELEASE: self._release,
+            p.Opcode.IOCTL: self._ioctl,
+            p.Opcode.POLL: self._poll,
+            p.Opcode.INTERRUPT: self._interrupt,
+            p.Opcode.STATFS: self._statfs,
+            p.Opcode.ACCESS: self._ok,
+            p.Opcode.DESTROY: self._ok,
+        }
+        self._out: list[bytes] = []
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def handle(self, request: Request) -> list[bytes]:
+        """Serve one request; the result is notifications first, then the reply (if any)."""
+        out = self._out = []
+        op = self._ops.get(request.opcode)
+        unique = request.unique
+        if op is None:
+            out.append(codec.reply_error(unique, errno.ENOSYS))
+            return out
+        try:
+            payload = op(request)
+        except KdbusError as exc:
+            log.debug("%s failed: %s", _opname(request.opcode), exc)
+            payload = None
+            out.append(codec.reply_error(unique, exc.errno))
+        else:
+            if payload is not None:
+                out.append(codec.reply(unique, payload))
+        if self.domain.changed:
+            self._wake_pollers()
+        return out
+
+    def _ok(self, request: Request) -> bytes:
+        return b""
+
+    # -- nodes --------------------------------------------------------------------------------
+    def _new_node(self, obj: Bus | Endpoint) -> Node:
+        node = Node(self._next_nodeid, obj)
+        self._next_nodeid += 1
+        self._nodes[node.nodeid] = node
+        return node
+
+    def _bus_node(self, bus: Bus) -> Node:
+        node = self._bus_nodes.get(bus.id)
+        if node is None:
+            node = self._bus_nodes[bus.id] = self._new_node(bus)
+        return node
+
+    def _node(self, nodeid: int) -> Node:
+        node = self._nodes.get(nodeid)
+        if node is None:
+            raise KdbusError(errno.ENOENT, f"unknown node {nodeid}")
+        return node
+
+    def _maybe_drop(self, node: Node) -> None:
+        if node.lookups > 0 or node.opens > 0:
+            return
+        if isinstance(node.obj, Bus) and node.obj.active:
+            return
+        self._nodes.pop(node.nodeid, None)
+        if isinstance(node.obj, Bus) and self._bus_nodes.get(node.obj.id) is node:
+            del self._bus_nodes[node.obj.id]
+
+    def _attr(self, nodeid: int) -> Attr:
+        t = self.started_ns
+        if nodeid == p.ROOT_ID:
+            return Attr(nodeid, 0, stat.S_IFDIR | 0o555, 2 + len(self.domain.buses),
+                        self.domain.uid, self.domain.gid, t)
+        if nodeid == CONTROL_ID:
+            return Attr(nodeid, 0, stat.S_IFREG | 0o666, 1, self.domain.uid, self.domain.gid, t)
+        node = self._node(nodeid)
+        obj = node.obj
+        if isinstance(obj, Bus):
+            if not obj.active:
+                raise KdbusError(errno.ENOENT, f"bus {obj.name} is gone")
+            return Attr(nodeid, 0, stat.S_IFDIR | obj.mode, 2, obj.uid, obj.gid, t)
+        assert isinstance(obj, Endpoint)
+        conn = node.handle.conn if node.handle else None
+        # The size covers the pool so that the kernel serves faults anywhere in a mapping of it.
+        size = conn.pool.size if conn is not None else 0
+        return Attr(nodeid, size, stat.S_IFREG | obj.mode, 1, obj.uid, obj.gid, t)
+
+    # -- FUSE operations ----------------------------------------------------------------------
+    def _init(self, request: Request) -> bytes:
+        kernel = codec.parse_init(request.body)
+        if kernel.major != p.KERNEL_VERSION:
+            raise KdbusError(errno.EPROTO, f"FUSE protocol {kernel.major}.{kernel.minor} unsupported")
+        self.initialized = True
+        log.info("FUSE protocol %d.%d", kernel.major, kernel.minor)
+        return codec.init_out(kernel, p.ASYNC_READ | p.PARALLEL_DIROPS, max_write=PAGE_SIZE)
+
+    def _lookup(self, request: Request) -> bytes:
+        name = codec.name_arg(request.body)
+        parent = request.header.nodeid
+        if parent == p.ROOT_ID:
+            if name == CONTROL:
+                return codec.entry_out(CONTROL_ID, self._attr(CONTROL_ID))
+            bus = self.domain.buses.get(name.decode("utf-8", "surrogateescape"))
+            if bus is None or not bus.active:
+                raise KdbusError(errno.ENOENT, f"no bus {name!r}")
+            node = self._bus_node(bus)
+        else:
+            parent_node = self._node(parent)
+            bus = parent_node.obj
+            if not isinstance(bus, Bus) or not bus.active:
+                raise KdbusError(errno.ENOENT, "lookup in a vanished bus")
+            endpoint = bus.endpoints.get(name.decode("utf-8", "surrogateescape"))
+            if endpoint is None or not endpoint.active:
+                raise KdbusError(errno.ENOENT, f"no endpoint {name!r} on {bus.name}")
+            # A fresh inode per lookup: each open of an endpoint gets its own page cache (pool).
+            node = self._new_node(endpoint)
+        node.lookups += 1
+        return codec.entry_out(node.nodeid, self._attr(node.nodeid))
+
+    def _forget(self, request: Request) -> None:
+        (count,) = p.FORGET_IN.unpack_from(request.body)
+        self._forget_one(request.header.nodeid, count)
+        return None
+
+    def _batch_forget(self, request: Request) -> None:
+        count, _ = p.BATCH_FORGET_IN.unpack_from(request.body)
+        for i in range(count):
+            nodeid, nlookup = p.FORGET_ONE.unpack_from(request.body, p.BATCH_FORGET_IN.size + 16 * i)
+            self._forget_one(nodeid, nlookup)
+        return None
+
+    def _forget_one(self, nodeid: int, count: int) -> None:
+        node = self._nodes.get(nodeid)
+        if node is not None:
+            node.lookups = max(0, node.lookups - count)
+            self._maybe_drop(node)
+
+    def _getattr(self, request: Request) -> bytes:
+        return codec.attr_out(self._attr(request.header.nodeid))
+
+    def _statfs(self, request: Request) -> bytes:
+        return codec.statfs_out()
+
+    def _opendir(self, request: Request) -> bytes:
+        self._attr(request.header.nodeid)  # ENOENT for a vanished bus
+        return codec.open_out(0, 0)
+
+    def _dir_entries(self, nodeid: int) -> list[tuple[int, bytes, int]]:
+        entries = [(nodeid, b".", DT_DIR), (p.ROOT_ID, b"..", DT_DIR)]
+        if nodeid == p.ROOT_ID:
+            entries.append((CONTROL_ID, CONTROL, DT_REG))
+            for bus in self.domain.buses.values():
+                entries.append((self._bus_node(bus).nodeid, bus.name.encode(), DT_DIR))
+            return entries
+        bus = self._node(nodeid).obj
+        if not isinstance(bus, Bus) or not bus.active:
+            raise KdbusError(errno.ENOENT, "readdir of a vanished bus")
+        for endpoint in bus.endpoints.values():
+            # Endpoint inodes are per open; listings show a stable number that is no open's inode.
+            entries.append((0xFFFF_FFFF, endpoint.name.encode(), DT_REG))
+        return entries
+
+    def _readdir(self, request: Request) -> bytes:
+        _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
+        out = bytearray()
+        entries = self._dir_entries(request.header.nodeid)
+        for index in range(offset, len(entries)):
+            ino, name, dtype = entries[index]
+            record = codec.dirent(ino, index + 1, name, dtype)
+            if len(out) + len(record) > size:
+                break
+            out += record
+        return bytes(out)
+
+    def _readdirplus(self, request: Request) -> bytes:
+        _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
+        out = bytearray()
+        entries = self._dir_entries(request.header.nodeid)
+        # Node id 0 tells the kernel "no entry to cache", so listings never pin inodes.
+        no_entry = codec.entry_out(0, Attr(0, 0, 0, 0, 0, 0, 0))
+        for index in range(offset, len(entries)):
+            ino, name, dtype = entries[index]
+            record = codec.direntplus(no_entry, ino, index + 1, name, dtype)
+            if len(out) + len(record) > size:
+                break
+            out += record
+        return bytes(out)
+
+    def _open(self, request: Request) -> bytes:
+        nodeid = request.header.nodeid
+        h = request.header
+        opener = read_creds(h.pid, h.uid, h.gid) if h.pid else read_creds(0, h.uid, h.gid)
+        if nodeid == CONTROL_ID:
+            if not self.domain.active:
+                raise KdbusError(errno.ESHUTDOWN, "domain is shutting down")
+            node = Node(CONTROL_ID)
+            handle = Handle(Control(self.domain), opener)
+            open_flags = p.FOPEN_DIRECT_IO | p.FOPEN_NONSEEKABLE
+        else:
+            node = self._node(nodeid)
+            endpoint = node.obj
+            if not isinstance(endpoint, Endpoint):
+                raise KdbusError(errno.EISDIR, "not an endpoint")
+            if not (endpoint.active and endpoint.bus.active):
+                raise KdbusError(errno.ESHUTDOWN, f"endpoint {endpoint.name} is going away")
+            handle = Handle(endpoint, opener)
+            open_flags = 0
+        fh = self._next_fh
+        self._next_fh += 1
+        node.opens += 1
+        self._files[fh] = OpenFile(node, handle)
+        return codec.open_out(fh, open_flags)
+
+    def _file(self, fh: int) -> OpenFile:
+        found = self._files.get(fh)
+        if found is None:
+            raise KdbusError(errno.EBADF, f"unknown file handle {fh}")
+        return found
+
+    def _read(self, request: Request) -> bytes:
+        fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
+        handle = self._file(fh).handle
+        if handle.type is not HandleType.CONNECTED or handle.conn is None:
+            raise KdbusError(errno.EINVAL, "only a connection's pool can be read")
+        pool = handle.conn.pool
+        return bytes(pool.buffer[offset : min(offset + size, pool.size)])
+
+    def _write(self, request: Request) -> bytes:
+        raise KdbusError(errno.EACCES, "kdbus nodes are not writable; pools are read-only")
+
+    def _release(self, request: Request) -> bytes:
+        fh = p.RELEASE_IN.unpack_from(request.body)[0]
+        opened = self._files.pop(fh, None)
+        if opened is None:
+            return b""
+        handle = opened.handle
+        if handle.conn is not None:
+            self._files_by_conn.pop(handle.conn.id, None)
+        handle.release()
+        node = opened.node
+        node.opens -= 1
+        if node.handle is handle:
+            node.handle = None
+        if node.nodeid != CONTROL_ID:
+            self._maybe_drop(node)
+        return b""
+
+    def _ioctl(self, request: Request) -> bytes:
+        fh, flags, cmd, arg, in_size, _out_size = p.IOCTL_IN.unpack_from(request.body)
+        if flags & p.IOCTL_DIR:
+            raise KdbusError(errno.ENOTTY, "no ioctls on directories")
+        opened = self._file(fh)
+        handle = opened.handle
+        h = request.header
+        caller = RequestCaller(self.memory, h.pid, h.uid, h.gid)
+        in_data = bytes(request.body[p.IOCTL_IN.size : p.IOCTL_IN.size + in_size])
+        was_connected = handle.type is HandleType.CONNECTED
+        try:
+            out = ioctl(handle, cmd, arg, in_data, caller)
+        finally:
+            conn = handle.conn
+            if conn is not None:
+                if not was_connected and handle.type is HandleType.CONNECTED:
+                    opened.node.handle = handle
+                    self._files_by_conn[conn.id] = opened
+                    # Grow the inode to the pool's size so mappings of the whole pool can fault.
+                    last = conn.pool.size - PAGE_SIZE
+                    self._out.append(codec.notify_store(
+                        opened.node.nodeid, last, conn.pool.buffer[last:]))
+                if conn.pool.dirty:
+                    self._store(opened.node.nodeid, conn.pool)
+        return codec.ioctl_out(0, out)
+
+    def _store(self, nodeid: int, pool) -> None:  # type: ignore[no-untyped-def]
+        """Push freshly written pool bytes into the client's page cache, whole pages at a time."""
+        for start, end in pool.take_dirty():
+            first = start - start % PAGE_SIZE
+            last = min(-(-end // PAGE_SIZE) * PAGE_SIZE, pool.size)
+            self._out.append(codec.notify_store(nodeid, first, memoryview(pool.buffer)[first:last]))
+
+    def _poll(self, request: Request) -> bytes:
+        fh, kh, flags, _events = p.POLL_IN.unpack_from(request.body)
+        opened = self._file(fh)
+        conn = opened.handle.conn
+        if opened.handle.type is not HandleType.CONNECTED or conn is None or not conn.active:
+            return codec.poll_out(POLLERR_HUP)
+        if flags & p.POLL_SCHEDULE_NOTIFY:
+            opened.pollers.add(kh)
+        return codec.poll_out(POLLOUT)
+
+    def _wake_pollers(self) -> None:
+        for conn in self.domain.changed:
+            opened = self._files_by_conn.get(conn.id)
+            if opened is not None and opened.pollers:
+                for kh in opened.pollers:
+                    self._out.insert(0, codec.notify_poll(kh))
+                opened.pollers.clear()
+        self.domain.changed.clear()
+
+    def _interrupt(self, request: Request) -> None:
+        # Every request so far is answered inline, so the interrupted one is already done.
+        return None
+
+    def shutdown(self) -> None:
+        self.domain.shutdown()
+        self.memory.close()
+
+
+def _opname(opcode: int) -> str:
+    try:
+        return p.Opcode(opcode).name
+    except ValueError:
+        return str(opcode)

@@ -1,0 +1,151 @@
+"""FUSE requests from bytes and replies to bytes. No I/O: tested byte for byte."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import protocol as p
+
+
+class Header(NamedTuple):
+    length: int
+    opcode: int
+    unique: int
+    nodeid: int
+    uid: int
+    gid: int
+    pid: int
+
+
+@dataclass(slots=True)
+class Request:
+    header: Header
+    body: memoryview
+
+    @property
+    def opcode(self) -> int:
+        return self.header.opcode
+
+    @property
+    def unique(self) -> int:
+        return self.header.unique
+
+
+class ProtocolError(Exception):
+    """The kernel sent something this codec cannot read."""
+
+
+def parse_request(buf: bytes | bytearray | memoryview) -> Request:
+    view = memoryview(buf)
+    if len(view) < p.IN_HEADER.size:
+        raise ProtocolError(f"request of {len(view)} bytes is shorter than its header")
+    length, opcode, unique, nodeid, uid, gid, pid, extlen, _ = p.IN_HEADER.unpack_from(view)
+    if length != len(view):
+        raise ProtocolError(f"header says {length} bytes, read {len(view)}")
+    end = length - extlen * 8
+    return Request(Header(length, opcode, unique, nodeid, uid, gid, pid), view[p.IN_HEADER.size : end])
+
+
+def name_arg(body: memoryview) -> bytes:
+    """A NUL-terminated name argument (LOOKUP)."""
+    raw = bytes(body)
+    nul = raw.find(b"\0")
+    return raw if nul < 0 else raw[:nul]
+
+
+class Attr(NamedTuple):
+    ino: int
+    size: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    time_ns: int
+
+    def pack(self) -> bytes:
+        sec, nsec = divmod(self.time_ns, 1_000_000_000)
+        return p.ATTR.pack(
+            self.ino, self.size, 0, sec, sec, sec, nsec, nsec, nsec,
+            self.mode, self.nlink, self.uid, self.gid, 0, 4096, 0,
+        )
+
+
+def reply(unique: int, payload: bytes = b"") -> bytes:
+    return p.OUT_HEADER.pack(p.OUT_HEADER.size + len(payload), 0, unique) + payload
+
+
+def reply_error(unique: int, err: int) -> bytes:
+    return p.OUT_HEADER.pack(p.OUT_HEADER.size, -err, unique)
+
+
+def notification(code: int, payload: bytes) -> bytes:
+    # Notifications travel as replies with unique 0 and the notify code in the error field.
+    return p.OUT_HEADER.pack(p.OUT_HEADER.size + len(payload), code, 0) + payload
+
+
+def entry_out(nodeid: int, attr: Attr, entry_valid_s: int = 0, attr_valid_s: int = 0) -> bytes:
+    return p.ENTRY_OUT_HEAD.pack(nodeid, 0, entry_valid_s, attr_valid_s, 0, 0) + attr.pack()
+
+
+def attr_out(attr: Attr, valid_s: int = 0) -> bytes:
+    return p.ATTR_OUT_HEAD.pack(valid_s, 0, 0) + attr.pack()
+
+
+def open_out(fh: int, open_flags: int) -> bytes:
+    return p.OPEN_OUT.pack(fh, open_flags, 0)
+
+
+def ioctl_out(result: int, data: bytes = b"") -> bytes:
+    return p.IOCTL_OUT.pack(result, 0, 0, 0) + data
+
+
+def poll_out(revents: int) -> bytes:
+    return p.POLL_OUT.pack(revents, 0)
+
+
+def statfs_out(namelen: int = 255, bsize: int = 4096) -> bytes:
+    return p.KSTATFS.pack(0, 0, 0, 0, 0, bsize, namelen, bsize, 0)
+
+
+def dirent(ino: int, next_offset: int, name: bytes, dtype: int) -> bytes:
+    head = p.DIRENT_HEAD.pack(ino, next_offset, len(name), dtype)
+    size = len(head) + len(name)
+    return head + name + b"\0" * (-size % 8)
+
+
+def direntplus(entry: bytes, ino: int, next_offset: int, name: bytes, dtype: int) -> bytes:
+    return entry + dirent(ino, next_offset, name, dtype)
+
+
+class InitIn(NamedTuple):
+    major: int
+    minor: int
+    max_readahead: int
+    flags: int
+
+
+def parse_init(body: memoryview) -> InitIn:
+    return InitIn(*p.INIT_IN.unpack_from(body))
+
+
+def init_out(kernel: InitIn, flags: int, max_write: int, max_readahead: int | None = None) -> bytes:
+    minor = min(kernel.minor, p.KERNEL_MINOR_VERSION)
+    out = p.INIT_OUT.pack(
+        p.KERNEL_VERSION, minor, kernel.max_readahead if max_readahead is None else max_readahead,
+        flags & kernel.flags, 16, 12, max_write, 1, 0, 0, 0,
+    )
+    # Kernels before 7.23 expect the short (24-byte) reply.
+    return out if minor >= 23 else out[:24]
+
+
+def notify_poll(kh: int) -> bytes:
+    return notification(p.Notify.POLL, p.NOTIFY_POLL.pack(kh))
+
+
+def notify_store(nodeid: int, offset: int, data: bytes | memoryview) -> bytes:
+    return notification(p.Notify.STORE, p.NOTIFY_STORE.pack(nodeid, offset, len(data), 0) + bytes(data))
+
+
+def notify_inval_entry(parent: int, name: bytes) -> bytes:
+    return notification(p.Notify.INVAL_ENTRY, p.NOTIFY_INVAL_ENTRY.pack(parent, len(name), 0) + name + b"\0")

@@ -1,0 +1,94 @@
+"""Getting a /dev/fuse descriptor mounted: mount(2) as root, fusermount3 for everyone else."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import socket
+import stat
+import subprocess
+
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+class MountError(Exception):
+    pass
+
+
+def mount(mountpoint: str, fsname: str, subtype: str, allow_other: bool) -> int:
+    """Mount a new FUSE file system at `mountpoint`; returns the /dev/fuse descriptor serving it."""
+    st = os.stat(mountpoint)
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"{mountpoint}: not a directory")
+    if os.geteuid() == 0:
+        return _mount_direct(mountpoint, fsname, subtype, allow_other, st.st_mode)
+    return _mount_fusermount(mountpoint, fsname, subtype, allow_other)
+
+
+def _mount_direct(mountpoint: str, fsname: str, subtype: str, allow_other: bool, mode: int) -> int:
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    options = [f"fd={fd}", f"rootmode={stat.S_IFMT(mode) | 0:o}", f"user_id={os.getuid()}",
+               f"group_id={os.getgid()}", "default_permissions"]
+    if allow_other:
+        options.append("allow_other")
+    data = ",".join(options).encode()
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if _libc.mount(fsname.encode(), mountpoint.encode(), f"fuse.{subtype}".encode(), flags, data) != 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise MountError(f"mount {mountpoint}: {os.strerror(err)}")
+    return fd
+
+
+def _mount_fusermount(mountpoint: str, fsname: str, subtype: str, allow_other: bool) -> int:
+    fusermount = shutil.which("fusermount3")
+    if fusermount is None:
+        raise MountError("fusermount3 not found: install the fuse3 package")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise MountError("/dev/fuse is not accessible to this user (mode 0666 needed for user mounts)")
+    options = [f"fsname={fsname}", f"subtype={subtype}", "nosuid", "nodev", "noexec",
+               "default_permissions"]
+    if allow_other:
+        options.append("allow_other")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
+        proc = subprocess.run(
+            [fusermount, "-o", ",".join(options), "--", mountpoint], env=env,
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        )
+        theirs.close()
+        if proc.returncode != 0:
+            raise MountError(proc.stderr.strip() or f"fusermount3 failed ({proc.returncode})")
+        _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        if not fds:
+            raise MountError("fusermount3 sent no /dev/fuse descriptor")
+        os.set_inheritable(fds[0], False)
+        return fds[0]
+    finally:
+        ours.close()
+        if theirs.fileno() >= 0:
+            theirs.close()
+
+
+def unmount(mountpoint: str, lazy: bool = True) -> None:
+    """Detach the mount; the session loop then sees ENODEV and ends."""
+    if os.geteuid() == 0:
+        if _libc.umount2(mountpoint.encode(), MNT_DETACH if lazy else 0) != 0:
+            err = ctypes.get_errno()
+            raise MountError(f"umount {mountpoint}: {os.strerror(err)}")
+        return
+    args = ["fusermount3", "-u"] + (["-z"] if lazy else []) + ["--", mountpoint]
+    proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise MountError(proc.stderr.strip() or "fusermount3 -u failed")

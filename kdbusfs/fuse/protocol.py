@@ -1,0 +1,128 @@
+"""FUSE kernel protocol numbers and layouts (include/uapi/linux/fuse.h), for protocol 7.x."""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+KERNEL_VERSION = 7
+# The newest minor whose structs this codec writes; older kernels get their own minor echoed.
+KERNEL_MINOR_VERSION = 38
+# The kernel refuses reads of /dev/fuse into buffers smaller than this.
+MIN_READ_BUFFER = 8192
+
+
+class Opcode(enum.IntEnum):
+    LOOKUP = 1
+    FORGET = 2
+    GETATTR = 3
+    SETATTR = 4
+    READLINK = 5
+    SYMLINK = 6
+    MKNOD = 8
+    MKDIR = 9
+    UNLINK = 10
+    RMDIR = 11
+    RENAME = 12
+    LINK = 13
+    OPEN = 14
+    READ = 15
+    WRITE = 16
+    STATFS = 17
+    RELEASE = 18
+    FSYNC = 20
+    SETXATTR = 21
+    GETXATTR = 22
+    LISTXATTR = 23
+    REMOVEXATTR = 24
+    FLUSH = 25
+    INIT = 26
+    OPENDIR = 27
+    READDIR = 28
+    RELEASEDIR = 29
+    FSYNCDIR = 30
+    GETLK = 31
+    SETLK = 32
+    SETLKW = 33
+    ACCESS = 34
+    CREATE = 35
+    INTERRUPT = 36
+    BMAP = 37
+    DESTROY = 38
+    IOCTL = 39
+    POLL = 40
+    NOTIFY_REPLY = 41
+    BATCH_FORGET = 42
+    FALLOCATE = 43
+    READDIRPLUS = 44
+    RENAME2 = 45
+    LSEEK = 46
+    COPY_FILE_RANGE = 47
+    SETUPMAPPING = 48
+    REMOVEMAPPING = 49
+    SYNCFS = 50
+    TMPFILE = 51
+    STATX = 52
+
+
+class Notify(enum.IntEnum):
+    POLL = 1
+    INVAL_INODE = 2
+    INVAL_ENTRY = 3
+    STORE = 4
+    RETRIEVE = 5
+    DELETE = 6
+
+
+# INIT flags.
+ASYNC_READ = 1 << 0
+BIG_WRITES = 1 << 5
+DONT_MASK = 1 << 6
+PARALLEL_DIROPS = 1 << 18
+MAX_PAGES = 1 << 22
+INIT_EXT = 1 << 30
+
+# OPEN reply flags.
+FOPEN_DIRECT_IO = 1 << 0
+FOPEN_KEEP_CACHE = 1 << 1
+FOPEN_NONSEEKABLE = 1 << 2
+FOPEN_STREAM = 1 << 4
+
+# IOCTL flags.
+IOCTL_COMPAT = 1 << 0
+IOCTL_UNRESTRICTED = 1 << 1
+IOCTL_DIR = 1 << 4
+
+# POLL flags.
+POLL_SCHEDULE_NOTIFY = 1 << 0
+
+ROOT_ID = 1
+
+IN_HEADER = struct.Struct("<IIQQIIIHH")      # len opcode unique nodeid uid gid pid total_extlen pad
+OUT_HEADER = struct.Struct("<IiQ")           # len error unique
+INIT_IN = struct.Struct("<IIII")             # major minor max_readahead flags (flags2 follows in 7.36+)
+INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")  # ... max_write time_gran max_pages map_alignment flags2
+# ino size blocks atime mtime ctime, then *nsec mode nlink uid gid rdev blksize flags
+ATTR = struct.Struct("<QQQQQQIIIIIIIIII")
+ENTRY_OUT_HEAD = struct.Struct("<QQQQII")    # nodeid generation entry_valid attr_valid *_nsec
+ATTR_OUT_HEAD = struct.Struct("<QII")        # attr_valid attr_valid_nsec dummy
+GETATTR_IN = struct.Struct("<IIQ")           # getattr_flags dummy fh
+OPEN_IN = struct.Struct("<II")               # flags open_flags
+OPEN_OUT = struct.Struct("<QII")             # fh open_flags backing_id
+READ_IN = struct.Struct("<QQIIQII")          # fh offset size read_flags lock_owner flags padding
+RELEASE_IN = struct.Struct("<QIIQ")          # fh flags release_flags lock_owner
+FLUSH_IN = struct.Struct("<QIIQ")            # fh unused padding lock_owner
+FORGET_IN = struct.Struct("<Q")
+BATCH_FORGET_IN = struct.Struct("<II")
+FORGET_ONE = struct.Struct("<QQ")
+IOCTL_IN = struct.Struct("<QIIQII")          # fh flags cmd arg in_size out_size
+IOCTL_OUT = struct.Struct("<iIII")           # result flags in_iovs out_iovs
+POLL_IN = struct.Struct("<QQII")             # fh kh flags events
+POLL_OUT = struct.Struct("<II")
+INTERRUPT_IN = struct.Struct("<Q")
+ACCESS_IN = struct.Struct("<II")
+KSTATFS = struct.Struct("<QQQQQIIII24x")     # blocks bfree bavail files ffree bsize namelen frsize pad spare
+DIRENT_HEAD = struct.Struct("<QQII")         # ino off namelen type
+NOTIFY_POLL = struct.Struct("<Q")
+NOTIFY_STORE = struct.Struct("<QQII")        # nodeid offset size padding
+NOTIFY_INVAL_ENTRY = struct.Struct("<QII")   # parent namelen flags
