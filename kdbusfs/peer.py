@@ -1,17 +1,18 @@
-"""The process behind a FUSE request: its memory (through /proc/TID/mem) and its credentials.
+"""The process behind a FUSE request: its memory and its credentials.
 
 FUSE forwards an ioctl with only the fixed part of the struct, so the daemon reads the rest (items,
 messages, payload vectors) from the caller's address space and writes results back the same way.
-That needs ptrace-level access: a root daemon has it; a user's daemon has it over that user's
-dumpable processes, which is who may open a user mount.
+That needs ptrace-level access (process_vm_readv/writev): a root daemon has it; a user's daemon has
+it over that user's dumpable processes, which is who may open a user mount.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
-from collections import OrderedDict
 
 from .bus.errors import KdbusError
 from .bus.metadata import Creds
@@ -20,88 +21,76 @@ log = logging.getLogger("kdbusfs.peer")
 
 # Highest user-space address on x86-64 with 5-level paging; anything above is the kernel's.
 USER_ADDRESS_LIMIT = 1 << 56
-# Open /proc/TID/mem descriptors kept: one per recently active thread is enough.
-MEM_CACHE_SIZE = 64
 
 _own_userns = os.stat("/proc/self/ns/user").st_ino
 
 
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_VM_ARGS = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.POINTER(_IoVec),
+            ctypes.c_ulong, ctypes.c_ulong]
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.argtypes = _VM_ARGS
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_writev = _libc.process_vm_writev
+_process_vm_writev.argtypes = _VM_ARGS
+_process_vm_writev.restype = ctypes.c_ssize_t
+
+
 class ProcessMemory:
-    """Reads and writes other processes' memory through cached /proc/TID/mem descriptors."""
+    """Reads and writes other processes' memory with process_vm_readv/writev.
 
-    def __init__(self, cache_size: int = MEM_CACHE_SIZE) -> None:
-        self._fds: OrderedDict[int, int] = OrderedDict()
-        self._cache_size = cache_size
+    Unlike /proc/PID/mem (which pokes through page protections like a debugger), these calls honour
+    the caller's protections: unmapped, PROT_NONE or read-only memory fails with EFAULT exactly
+    where the kernel's copy_from_user/copy_to_user would.
+    """
 
-    def _fd(self, tid: int) -> int:
-        fd = self._fds.get(tid)
-        if fd is not None:
-            self._fds.move_to_end(tid)
-            return fd
-        try:
-            fd = os.open(f"/proc/{tid}/mem", os.O_RDWR | os.O_CLOEXEC)
-        except PermissionError as exc:
-            log.warning("cannot access memory of task %d (%s): it runs as another user or is not "
-                        "dumpable; such callers cannot use this mount", tid, exc.strerror)
-            raise KdbusError(errno.EPERM, f"no access to the memory of task {tid}") from None
-        except OSError as exc:
-            raise KdbusError(errno.ESRCH, f"task {tid} is gone ({exc.strerror})") from None
-        self._fds[tid] = fd
-        if len(self._fds) > self._cache_size:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        return fd
+    def __init__(self) -> None:
+        self._local = _IoVec()
+        self._remote = _IoVec()
+        self._buffer = ctypes.create_string_buffer(64 * 1024)
 
-    def _drop(self, tid: int) -> None:
-        fd = self._fds.pop(tid, None)
-        if fd is not None:
-            os.close(fd)
+    def _transfer(self, call: object, tid: int, local: int, remote: int, size: int) -> int:
+        self._local.base, self._local.len = local, size
+        self._remote.base, self._remote.len = remote, size
+        done = call(tid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)  # type: ignore[operator]
+        if done < 0:
+            err = ctypes.get_errno()
+            if err == errno.EPERM:
+                log.warning("cannot access the memory of task %d: it runs as another user or is not "
+                            "dumpable, so it cannot use this mount", tid)
+                raise KdbusError(errno.EPERM, f"no access to the memory of task {tid}")
+            if err == errno.ESRCH:
+                raise KdbusError(errno.ESRCH, f"task {tid} is gone")
+            raise KdbusError(errno.EFAULT, f"{size} bytes at {remote:#x} of task {tid}: {os.strerror(err)}")
+        return int(done)
 
     def read(self, tid: int, address: int, size: int) -> bytes:
         if size == 0:
             return b""
         if address + size > USER_ADDRESS_LIMIT:
             raise KdbusError(errno.EFAULT, f"read of {size} bytes at {address:#x} outside user space")
-        for attempt in (0, 1):
-            try:
-                data = os.pread(self._fd(tid), size, address)
-            except OSError:
-                data = b""
-            if len(data) == size:
-                return data
-            # A stale descriptor (the task exec'd or the tid was reused) reads nothing: reopen once.
-            self._drop(tid)
-            if attempt == 0 and data == b"" and self._alive(tid):
-                continue
-            break
-        raise KdbusError(errno.EFAULT, f"cannot read {size} bytes at {address:#x} of task {tid}")
+        buffer = self._buffer if size <= len(self._buffer) else ctypes.create_string_buffer(size)
+        if self._transfer(_process_vm_readv, tid, ctypes.addressof(buffer), address, size) != size:
+            raise KdbusError(errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
+        return buffer.raw[:size]
 
     def write(self, tid: int, address: int, data: bytes) -> None:
-        if not data:
+        size = len(data)
+        if size == 0:
             return
-        if address + len(data) > USER_ADDRESS_LIMIT:
+        if address + size > USER_ADDRESS_LIMIT:
             raise KdbusError(errno.EFAULT, f"write at {address:#x} outside user space")
-        for attempt in (0, 1):
-            try:
-                written = os.pwrite(self._fd(tid), data, address)
-            except OSError:
-                written = 0
-            if written == len(data):
-                return
-            self._drop(tid)
-            if attempt == 0 and written == 0 and self._alive(tid):
-                continue
-            break
-        raise KdbusError(errno.EFAULT, f"cannot write {len(data)} bytes at {address:#x} of task {tid}")
-
-    @staticmethod
-    def _alive(tid: int) -> bool:
-        return os.path.exists(f"/proc/{tid}")
+        source = ctypes.c_char_p(data)
+        local = ctypes.cast(source, ctypes.c_void_p).value or 0
+        if self._transfer(_process_vm_writev, tid, local, address, size) != size:
+            raise KdbusError(errno.EFAULT, f"short write of {size} bytes at {address:#x} of task {tid}")
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        pass
 
 
 def read_creds(tid: int, fsuid: int, fsgid: int) -> Creds:
