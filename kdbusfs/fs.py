@@ -41,6 +41,11 @@ DT_REG = 8
 POLLIN = select.POLLIN | select.POLLRDNORM
 POLLOUT = select.POLLOUT | select.POLLWRNORM
 POLLERR_HUP = select.POLLERR | select.POLLHUP
+# Node attributes never change while a node exists (an endpoint's size grows by NOTIFY_STORE, which
+# refreshes the kernel's copy), so the kernel may keep them; without this, default_permissions asks
+# for them on every path component of every open. Entries of buses and endpoints are never cached:
+# buses vanish, and each lookup of an endpoint must give a fresh inode.
+ATTR_VALID_S = 3600
 
 
 @dataclass(slots=True, eq=False)
@@ -110,7 +115,8 @@ class Filesystem:
         try:
             payload = op(request)
         except KdbusError as exc:
-            log.debug("%s failed: %s", _opname(request.opcode), exc)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s failed: %s", _opname(request.opcode), exc)
             payload = None
             out.append(codec.reply_error(unique, exc.errno))
         else:
@@ -184,7 +190,7 @@ class Filesystem:
         parent = request.header.nodeid
         if parent == p.ROOT_ID:
             if name == CONTROL:
-                return codec.entry_out(CONTROL_ID, self._attr(CONTROL_ID))
+                return codec.entry_out(CONTROL_ID, self._attr(CONTROL_ID), ATTR_VALID_S, ATTR_VALID_S)
             bus = self.domain.buses.get(name.decode("utf-8", "surrogateescape"))
             if bus is None or not bus.active:
                 raise KdbusError(errno.ENOENT, f"no bus {name!r}")
@@ -200,7 +206,7 @@ class Filesystem:
             # A fresh inode per lookup: each open of an endpoint gets its own page cache (pool).
             node = self._new_node(endpoint)
         node.lookups += 1
-        return codec.entry_out(node.nodeid, self._attr(node.nodeid))
+        return codec.entry_out(node.nodeid, self._attr(node.nodeid), 0, ATTR_VALID_S)
 
     def _forget(self, request: Request) -> None:
         (count,) = p.FORGET_IN.unpack_from(request.body)
@@ -221,7 +227,7 @@ class Filesystem:
             self._maybe_drop(node)
 
     def _getattr(self, request: Request) -> bytes:
-        return codec.attr_out(self._attr(request.header.nodeid))
+        return codec.attr_out(self._attr(request.header.nodeid), ATTR_VALID_S)
 
     def _statfs(self, request: Request) -> bytes:
         return codec.statfs_out()

@@ -88,6 +88,8 @@ class Handle:
             self.bus.shutdown()
         elif self.type is HandleType.CONNECTED and self.conn is not None:
             self.conn.disconnect()
+            # No mapping of the pool is left either (a mapping holds the file open).
+            self.conn.pool.close()
 
 
 class Args:

@@ -93,28 +93,41 @@ class ProcessMemory:
         pass
 
 
+def _field(status: bytes, key: bytes) -> bytes:
+    start = status.find(key)
+    if start < 0:
+        return b""
+    start += len(key)
+    end = status.find(b"\n", start)
+    return status[start:end].strip()
+
+
 def read_creds(tid: int, fsuid: int, fsgid: int) -> Creds:
     """A task's identity from /proc; falls back to the request's fsuid/fsgid if the task is gone."""
     try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            status = f.read()
-        userns = os.stat(f"/proc/{tid}/ns/user").st_ino
+        fd = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            status = os.read(fd, 8192)
+        finally:
+            os.close(fd)
     except OSError:
         return Creds.for_ids(fsuid, fsgid, tid)
-    fields: dict[bytes, bytes] = {}
-    for line in status.split(b"\n"):
-        key, _, value = line.partition(b":")
-        fields[key] = value.strip()
-    uids = [int(x) for x in fields.get(b"Uid", b"").split()] or [fsuid] * 4
-    gids = [int(x) for x in fields.get(b"Gid", b"").split()] or [fsgid] * 4
-    pid = int(fields.get(b"Tgid", tid))
+    uids = [int(x) for x in _field(status, b"\nUid:").split()] or [fsuid] * 4
+    gids = [int(x) for x in _field(status, b"\nGid:").split()] or [fsgid] * 4
+    caps = int(_field(status, b"\nCapEff:") or b"0", 16)
+    in_domain_userns = True
+    if caps:
+        # Capabilities count only in the daemon's user namespace (the domain's).
+        try:
+            in_domain_userns = os.stat(f"/proc/{tid}/ns/user").st_ino == _own_userns
+        except OSError:
+            in_domain_userns = False
     return Creds(
-        pid=pid, tid=tid, ppid=int(fields.get(b"PPid", 0)),
+        pid=int(_field(status, b"\nTgid:") or tid), tid=tid, ppid=int(_field(status, b"\nPPid:") or 0),
         uid=uids[0], euid=uids[1], suid=uids[2], fsuid=uids[3],
         gid=gids[0], egid=gids[1], sgid=gids[2], fsgid=gids[3],
-        cap_effective=int(fields.get(b"CapEff", b"0"), 16),
-        in_domain_userns=userns == _own_userns,
-        comm=fields.get(b"Name", b"").decode("utf-8", "replace"),
+        cap_effective=caps, in_domain_userns=in_domain_userns,
+        comm=_field(b"\n" + status, b"\nName:").decode("utf-8", "replace"),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import mmap
 from dataclasses import dataclass
 
 from .errors import KdbusError
@@ -31,7 +32,8 @@ class Slice:
 class Pool:
     def __init__(self, size: int) -> None:
         self.size = size
-        self.buffer = bytearray(size)
+        # Anonymous memory: pages cost nothing until a slice is written there.
+        self.buffer = mmap.mmap(-1, size)
         # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
         self._offsets: list[int] = [0]
         self._slices: dict[int, Slice] = {0: Slice(0, size)}
@@ -121,6 +123,9 @@ class Pool:
 
     def free_size(self) -> int:
         return sum(size for size, _ in self._free)
+
+    def close(self) -> None:
+        self.buffer.close()
 
     def take_dirty(self) -> list[tuple[int, int]]:
         dirty, self.dirty = self.dirty, []
