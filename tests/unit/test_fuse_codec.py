@@ -340,7 +340,8 @@ def test_init_out_is_64_bytes_for_current_kernels() -> None:
 
 
 def test_init_out_flags_are_anded_with_kernel_flags() -> None:
-    raw = codec.init_out(KERNEL_38._replace(flags=p.ASYNC_READ | p.BIG_WRITES), flags=0xFFFF_FFFF, max_write=4096)
+    kernel = KERNEL_38._replace(flags=p.ASYNC_READ | p.BIG_WRITES)
+    raw = codec.init_out(kernel, flags=0xFFFF_FFFF, max_write=4096)
     assert _u32(raw, 12) == p.ASYNC_READ | p.BIG_WRITES
 
 

@@ -11,6 +11,7 @@ from helpers import raises_errno
 from kdbusfs.abi.constants import Item
 from kdbusfs.abi.items import (
     ItemSpec,
+    ParsedItem,
     item,
     join_items,
     string_item,
@@ -34,7 +35,7 @@ def accept(*types: int, multiple: tuple[int, ...] = ()) -> dict[int, ItemSpec]:
 ANY_ID = accept(Item.ID, Item.DST_ID, Item.NAME)
 
 
-def walk(items: bytes, accepted: dict[int, ItemSpec] = ANY_ID) -> dict[int, list]:  # type: ignore[type-arg]
+def walk(items: bytes, accepted: dict[int, ItemSpec] = ANY_ID) -> dict[int, list[ParsedItem]]:
     return walk_items(FIXED + items, len(FIXED), accepted)
 
 
@@ -63,7 +64,8 @@ def test_string_item_accepts_bytes() -> None:
 
 
 def test_u64_item() -> None:
-    assert u64_item(Item.ATTACH_FLAGS_SEND, 0x3FFF) == header(24, Item.ATTACH_FLAGS_SEND) + struct.pack("<Q", 0x3FFF)
+    expected = header(24, Item.ATTACH_FLAGS_SEND) + struct.pack("<Q", 0x3FFF)
+    assert u64_item(Item.ATTACH_FLAGS_SEND, 0x3FFF) == expected
 
 
 def test_join_items() -> None:
@@ -385,7 +387,9 @@ def test_name_change_item_is_valid(item_type: int, payload: bytes) -> None:
 
 
 @pytest.mark.parametrize("item_type", NAME_CHANGES)
-@pytest.mark.parametrize("payload", [bytes(0), bytes(24), bytes(31), bytes(32) + b"a.b", bytes(32) + b"a\0b\0"])
+@pytest.mark.parametrize("payload", [
+    bytes(0), bytes(24), bytes(31), bytes(32) + b"a.b", bytes(32) + b"a\0b\0",
+])
 def test_malformed_name_change_item_is_einval(item_type: int, payload: bytes) -> None:
     with raises_errno(errno.EINVAL):
         validate_item(item_type, payload)

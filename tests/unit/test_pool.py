@@ -140,7 +140,8 @@ def test_release_merges_with_following_free_slice() -> None:
 
 def test_release_merges_with_preceding_free_slice() -> None:
     pool = Pool(SIZE)
-    a, b, c = pool.alloc(16), pool.alloc(16), pool.alloc(16)
+    a, b = pool.alloc(16), pool.alloc(16)
+    pool.alloc(16)
     pool.release_bus_ref(a)
     pool.release_bus_ref(b)
     assert layout(pool) == [(0, 32, True), (32, 16, False), (48, SIZE - 48, True)]
