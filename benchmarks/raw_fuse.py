@@ -21,6 +21,17 @@ from kdbusfs.fuse.session import serve
 FILE_ID = 2
 
 
+class RawServer:
+    def handle(self, request: Request) -> list[bytes]:
+        return handle(request)
+
+    def next_deadline(self) -> None:
+        return None
+
+    def tick(self) -> list[bytes]:
+        return []
+
+
 def handle(request: Request) -> list[bytes]:
     op, unique = request.opcode, request.unique
     if op == p.Opcode.IOCTL:
@@ -50,7 +61,7 @@ def _attr(nodeid: int) -> Attr:
 def main() -> None:
     mountpoint = sys.argv[1]
     fd = fuse_mount.mount(mountpoint, "rawfuse", "rawfuse", allow_other=False)
-    trio.run(serve, fd, handle)
+    trio.run(serve, fd, RawServer())
 
 
 if __name__ == "__main__":

@@ -180,5 +180,5 @@ async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: b
                     return
 
         nursery.start_soon(on_signal)
-        await serve(fd, fs.handle, ready, debug)
+        await serve(fd, fs, ready, debug)
         nursery.cancel_scope.cancel()

@@ -21,15 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .abi import structs
 from .bus.bus import Bus
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
 from .bus.limits import PAGE_SIZE
+from .bus.reply import SyncWait
 from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Request
-from .handle import Control, Handle, HandleType, ioctl
+from .handle import Control, Handle, HandleType, Pending, ioctl
 from .peer import ProcessMemory, RequestCaller, read_creds
 
 log = logging.getLogger("kdbusfs.fs")
@@ -58,6 +60,15 @@ class Node:
     handle: Handle | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Blocked:
+    """Where to answer a blocked synchronous SEND."""
+
+    unique: int
+    tid: int
+    address: int
+
+
 @dataclass(slots=True, eq=False)
 class OpenFile:
     node: Node
@@ -79,6 +90,7 @@ class Filesystem:
         self._files: dict[int, OpenFile] = {}
         self._files_by_conn: dict[int, OpenFile] = {}
         self.initialized = False
+        self._pending: dict[int, SyncWait] = {}
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
             p.Opcode.INIT: self._init,
             p.Opcode.LOOKUP: self._lookup,
@@ -105,7 +117,7 @@ class Filesystem:
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, request: Request) -> list[bytes]:
-        """Serve one request; the result is notifications first, then the reply (if any)."""
+        """Serve one request: pool stores and notifications first, then the reply (if any)."""
         out = self._out = []
         op = self._ops.get(request.opcode)
         unique = request.unique
@@ -117,14 +129,67 @@ class Filesystem:
         except KdbusError as exc:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s failed: %s", _opname(request.opcode), exc)
-            payload = None
-            out.append(codec.reply_error(unique, exc.errno))
+            reply = codec.reply_error(unique, exc.errno)
         else:
-            if payload is not None:
-                out.append(codec.reply(unique, payload))
-        if self.domain.changed:
-            self._wake_pollers()
+            reply = None if payload is None else codec.reply(unique, payload)
+        if self.domain.changed or self.domain.completed:
+            self._flush()
+        if reply is not None:
+            out.append(reply)
         return out
+
+    def next_deadline(self) -> int | None:
+        """CLOCK_MONOTONIC nanoseconds of the next reply deadline, if any."""
+        return self.domain.next_deadline()
+
+    def tick(self) -> list[bytes]:
+        """Fire due deadlines; returns what to write (notifications, answers to blocked calls)."""
+        self._out = []
+        self.domain.expire(time.monotonic_ns())
+        if self.domain.changed or self.domain.completed:
+            self._flush()
+        return self._out
+
+    def _flush(self) -> None:
+        """Push pool bytes to page caches, wake pollers, answer blocked calls that finished."""
+        domain = self.domain
+        changed, domain.changed = domain.changed, []
+        seen: set[int] = set()
+        for conn in changed:
+            if conn.id in seen:
+                continue
+            seen.add(conn.id)
+            opened = self._files_by_conn.get(conn.id)
+            if opened is None:
+                conn.pool.dirty.clear()
+                continue
+            if conn.pool.dirty:
+                self._store(opened.node.nodeid, conn.pool)
+            if opened.pollers and (conn.readable or not conn.active):
+                for kh in opened.pollers:
+                    self._out.append(codec.notify_poll(kh))
+                opened.pollers.clear()
+        completed, domain.completed = domain.completed, []
+        for wait in completed:
+            self._answer(wait)
+
+    def _answer(self, wait: SyncWait) -> None:
+        token = wait.token
+        if not isinstance(token, _Blocked) or self._pending.pop(token.unique, None) is None:
+            return
+        if wait.errno:
+            self._out.append(codec.reply_error(token.unique, wait.errno))
+            return
+        assert wait.reply is not None
+        offset, size, flags = wait.reply
+        try:
+            # cmd_send.reply and return_flags; SEND is _IOW, so memory is the only way back.
+            self.memory.write(token.tid, token.address + 16, structs.U64.pack(0))
+            self.memory.write(token.tid, token.address + 32, structs.MSG_INFO.pack(offset, size, flags))
+        except KdbusError as exc:
+            self._out.append(codec.reply_error(token.unique, exc.errno))
+            return
+        self._out.append(codec.reply(token.unique, codec.ioctl_out(0)))
 
     def _ok(self, request: Request) -> bytes:
         return b""
@@ -336,7 +401,7 @@ class Filesystem:
             self._maybe_drop(node)
         return b""
 
-    def _ioctl(self, request: Request) -> bytes:
+    def _ioctl(self, request: Request) -> bytes | None:
         fh, flags, cmd, arg, in_size, _out_size = p.IOCTL_IN.unpack_from(request.body)
         if flags & p.IOCTL_DIR:
             raise KdbusError(errno.ENOTTY, "no ioctls on directories")
@@ -350,16 +415,18 @@ class Filesystem:
             out = ioctl(handle, cmd, arg, in_data, caller)
         finally:
             conn = handle.conn
-            if conn is not None:
-                if not was_connected and handle.type is HandleType.CONNECTED:
-                    opened.node.handle = handle
-                    self._files_by_conn[conn.id] = opened
-                    # Grow the inode to the pool's size so mappings of the whole pool can fault.
-                    last = conn.pool.size - PAGE_SIZE
-                    self._out.append(codec.notify_store(
-                        opened.node.nodeid, last, conn.pool.buffer[last:]))
-                if conn.pool.dirty:
-                    self._store(opened.node.nodeid, conn.pool)
+            if conn is not None and not was_connected and handle.type is HandleType.CONNECTED:
+                opened.node.handle = handle
+                self._files_by_conn[conn.id] = opened
+                # Grow the inode to the pool's size so mappings of the whole pool can fault.
+                last = conn.pool.size - PAGE_SIZE
+                self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
+                self.domain.changed.append(conn)
+        if isinstance(out, Pending):
+            # A synchronous call: answered when its reply, error, timeout or interrupt comes.
+            out.wait.token = _Blocked(request.unique, h.pid, out.address)
+            self._pending[request.unique] = out.wait
+            return None
         return codec.ioctl_out(0, out)
 
     def _store(self, nodeid: int, pool) -> None:  # type: ignore[no-untyped-def]
@@ -375,21 +442,19 @@ class Filesystem:
         conn = opened.handle.conn
         if opened.handle.type is not HandleType.CONNECTED or conn is None or not conn.active:
             return codec.poll_out(POLLERR_HUP)
+        if conn.readable:
+            return codec.poll_out(POLLOUT | POLLIN)
         if flags & p.POLL_SCHEDULE_NOTIFY:
             opened.pollers.add(kh)
         return codec.poll_out(POLLOUT)
 
-    def _wake_pollers(self) -> None:
-        for conn in self.domain.changed:
-            opened = self._files_by_conn.get(conn.id)
-            if opened is not None and opened.pollers:
-                for kh in opened.pollers:
-                    self._out.insert(0, codec.notify_poll(kh))
-                opened.pollers.clear()
-        self.domain.changed.clear()
-
     def _interrupt(self, request: Request) -> None:
-        # Every request so far is answered inline, so the interrupted one is already done.
+        (unique,) = p.INTERRUPT_IN.unpack_from(request.body)
+        wait = self._pending.get(unique)
+        if wait is not None:
+            # The caller got a signal: it returns EINTR now; its call stays tracked, so a SEND
+            # restarted with the same cookie resumes waiting instead of sending again.
+            wait.finish(errno.EINTR)
         return None
 
     def shutdown(self) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .abi import structs
@@ -25,33 +26,56 @@ from .abi.constants import (
     LIST_UNIQUE,
     MAKE_ACCESS_GROUP,
     MAKE_ACCESS_WORLD,
+    NAME_ACTIVATOR,
+    NAME_IN_QUEUE,
+    RECV_DROP,
+    RECV_PEEK,
+    RECV_RETURN_DROPPED_MSGS,
+    RECV_USE_PRIORITY,
+    SEND_SYNC_REPLY,
+    Attach,
     Cmd,
     Item,
     ioc_dir,
     ioc_size,
 )
-from .abi.items import ItemSpec, ParsedItem, walk_items
+from .abi.items import ItemSpec, ParsedItem, item, walk_items
 from .abi.structs import U64, Layout
 from .bus import limits
 from .bus.bus import Bus
-from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner
+from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner, is_privileged, unicast
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
-from .bus.metadata import Creds, sanitize_attach_flags
-from .bus.names import is_valid_name
+from .bus.message import MSG_FLAGS, stage_user
+from .bus.metadata import Creds, Process, Snapshot, sanitize_attach_flags
+from .bus.names import ACQUIRE_FLAGS, is_valid_name
+from .bus.policy import may_own
+from .bus.reply import SyncWait
 
 log = logging.getLogger("kdbusfs.handle")
 
 
 class Caller(Protocol):
-    """The task issuing an ioctl: its identity and its memory."""
+    """The task issuing an ioctl: its identity, its process facts and its memory."""
 
     def creds(self) -> Creds: ...
 
+    def process(self) -> Process: ...
+
     def read(self, address: int, size: int) -> bytes: ...
 
+    def read_into(self, address: int, size: int, buffer: object, offset: int) -> None: ...
+
     def write(self, address: int, data: bytes) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """An ioctl that blocks (a synchronous SEND): the edge answers it when `wait` is done."""
+
+    wait: SyncWait
+    address: int
 
 
 class HandleType(enum.Enum):
@@ -118,7 +142,7 @@ class Args:
         self.fixed[offset : offset + len(value)] = value
 
 
-Runner = Callable[[Handle, Args, Caller], None]
+Runner = Callable[[Handle, Args, Caller], "Pending | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +157,10 @@ class Command:
     setup_on: type | None = None
     kinds: tuple[Kind, ...] = ()
     mandatory: tuple[int, ...] = field(default=())
+    # Extra work when negotiating (SEND negotiates its message too).
+    negotiate: Callable[[Handle, Args, Caller], None] | None = None
+    # Commands that report through their struct even when failing (RECV on EAGAIN).
+    writeback_on_error: bool = False
 
 
 def _specs(*specs: ItemSpec) -> dict[int, ItemSpec]:
@@ -162,7 +190,7 @@ def _bus_make(handle: Handle, args: Args, caller: Caller) -> None:
     creator_attach = _attach_flags(attach_item.u64) if attach_item else 0
     flags = args.fields.flags
     bus = Bus.make(
-        handle.domain, name_item.string, caller.creds(), flags,
+        handle.domain, name_item.string, Snapshot.capture(caller.process()), flags,
         flags & (MAKE_ACCESS_GROUP | MAKE_ACCESS_WORLD), bloom.size, bloom.n_hash, creator_attach,
     )
     handle.type = HandleType.BUS_OWNER
@@ -176,23 +204,31 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
     f = args.fields
     attach_send = _attach_flags(f.attach_flags_send)
     attach_recv = _attach_flags(f.attach_flags_recv)
-    creds = caller.creds()
-    faked = [t for t in (Item.CREDS, Item.PIDS, Item.SECLABEL) if t in args.items]
-    if faked:
-        if not is_owner(endpoint, handle.opener):
+    opener = handle.opener
+    if Item.CREDS in args.items or Item.PIDS in args.items or Item.SECLABEL in args.items:
+        if not is_owner(endpoint, opener):
             raise KdbusError(errno.EPERM, "faking metadata needs bus owner rights")
-        creds = _faked_creds(creds, args)
+        snapshot = _faked_snapshot(args)
+        if is_privileged(endpoint, opener) and Item.CREDS in args.items:
+            # A privileged connection with faked creds is accounted to the faked user.
+            opener = replace(opener, uid=snapshot.creds_.uid)
+    else:
+        snapshot = Snapshot.capture(_only(caller.process(), attach_send))
     name_item = args.item(Item.NAME)
     name = name_item.string if name_item else None
     if name is not None and not is_valid_name(name, allow_wildcard=True):
         raise KdbusError(errno.EINVAL, f"invalid well-known name {name!r}")
     description_item = args.item(Item.CONN_DESCRIPTION)
     conn = Connection.hello(
-        endpoint, handle.opener, creds, f.flags & HELLO_FLAGS, attach_send, attach_recv,
+        endpoint, opener, snapshot, f.flags & HELLO_FLAGS, attach_send, attach_recv,
         f.pool_size, description_item.string if description_item else None, name,
     )
+    if opener is not handle.opener:
+        conn.opener = handle.opener
     try:
         offset, items_size = conn.bloom_slice()
+        if conn.kind is not Kind.MONITOR:
+            conn.bus.notify_id(Item.ID_ADD, conn)
     except KdbusError:
         conn.disconnect()
         raise
@@ -207,23 +243,46 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
     log.debug("connection %d on %s/%s (%s)", conn.id, bus.name, endpoint.name, conn.kind.value)
 
 
-def _faked_creds(real: Creds, args: Args) -> Creds:
-    values = real
+class _Only:
+    """A Process limited to the facts a connection lets CONN_INFO reveal (nothing else is read)."""
+
+    def __init__(self, process: Process, mask: int) -> None:
+        self._process = process
+        self._mask = mask
+
+    def creds(self) -> Creds:
+        return self._process.creds()
+
+    def __getattr__(self, name: str) -> object:
+        flag = _FACT_FLAGS[name]
+        getter = getattr(self._process, name)
+        return getter if self._mask & flag else (lambda: None)
+
+
+_FACT_FLAGS = {"tid_comm": Attach.TID_COMM, "pid_comm": Attach.PID_COMM, "exe": Attach.EXE,
+               "cmdline": Attach.CMDLINE, "cgroup": Attach.CGROUP, "caps": Attach.CAPS,
+               "audit": Attach.AUDIT}
+
+
+def _only(process: Process, mask: int) -> Process:
+    return _Only(process, mask)  # type: ignore[return-value]
+
+
+_UNSET32 = 0xFFFF_FFFF
+
+
+def _faked_snapshot(args: Args) -> Snapshot:
+    """Metadata a bus owner states for its connection; no real process facts go with it."""
+    ids = [_UNSET32] * 8
     creds_item = args.item(Item.CREDS)
     if creds_item is not None:
-        c = structs.CREDS.unpack(creds_item.payload)
-        values = Creds(
-            real.pid, real.tid, real.ppid, c.uid, c.euid, c.suid, c.fsuid, c.gid, c.egid, c.sgid,
-            c.fsgid, real.cap_effective, real.in_domain_userns, real.comm,
-        )
+        ids = list(structs.CREDS.unpack(creds_item.payload))
+    pids = (0, 0, 0)
     pids_item = args.item(Item.PIDS)
     if pids_item is not None:
-        p = structs.PIDS.unpack(pids_item.payload)
-        values = Creds(
-            p.pid, p.tid, p.ppid, values.uid, values.euid, values.suid, values.fsuid, values.gid,
-            values.egid, values.sgid, values.fsgid, values.cap_effective, values.in_domain_userns, "",
-        )
-    return values
+        pids = tuple(structs.PIDS.unpack(pids_item.payload))  # type: ignore[assignment]
+    creds = Creds(pids[0], pids[1], pids[2], *ids)
+    return Snapshot(creds, faked=True, faked_items=(Item.CREDS in args.items, Item.PIDS in args.items))
 
 
 # -- connection commands ------------------------------------------------------------------------
@@ -235,6 +294,8 @@ def _conn(handle: Handle) -> Connection:
 
 def _byebye(handle: Handle, args: Args, caller: Caller) -> None:
     conn = _conn(handle)
+    if conn.queue:
+        raise KdbusError(errno.EBUSY, f"connection {conn.id} still has {len(conn.queue)} messages")
     conn.disconnect()
     log.debug("connection %d said goodbye", conn.id)
 
@@ -254,8 +315,6 @@ def _update(handle: Handle, args: Args, caller: Caller) -> None:
         raise KdbusError(errno.EOPNOTSUPP, "a policy holder receives nothing")
     if policy and conn.kind is not Kind.POLICY_HOLDER:
         raise KdbusError(errno.EOPNOTSUPP, "only policy holders upload policy")
-    if policy:
-        raise KdbusError(errno.EOPNOTSUPP, "policy upload is not supported yet")
     new_send = _attach_flags(send_item.u64) if send_item else conn.attach_flags_send
     new_recv = _attach_flags(recv_item.u64) if recv_item else conn.attach_flags_recv
     conn.attach_flags_send, conn.attach_flags_recv = new_send, new_recv
@@ -266,11 +325,17 @@ def _conn_info(handle: Handle, args: Args, caller: Caller) -> None:
     attach = _attach_flags(args.fields.attach_flags)
     name_item = args.item(Item.NAME)
     if name_item is not None:
-        # No connection owns a well-known name until the registry lands with messaging.
-        raise KdbusError(errno.ESRCH, f"name {name_item.string!r} has no owner")
-    if args.fields.id == 0:
+        entry = conn.bus.names.lookup(name_item.string)
+        record = entry.owner() if entry is not None else None
+        if record is None:
+            raise KdbusError(errno.ESRCH, f"name {name_item.string!r} has no owner")
+        if args.fields.id != 0 and args.fields.id != record.conn.id:
+            raise KdbusError(errno.ESRCH, f"name {name_item.string!r} is not owned by {args.fields.id}")
+        target = record.conn
+    elif args.fields.id == 0:
         raise KdbusError(errno.EINVAL, "CONN_INFO needs an id or a NAME item")
-    target = conn.find_peer(args.fields.id)
+    else:
+        target = conn.find_peer(args.fields.id)
     offset, size = conn.publish(conn.info_of(target, attach))
     args.set_u64(40, offset)
     args.set_u64(48, size)
@@ -288,13 +353,23 @@ def _list(handle: Handle, args: Args, caller: Caller) -> None:
     conn = _conn(handle)
     flags = args.fields.flags
     records = []
-    for endpoint in conn.bus.endpoints.values():
-        for peer in endpoint.connections.values():
-            if peer.kind is Kind.MONITOR:
-                continue
-            if flags & LIST_UNIQUE:
-                records.append(structs.INFO.pack(structs.INFO.size, peer.id, peer.flags))
-    # Name records (LIST_NAMES, LIST_ACTIVATORS, LIST_QUEUED) join when the registry lands.
+    for peer in conn.bus.connections.values():
+        if peer.kind is Kind.MONITOR:
+            continue
+        emitted = False
+        for record in peer.name_records:
+            if record.flags & NAME_ACTIVATOR:
+                wanted = flags & LIST_ACTIVATORS
+            elif record.flags & NAME_IN_QUEUE:
+                wanted = flags & LIST_QUEUED
+            else:
+                wanted = flags & LIST_NAMES
+            if wanted:
+                name = item(Item.OWNED_NAME, U64.pack(record.flags) + record.entry.name.encode() + b"\0")
+                records.append(structs.INFO.pack(structs.INFO.size + len(name), peer.id, peer.flags) + name)
+                emitted = True
+        if not emitted and flags & LIST_UNIQUE:
+            records.append(structs.INFO.pack(structs.INFO.size, peer.id, peer.flags))
     data = b"".join(records)
     if not data:
         args.set_u64(24, conn.pool.size)
@@ -305,7 +380,96 @@ def _list(handle: Handle, args: Args, caller: Caller) -> None:
     args.set_u64(32, size)
 
 
+def _name_acquire(handle: Handle, args: Args, caller: Caller) -> None:
+    conn = _conn(handle)
+    name_item = args.item(Item.NAME)
+    assert name_item is not None
+    name = name_item.string
+    if not is_valid_name(name):
+        raise KdbusError(errno.EINVAL, f"invalid well-known name {name!r}")
+    if not may_own(conn, caller.creds(), name):
+        raise KdbusError(errno.EPERM, f"connection {conn.id} may not own {name}")
+    try:
+        return_flags = conn.bus.names.acquire(conn, name, args.fields.flags & ACQUIRE_FLAGS)
+    except KdbusError as exc:
+        flags = getattr(exc, "return_flags", None)
+        if flags is not None:
+            args.set_u64(16, flags)
+        raise
+    args.set_u64(16, return_flags)
+
+
+def _name_release(handle: Handle, args: Args, caller: Caller) -> None:
+    conn = _conn(handle)
+    name_item = args.item(Item.NAME)
+    assert name_item is not None
+    conn.bus.names.release(conn, name_item.string)
+
+
+def _recv(handle: Handle, args: Args, caller: Caller) -> None:
+    conn = _conn(handle)
+    flags = args.fields.flags
+    if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
+        raise KdbusError(errno.EINVAL, "RECV cannot DROP by priority")
+    lost = conn.take_lost()
+    args.set_u64(32, lost)
+    if lost:
+        args.set_u64(16, RECV_RETURN_DROPPED_MSGS)
+    args.set_u64(40, conn.pool.size)
+    args.set_u64(48, 0)
+    args.set_u64(56, 0)
+    priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
+    offset, size, return_flags = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP), priority)
+    args.set_u64(40, offset)
+    args.set_u64(48, size)
+    args.set_u64(56, return_flags)
+
+
+def _send(handle: Handle, args: Args, caller: Caller) -> Pending | None:
+    conn = _conn(handle)
+    cmd_flags = args.fields.flags
+    # The reply field reads "no reply" unless a synchronous call gets one.
+    args.set_u64(32, conn.pool.size)
+    args.set_u64(40, 0)
+    args.set_u64(48, 0)
+    if Item.CANCEL_FD in args.items:
+        raise KdbusError(errno.EOPNOTSUPP, "CANCEL_FD is not supported yet")
+    data = copy_in(caller, args.fields.msg_address, structs.MSG, b"")
+    msg = stage_user(data, cmd_flags, conn.bus.bloom_size)
+    if msg.src_id not in (0, conn.id):
+        raise KdbusError(errno.EINVAL, f"src_id {msg.src_id} is not the sender's id {conn.id}")
+    msg.src_id = conn.id
+    sync = None
+    now = time.monotonic_ns()
+    if cmd_flags & SEND_SYNC_REPLY:
+        if msg.timeout_or_reply <= now:
+            raise KdbusError(errno.ETIMEDOUT, "the call's deadline has already passed")
+        sync = SyncWait(conn)
+    conn.bus.stamp(msg)
+    msg.read_into = caller.read_into
+    process = caller.process()
+    if msg.is_broadcast:
+        conn.bus.broadcast(conn, msg, process)
+    else:
+        unicast(conn, msg, process, sync, now)
+    if sync is not None:
+        return Pending(sync, args.address)
+    return None
+
+
+def _negotiate_send(handle: Handle, args: Args, caller: Caller) -> None:
+    """A negotiating SEND also negotiates the message it points to, if any."""
+    address = args.fields.msg_address
+    if not address:
+        return
+    data = copy_in(caller, address, structs.MSG, b"")
+    if not U64.unpack_from(data, 8)[0] & FLAG_NEGOTIATE:
+        raise KdbusError(errno.EINVAL, "message negotiation needs a negotiating SEND")
+    caller.write(address + 8, U64.pack(MSG_FLAGS))
+
+
 _ALL_KINDS = (Kind.ORDINARY, Kind.MONITOR, Kind.ACTIVATOR, Kind.POLICY_HOLDER)
+_RECEIVERS = (Kind.ORDINARY, Kind.MONITOR, Kind.ACTIVATOR)
 
 COMMANDS: dict[int, Command] = {
     c.cmd: c
@@ -325,14 +489,21 @@ COMMANDS: dict[int, Command] = {
                        ItemSpec(Item.NAME, multiple=True), ItemSpec(Item.POLICY_ACCESS, multiple=True)),
                 _update, kinds=_ALL_KINDS),
         Command(Cmd.BYEBYE, structs.CMD, 0, _specs(), _byebye, kinds=(Kind.ORDINARY,)),
-        Command(Cmd.FREE, structs.CMD_FREE, 0, _specs(), _free,
-                kinds=(Kind.ORDINARY, Kind.MONITOR, Kind.ACTIVATOR)),
+        Command(Cmd.FREE, structs.CMD_FREE, 0, _specs(), _free, kinds=_RECEIVERS),
         Command(Cmd.CONN_INFO, structs.CMD_INFO, 0, _specs(ItemSpec(Item.NAME)), _conn_info,
                 kinds=_ALL_KINDS),
         Command(Cmd.BUS_CREATOR_INFO, structs.CMD_INFO, 0, _specs(), _bus_creator_info,
                 kinds=_ALL_KINDS),
         Command(Cmd.LIST, structs.CMD_LIST, LIST_UNIQUE | LIST_NAMES | LIST_ACTIVATORS | LIST_QUEUED,
                 _specs(), _list, kinds=_ALL_KINDS),
+        Command(Cmd.SEND, structs.CMD_SEND, SEND_SYNC_REPLY, _specs(ItemSpec(Item.CANCEL_FD)), _send,
+                kinds=(Kind.ORDINARY,), negotiate=_negotiate_send),
+        Command(Cmd.RECV, structs.CMD_RECV, RECV_PEEK | RECV_DROP | RECV_USE_PRIORITY, _specs(), _recv,
+                kinds=_RECEIVERS, writeback_on_error=True),
+        Command(Cmd.NAME_ACQUIRE, structs.CMD, ACQUIRE_FLAGS,
+                _specs(ItemSpec(Item.NAME, mandatory=True)), _name_acquire, kinds=(Kind.ORDINARY,)),
+        Command(Cmd.NAME_RELEASE, structs.CMD, 0, _specs(ItemSpec(Item.NAME, mandatory=True)),
+                _name_release, kinds=(Kind.ORDINARY,)),
     )
 }
 for _command in COMMANDS.values():
@@ -357,7 +528,7 @@ def _check_handle(handle: Handle, command: Command) -> None:
 def copy_in(caller: Caller, address: int, layout: Layout, in_data: bytes) -> bytes:
     """The whole command struct from the caller: aligned, at least the fixed part, at most 32 KiB."""
     if address & 7:
-        raise KdbusError(errno.EFAULT, f"command struct at unaligned address {address:#x}")
+        raise KdbusError(errno.EFAULT, f"{layout.name} at unaligned address {address:#x}")
     if len(in_data) >= 8:
         head = in_data
     else:
@@ -375,8 +546,8 @@ def copy_in(caller: Caller, address: int, layout: Layout, in_data: bytes) -> byt
     return bytes(head) + caller.read(address + len(head), size - len(head))
 
 
-def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller) -> bytes:
-    """Run one kdbus ioctl; returns what to hand back as the ioctl's out data (raises KdbusError)."""
+def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller) -> bytes | Pending:
+    """Run one kdbus ioctl; returns the ioctl's out data, or Pending for a blocked call."""
     command = COMMANDS.get(cmd)
     if command is None:
         raise KdbusError(errno.ENOTTY, f"unknown ioctl {cmd:#x}")
@@ -395,6 +566,8 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
     args = Args(address, data, command.layout, items)
     _negotiate_items(args, command, caller)
     if args.negotiate:
+        if command.negotiate is not None:
+            command.negotiate(handle, args, caller)
         args.set_u64(8, command.flags)
         caller.write(address + 8, U64.pack(command.flags))
         return bytes(args.fixed[: ioc_size(cmd)]) if returns_struct else b""
@@ -403,11 +576,15 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
     try:
         if missing:
             raise KdbusError(errno.EINVAL, f"{command.cmd.name}: missing item {Item(missing[0]).name}")
-        command.run(handle, args, caller)
+        pending = command.run(handle, args, caller)
     except KdbusError:
-        if args.fixed[16:24] != args.original[16:24]:
+        if command.writeback_on_error and args.fixed != args.original:
+            caller.write(address, bytes(args.fixed))
+        elif args.fixed[16:24] != args.original[16:24]:
             caller.write(address + 16, bytes(args.fixed[16:24]))
         raise
+    if pending is not None:
+        return pending
     if returns_struct:
         return bytes(args.fixed[: ioc_size(cmd)])
     if args.fixed != args.original:
@@ -431,4 +608,3 @@ def _negotiate_items(args: Args, command: Command, caller: Caller) -> None:
         wanted = U64.unpack_from(payload, i)[0]
         if wanted not in command.items:
             caller.write(args.address + negotiation.offset + 16 + i, bytes(8))
-

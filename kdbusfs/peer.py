@@ -13,6 +13,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import struct
 
 from .bus.errors import KdbusError
 from .bus.metadata import Creds
@@ -78,6 +79,20 @@ class ProcessMemory:
             raise KdbusError(errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
         return buffer.raw[:size]
 
+    def read_into(self, tid: int, address: int, size: int, buffer: object, offset: int) -> None:
+        """Copy caller memory straight into `buffer` (a pool) at `offset`: no intermediate copy."""
+        if size == 0:
+            return
+        if address + size > USER_ADDRESS_LIMIT:
+            raise KdbusError(errno.EFAULT, f"read of {size} bytes at {address:#x} outside user space")
+        target = (ctypes.c_char * size).from_buffer(buffer, offset)  # type: ignore[arg-type]
+        try:
+            done = self._transfer(_process_vm_readv, tid, ctypes.addressof(target), address, size)
+        finally:
+            del target
+        if done != size:
+            raise KdbusError(errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
+
     def write(self, tid: int, address: int, data: bytes) -> None:
         size = len(data)
         if size == 0:
@@ -128,25 +143,124 @@ def read_creds(tid: int, fsuid: int, fsgid: int) -> Creds:
         gid=gids[0], egid=gids[1], sgid=gids[2], fsgid=gids[3],
         cap_effective=caps, in_domain_userns=in_domain_userns,
         comm=_field(b"\n" + status, b"\nName:").decode("utf-8", "replace"),
+        groups=tuple(int(x) for x in _field(status, b"\nGroups:").split()),
     )
 
 
-class RequestCaller:
-    """The `handle.Caller` of one FUSE request: the calling thread's memory and identity."""
+def _read_text(path: str, limit: int = 4096) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
-    __slots__ = ("_memory", "tid", "_fsuid", "_fsgid", "_creds")
 
-    def __init__(self, memory: ProcessMemory, tid: int, fsuid: int, fsgid: int) -> None:
-        self._memory = memory
+_CAP_LAST_CAP = int((_read_text("/proc/sys/kernel/cap_last_cap") or b"40").strip())
+
+
+class ProcProcess:
+    """A task's process facts from /proc, each read the first time it is asked for."""
+
+    __slots__ = ("tid", "_fsuid", "_fsgid", "_creds", "_cache")
+
+    def __init__(self, tid: int, fsuid: int, fsgid: int) -> None:
         self.tid = tid
         self._fsuid = fsuid
         self._fsgid = fsgid
         self._creds: Creds | None = None
+        self._cache: dict[str, object] = {}
 
     def creds(self) -> Creds:
         if self._creds is None:
             self._creds = read_creds(self.tid, self._fsuid, self._fsgid)
         return self._creds
+
+    def _pid(self) -> int:
+        return self.creds().pid
+
+    def _string(self, key: str, path: str) -> str | None:
+        if key not in self._cache:
+            raw = _read_text(path)
+            self._cache[key] = None if raw is None else raw.rstrip(b"\n").decode("utf-8", "replace")
+        return self._cache[key]  # type: ignore[return-value]
+
+    def tid_comm(self) -> str | None:
+        return self._string("tid_comm", f"/proc/{self._pid()}/task/{self.tid}/comm")
+
+    def pid_comm(self) -> str | None:
+        return self._string("pid_comm", f"/proc/{self._pid()}/comm")
+
+    def exe(self) -> str | None:
+        if "exe" not in self._cache:
+            try:
+                self._cache["exe"] = os.readlink(f"/proc/{self._pid()}/exe")
+            except OSError:
+                self._cache["exe"] = None
+        return self._cache["exe"]  # type: ignore[return-value]
+
+    def cmdline(self) -> str | None:
+        if "cmdline" not in self._cache:
+            raw = _read_text(f"/proc/{self._pid()}/cmdline")
+            # kdbus attaches argv[0] only.
+            self._cache["cmdline"] = raw.split(b"\0", 1)[0].decode("utf-8", "replace") if raw else None
+        return self._cache["cmdline"]  # type: ignore[return-value]
+
+    def cgroup(self) -> str | None:
+        if "cgroup" not in self._cache:
+            raw = _read_text(f"/proc/{self._pid()}/cgroup")
+            path = None
+            if raw:
+                # The first hierarchy listed: "<id>:<controllers>:<path>" (cgroup v2: "0::<path>").
+                path = raw.split(b"\n", 1)[0].split(b":", 2)[-1].decode("utf-8", "replace")
+            self._cache["cgroup"] = path
+        return self._cache["cgroup"]  # type: ignore[return-value]
+
+    def caps(self) -> bytes | None:
+        if "caps" not in self._cache:
+            status = _read_text(f"/proc/{self.tid}/status", 8192)
+            value = None
+            if status:
+                words = []
+                mask = (1 << (_CAP_LAST_CAP + 1)) - 1
+                for key in (b"\nCapInh:", b"\nCapPrm:", b"\nCapEff:", b"\nCapBnd:"):
+                    bits = int(_field(status, key) or b"0", 16) & mask
+                    words.append(struct.pack("<II", bits & 0xFFFFFFFF, bits >> 32))
+                value = struct.pack("<I", _CAP_LAST_CAP) + b"".join(words)
+            self._cache["caps"] = value
+        return self._cache["caps"]  # type: ignore[return-value]
+
+    def audit(self) -> tuple[int, int] | None:
+        if "audit" not in self._cache:
+            session = _read_text(f"/proc/{self._pid()}/sessionid")
+            login = _read_text(f"/proc/{self._pid()}/loginuid")
+            self._cache["audit"] = None if session is None or login is None else \
+                (int(session) & 0xFFFFFFFF, int(login) & 0xFFFFFFFF)
+        return self._cache["audit"]  # type: ignore[return-value]
+
+
+class RequestCaller:
+    """The `handle.Caller` of one FUSE request: the calling thread's memory and identity."""
+
+    __slots__ = ("_memory", "tid", "_process")
+
+    def __init__(self, memory: ProcessMemory, tid: int, fsuid: int, fsgid: int) -> None:
+        self._memory = memory
+        self.tid = tid
+        self._process = ProcProcess(tid, fsuid, fsgid)
+
+    def creds(self) -> Creds:
+        return self._process.creds()
+
+    def process(self) -> ProcProcess:
+        return self._process
+
+    def read_into(self, address: int, size: int, buffer: object, offset: int) -> None:
+        self._memory.read_into(self.tid, address, size, buffer, offset)
 
     def read(self, address: int, size: int) -> bytes:
         return self._memory.read(self.tid, address, size)

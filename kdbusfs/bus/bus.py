@@ -1,16 +1,33 @@
-"""A bus: a named message space in a domain, created by KDBUS_CMD_BUS_MAKE."""
+"""A bus: a named message space in a domain, created by KDBUS_CMD_BUS_MAKE.
+
+The bus owns what its connections share: the name registry, the policy database, the message
+sequence counter, and the kernel notifications (reply timeouts and deaths, names, ids).
+"""
 
 from __future__ import annotations
 
 import errno
+import logging
+import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from ..abi import structs
+from ..abi.constants import DST_ID_BROADCAST, MSG_NO_AUTO_START, NAME_ACTIVATOR, Item
+from . import message as msgs
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
 from .errors import KdbusError
-from .metadata import Creds
+from .metadata import Creds, Snapshot
+from .names import Registry, is_valid_name
+from .policy import PolicyDb, may_talk
 
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .reply import Reply
+
+log = logging.getLogger("kdbusfs.bus")
 DEFAULT_ENDPOINT = "bus"
 
 
@@ -31,30 +48,38 @@ class Bus:
     bus_flags: int
     bloom_size: int
     bloom_n_hash: int
-    creator: Creds
+    creator: Snapshot
     # Which of the creator's metadata BUS_CREATOR_INFO may reveal.
     creator_attach: int
     id128: bytes = field(default_factory=lambda: uuid.uuid4().bytes)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    connections: dict[int, Connection] = field(default_factory=dict)
+    policy: PolicyDb = field(default_factory=PolicyDb)
+    names: Registry = field(init=False)
     active: bool = True
+    _last_seqnum: int = 0
+
+    def __post_init__(self) -> None:
+        self.names = Registry(self._notify_name, self._move_messages)
 
     @classmethod
     def make(
-        cls, domain: Domain, name: str, creator: Creds, flags: int, access: int,
+        cls, domain: Domain, name: str, creator: Snapshot, flags: int, access: int,
         bloom_size: int, bloom_n_hash: int, creator_attach: int,
     ) -> Bus:
         if not domain.active:
             raise KdbusError(errno.ESHUTDOWN, "domain is shutting down")
-        check_uid_prefix(name, creator.euid)
+        creds = creator.creds()
+        check_uid_prefix(name, creds.euid)
         if name in domain.buses:
             raise KdbusError(errno.EEXIST, f"bus {name!r} exists")
-        domain.user(creator.uid).charge_bus()
+        domain.user(creds.uid).charge_bus()
         bus = cls(
-            domain, domain.next_id(), name, creator.euid, creator.egid, node_mode(0o500, access),
+            domain, domain.next_id(), name, creds.euid, creds.egid, node_mode(0o500, access),
             flags, bloom_size, bloom_n_hash, creator, creator_attach,
         )
         bus.endpoints[DEFAULT_ENDPOINT] = Endpoint(
-            bus, DEFAULT_ENDPOINT, creator.euid, creator.egid, node_mode(0o600, access), True,
+            bus, DEFAULT_ENDPOINT, creds.euid, creds.egid, node_mode(0o600, access), True,
         )
         domain.buses[name] = bus
         return bus
@@ -73,4 +98,145 @@ class Bus:
         self.endpoints.clear()
         if self.domain.buses.get(self.name) is self:
             del self.domain.buses[self.name]
-        self.domain.user(self.creator.uid).buses -= 1
+        self.domain.user(self.creator.creds().uid).buses -= 1
+
+    # -- messages -----------------------------------------------------------------------------
+    def stamp(self, msg: msgs.Staged) -> None:
+        """Give a message its bus-wide sequence number and timestamps (one per SEND)."""
+        self._last_seqnum += 1
+        msg.seqnum = self._last_seqnum
+        msg.timestamp = (self._last_seqnum, time.monotonic_ns(), time.time_ns())
+
+    def resolve_destination(self, msg: msgs.Staged) -> tuple[Connection, int | None]:
+        """The receiving connection of a unicast and the name registration it went through."""
+        if msg.dst_name is not None:
+            if not is_valid_name(msg.dst_name):
+                raise KdbusError(errno.EINVAL, f"invalid destination name {msg.dst_name!r}")
+            entry = self.names.lookup(msg.dst_name)
+            record = entry.owner() if entry is not None else None
+            if record is None or entry is None:
+                raise KdbusError(errno.ESRCH, f"name {msg.dst_name} has no owner")
+            if msg.dst_id != 0 and msg.dst_id != record.conn.id:
+                raise KdbusError(errno.EREMCHG, f"name {msg.dst_name} is not owned by {msg.dst_id}")
+            if record.flags & NAME_ACTIVATOR and msg.flags & MSG_NO_AUTO_START:
+                raise KdbusError(errno.EADDRNOTAVAIL, f"name {msg.dst_name} is only activatable")
+            return record.conn, entry.name_id
+        from .connection import Kind
+
+        dst = self.connections.get(msg.dst_id)
+        if dst is None or dst.kind is not Kind.ORDINARY:
+            raise KdbusError(errno.ENXIO, f"no ordinary connection {msg.dst_id}")
+        return dst, None
+
+    def may_talk(self, src: Connection, creds: Creds, dst: Connection) -> bool:
+        return may_talk(src, creds, dst)
+
+    def signal_wanted(self, dst: Connection, src: Connection, msg: msgs.Staged) -> bool:
+        """Whether `dst` takes a signal from `src`: its matches select it and it may talk to `src`."""
+        matches = dst.matches
+        if matches is None:
+            return False
+        return bool(matches.match(msg, src)) and may_talk(dst, dst.opener, src)  # type: ignore[attr-defined]
+
+    # -- replies ------------------------------------------------------------------------------
+    def schedule_timeout(self, reply: Reply, now_ns: int) -> None:
+        self.domain.schedule(reply.deadline_ns, reply)
+
+    def forget_reply(self, reply: Reply) -> None:
+        """Drop a tracker without telling anyone (answered, timed out, or its caller left)."""
+        reply.waiting = False
+        if reply in reply.caller.trackers:
+            reply.caller.trackers.remove(reply)
+        if reply in reply.replier.awaited:
+            reply.replier.awaited.remove(reply)
+        if reply.sync is not None and reply.sync in reply.caller.sync_waits:
+            reply.caller.sync_waits.remove(reply.sync)
+
+    def reply_dead(self, reply: Reply) -> None:
+        """The replier went away or dropped the call: EPIPE for a blocked caller, else REPLY_DEAD."""
+        if not reply.waiting:
+            return
+        self.forget_reply(reply)
+        if reply.sync is not None:
+            reply.sync.finish(errno.EPIPE)
+        else:
+            self.notify_caller(reply, Item.REPLY_DEAD)
+
+    def reply_timeout(self, reply: Reply) -> None:
+        if not reply.waiting:
+            return
+        self.forget_reply(reply)
+        if reply.sync is not None:
+            # No REPLY_TIMEOUT for synchronous calls; an abandoned (interrupted) one just goes away.
+            reply.sync.finish(errno.ETIMEDOUT)
+        else:
+            self.notify_caller(reply, Item.REPLY_TIMEOUT)
+
+    def notify_caller(self, reply: Reply, item_type: int) -> None:
+        caller = reply.caller
+        if not caller.active:
+            return
+        msg = msgs.stage_kernel(caller.id, reply.cookie, item_type)
+        self.stamp(msg)
+        try:
+            caller.enqueue(msg, None, None)
+        except KdbusError as exc:
+            # Unicast notifications that do not fit are lost silently, as in kdbus.
+            log.info("notification %#x to %d lost: %s", item_type, caller.id, exc)
+
+    # -- notifications ------------------------------------------------------------------------
+    def _broadcast_kernel(self, item_type: int, payload: bytes) -> None:
+        msg = msgs.stage_kernel(DST_ID_BROADCAST, 0, item_type, payload)
+        self.stamp(msg)
+        for conn in list(self.connections.values()):
+            matches = conn.matches
+            if matches is None or not matches.match_kernel(msg, item_type, payload):  # type: ignore[attr-defined]
+                continue
+            try:
+                conn.enqueue(msg, None, None)
+            except KdbusError:
+                conn.lost += 1
+                self.domain.changed.append(conn)
+
+    def _notify_name(self, kind: int, name: str, old: tuple[int, int], new: tuple[int, int]) -> None:
+        payload = structs.NOTIFY_ID_CHANGE.pack(*old) + structs.NOTIFY_ID_CHANGE.pack(*new) + \
+            name.encode() + b"\0"
+        self._broadcast_kernel(kind, payload)
+
+    def notify_id(self, kind: int, conn: Connection) -> None:
+        self._broadcast_kernel(kind, structs.NOTIFY_ID_CHANGE.pack(conn.id, conn.flags))
+
+    def connection_gone(self, conn: Connection) -> None:
+        from .connection import Kind
+
+        if conn.kind is not Kind.MONITOR:
+            self.notify_id(Item.ID_REMOVE, conn)
+
+    def _move_messages(self, to: Connection, from_: Connection, name_id: int) -> None:
+        """Messages queued on `from_` through name registration `name_id` move to `to`."""
+        for entry in list(from_.queue.entries.values()):
+            if entry.name_id != name_id:
+                continue
+            from_._dequeue(entry)  # noqa: SLF001 - the bus moves entries between its connections
+            from_.pool.release_bus_ref(entry.slice)
+            to.lost += 1
+            self.domain.changed.append(to)
+            if entry.reply is not None:
+                self.reply_dead(entry.reply)
+
+    def broadcast(self, src: Connection, msg: msgs.Staged, process: object) -> None:
+        """Offer a broadcast to every connection whose matches select it (the sender included).
+
+        Receivers that cannot take it count it as lost; the sender is never told.
+        """
+        from .connection import Kind
+
+        for conn in list(self.connections.values()):
+            if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):
+                continue
+            try:
+                conn.enqueue(msg, src, process)  # type: ignore[arg-type]
+            except KdbusError as exc:
+                log.debug("broadcast to %d lost: %s", conn.id, exc)
+                conn.lost += 1
+                self.domain.changed.append(conn)

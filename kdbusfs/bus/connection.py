@@ -1,10 +1,12 @@
-"""Connections: what a HELLO on an endpoint handle creates."""
+"""Connections: what a HELLO on an endpoint handle creates, and how messages reach them."""
 
 from __future__ import annotations
 
 import enum
 import errno
+import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..abi import structs
 from ..abi.constants import (
@@ -12,16 +14,27 @@ from ..abi.constants import (
     HELLO_ACTIVATOR,
     HELLO_MONITOR,
     HELLO_POLICY_HOLDER,
+    RECV_RETURN_INCOMPLETE_FDS,
+    Attach,
     Item,
 )
 from ..abi.items import item, string_item
+from ..abi.structs import align8
 from . import limits
-from .bus import Bus
+from . import message as msgs
 from .domain import User
 from .endpoint import Endpoint
 from .errors import KdbusError
-from .metadata import CAP_IPC_OWNER, Creds, render
-from .pool import Pool
+from .metadata import CAP_IPC_OWNER, Creds, Process, Snapshot, render
+from .pool import Pool, Slice
+from .queue import KERNEL_USER, Entry, Queue, UserQuota
+from .reply import Reply, SyncWait
+
+if TYPE_CHECKING:
+    from .bus import Bus
+    from .names import Owner
+
+log = logging.getLogger("kdbusfs.connection")
 
 HELLO_FLAGS = HELLO_ACCEPT_FD | HELLO_ACTIVATOR | HELLO_POLICY_HOLDER | HELLO_MONITOR
 
@@ -65,19 +78,31 @@ class Connection:
     attach_flags_send: int
     attach_flags_recv: int
     pool: Pool
+    # Credentials of the task that opened the file (policy, accounting).
     opener: Creds
-    # The HELLO caller, as CONN_INFO reports it.
-    creds: Creds
+    # The HELLO caller's process facts, as CONN_INFO reports them.
+    snapshot: Snapshot
     user: User
     description: str | None = None
     owner: bool = False
     privileged: bool = False
     active: bool = True
-    names: list[str] = field(default_factory=list)
+    queue: Queue = field(default_factory=Queue)
+    quota: dict[int, UserQuota] = field(default_factory=dict)
+    # Broadcasts (and hand-over moves) that could not be queued, reported by the next RECV.
+    lost: int = 0
+    # Name records (owned, queued, activator) in acquisition order.
+    name_records: list[Owner] = field(default_factory=list)
+    # Calls this connection made that await a reply, and calls others made to it.
+    trackers: list[Reply] = field(default_factory=list)
+    awaited: list[Reply] = field(default_factory=list)
+    # Synchronous SENDs of this connection that are blocked.
+    sync_waits: list[SyncWait] = field(default_factory=list)
+    matches: object = None
 
     @classmethod
     def hello(
-        cls, endpoint: Endpoint, opener: Creds, caller: Creds, flags: int,
+        cls, endpoint: Endpoint, opener: Creds, snapshot: Snapshot, flags: int,
         attach_flags_send: int, attach_flags_recv: int, pool_size: int,
         description: str | None, name: str | None,
     ) -> Connection:
@@ -104,12 +129,14 @@ class Connection:
         conn = cls(
             id=bus.domain.next_id(), bus=bus, endpoint=endpoint, flags=flags, kind=kind,
             attach_flags_send=attach_flags_send, attach_flags_recv=attach_flags_recv,
-            pool=Pool(pool_size), opener=opener, creds=caller, user=user,
+            pool=Pool(pool_size), opener=opener, snapshot=snapshot, user=user,
             description=description, owner=owner, privileged=is_privileged(endpoint, opener),
         )
         endpoint.connections[conn.id] = conn
+        bus.connections[conn.id] = conn
         return conn
 
+    # -- the pool -----------------------------------------------------------------------------
     def bloom_slice(self) -> tuple[int, int]:
         """Publish the bus's bloom parameters in the pool, as HELLO returns them."""
         payload = item(Item.BLOOM_PARAMETER,
@@ -122,6 +149,7 @@ class Connection:
         self.pool.write(piece, data)
         self.pool.publish(piece)
         self.pool.release_bus_ref(piece)
+        self.bus.domain.changed.append(self)
         return piece.offset, piece.size
 
     def require(self, *kinds: Kind) -> None:
@@ -130,31 +158,259 @@ class Connection:
         if self.kind not in kinds:
             raise KdbusError(errno.EOPNOTSUPP, f"not allowed on a {self.kind.value} connection")
 
+    # -- queueing -----------------------------------------------------------------------------
+    def _charge(self, user_key: int, size: int, fds: int) -> UserQuota:
+        """Per-sending-user share of this pool (kdbus_conn_quota_inc)."""
+        quota = self.quota.get(user_key)
+        if quota is None:
+            quota = self.quota[user_key] = UserQuota()
+        available = self.pool.size // 2
+        accounted = self.pool.accounted_size
+        if available < accounted:
+            raise KdbusError(errno.ENOBUFS, f"connection {self.id}: incoming half of the pool is full")
+        share = (available - accounted + quota.memory) // 3
+        if share < quota.memory or share - quota.memory < size:
+            raise KdbusError(errno.ENOBUFS, f"connection {self.id}: sender's pool share is used up")
+        if quota.msgs >= limits.CONN_MAX_MSGS:
+            raise KdbusError(errno.ENOBUFS, f"connection {self.id}: {limits.CONN_MAX_MSGS} messages queued")
+        if quota.fds + fds > limits.CONN_MAX_FDS_PER_USER:
+            raise KdbusError(errno.EMFILE, f"connection {self.id}: too many fds in flight")
+        quota.memory += size
+        quota.fds += fds
+        quota.msgs += 1
+        return quota
+
+    def _uncharge(self, user_key: int, size: int, fds: int) -> None:
+        quota = self.quota[user_key]
+        quota.memory -= size
+        quota.fds -= fds
+        quota.msgs -= 1
+
+    def metadata_for(self, msg: msgs.Staged, sender: Connection | None, process: Process | None) -> bytes:
+        """The metadata items this receiver gets with `msg` (KDBUS-SPEC.md §8.2)."""
+        if sender is None:
+            # Kernel notifications carry exactly a TIMESTAMP.
+            return item(Item.TIMESTAMP, structs.TIMESTAMP.pack(*msg.timestamp)) if msg.timestamp else b""
+        mask = self.attach_flags_recv
+        if not mask:
+            return b""
+        names: list[tuple[int, str]] = []
+        if mask & Attach.NAMES:
+            names = [(r.flags, r.entry.name) for r in self.bus.names.owned_names(sender)]
+        if sender.snapshot.faked:
+            process = None
+        return render(process, mask, names, sender.description, msg.timestamp)
+
+    def enqueue(self, msg: msgs.Staged, sender: Connection | None, process: Process | None,
+                reply: Reply | None = None, name_id: int | None = None) -> Entry:
+        """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert)."""
+        if not self.active:
+            raise KdbusError(errno.ECONNRESET, f"destination {self.id} is disconnected")
+        if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
+            raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
+        meta = self.metadata_for(msg, sender, process)
+        meta_pad = _last_item_padding(meta)
+        msg_size, payload_start, size = msgs.layout_size(msg, meta, meta_pad)
+        user_key = KERNEL_USER if sender is None else sender.user_key
+        self._charge(user_key, size, msg.n_fds)
+        try:
+            piece = self.pool.alloc(size, accounted=True)
+        except KdbusError:
+            self._uncharge(user_key, size, msg.n_fds)
+            raise
+        try:
+            msgs.write(msg, self.pool, piece.offset, meta, meta_pad)
+        except KdbusError:
+            self.pool.release_bus_ref(piece)
+            self._uncharge(user_key, size, msg.n_fds)
+            raise
+        if msg.source is None and msg.vecs:
+            msg.source = (self.pool, piece.offset + payload_start)
+        entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
+                      msg.expects_reply)
+        self.queue.add(entry)
+        self.bus.domain.changed.append(self)
+        return entry
+
+    def _dequeue(self, entry: Entry) -> None:
+        self.queue.remove(entry)
+        self._uncharge(entry.user_key, entry.slice.size, entry.fds)
+        if not self.queue:
+            self.bus.domain.changed.append(self)
+
+    @property
+    def user_key(self) -> int:
+        uid = self.user.uid
+        return -2 if uid is None else uid
+
+    # -- receiving ----------------------------------------------------------------------------
+    def recv(self, peek: bool, drop: bool, priority: int | None) -> tuple[int, int, int]:
+        """RECV: (offset, size, return_flags) of the next message; EAGAIN if there is none."""
+        entry = self.queue.peek(priority)
+        if entry is None:
+            raise KdbusError(errno.EAGAIN, "no message queued")
+        piece = entry.slice
+        if drop:
+            self._dequeue(entry)
+            self.pool.release_bus_ref(piece)
+            if entry.reply is not None:
+                self.bus.reply_dead(entry.reply)
+            return self.pool.size, 0, 0
+        self.pool.publish(piece)
+        flags = RECV_RETURN_INCOMPLETE_FDS if entry.fds else 0
+        if peek:
+            entry.peeked = True
+            return piece.offset, piece.size, flags
+        self._dequeue(entry)
+        self.pool.release_bus_ref(piece)
+        return piece.offset, piece.size, flags
+
+    def take_lost(self) -> int:
+        lost, self.lost = self.lost, 0
+        return lost
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.queue) or self.lost > 0
+
+    # -- teardown -----------------------------------------------------------------------------
     def disconnect(self) -> bool:
-        """Tear the connection down; returns False if it already was."""
+        """Tear the connection down (KDBUS-SPEC.md §3.5); returns False if it already was."""
         if not self.active:
             return False
         self.active = False
+        bus = self.bus
+        for wait in list(self.sync_waits):
+            wait.finish(errno.ECONNRESET)
         self.endpoint.connections.pop(self.id, None)
+        bus.connections.pop(self.id, None)
         self.user.connections -= 1
-        self.bus.domain.changed.append(self)
+        bus.names.release_all(self)
+        for entry in self.queue.drain():
+            self.pool.release_bus_ref(entry.slice)
+            if entry.reply is not None:
+                bus.reply_dead(entry.reply)
+        self.quota.clear()
+        for reply in list(self.trackers):
+            bus.forget_reply(reply)
+        for reply in list(self.awaited):
+            bus.reply_dead(reply)
+        bus.domain.changed.append(self)
+        bus.connection_gone(self)
         return True
 
+    # -- queries ------------------------------------------------------------------------------
     def find_peer(self, conn_id: int) -> Connection:
-        for endpoint in self.bus.endpoints.values():
-            peer = endpoint.connections.get(conn_id)
-            if peer is not None:
-                return peer
-        raise KdbusError(errno.ENXIO, f"no connection {conn_id} on bus {self.bus.name}")
+        peer = self.bus.connections.get(conn_id)
+        if peer is None:
+            raise KdbusError(errno.ENXIO, f"no connection {conn_id} on bus {self.bus.name}")
+        return peer
 
     def info_of(self, target: Connection, attach_flags: int) -> bytes:
         """A kdbus_info record about `target` with the metadata it permits and the caller asked for."""
         mask = attach_flags & target.attach_flags_send
-        items = render(target.creds, mask, target.description)
+        names = [(r.flags, r.entry.name) for r in self.bus.names.owned_names(target)]
+        items = render(target.snapshot, mask & ~Attach.TIMESTAMP, names, target.description,
+                       faked=target.snapshot.faked)
         return structs.INFO.pack(structs.INFO.size + len(items), target.id, target.flags) + items
 
     def bus_creator_info(self, attach_flags: int) -> bytes:
         bus = self.bus
         items = string_item(Item.MAKE_NAME, bus.name)
-        items += render(bus.creator, attach_flags & bus.creator_attach)
+        mask = attach_flags & bus.creator_attach & ~(Attach.TIMESTAMP | Attach.NAMES |
+                                                     Attach.CONN_DESCRIPTION)
+        items += render(bus.creator, mask)
         return structs.INFO.pack(structs.INFO.size + len(items), bus.id, bus.bus_flags) + items
+
+    def reply_slice(self, msg: msgs.Staged, sender: Connection, process: Process | None) -> tuple[int, int]:
+        """A synchronous reply lands straight in the caller's pool, published: (offset, size)."""
+        meta = self.metadata_for(msg, sender, process)
+        meta_pad = _last_item_padding(meta)
+        _, _, size = msgs.layout_size(msg, meta, meta_pad)
+        piece: Slice = self.pool.alloc(size)
+        try:
+            msgs.write(msg, self.pool, piece.offset, meta, meta_pad)
+        except KdbusError:
+            self.pool.release_bus_ref(piece)
+            raise
+        self.pool.publish(piece)
+        self.pool.release_bus_ref(piece)
+        return piece.offset, piece.size
+
+
+def _last_item_padding(items: bytes) -> int:
+    """Padding bytes after the last of a run of padded items (kdbus sizes end unpadded)."""
+    if not items:
+        return 0
+    pos = 0
+    while True:
+        size = int.from_bytes(items[pos : pos + 8], "little")
+        nxt = pos + align8(size)
+        if nxt >= len(items):
+            return nxt - (pos + size)
+        pos = nxt
+
+
+def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None,
+            now_ns: int) -> None:
+    """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
+    bus = src.bus
+    dst, name_id = bus.resolve_destination(msg)
+    if msg.is_reply:
+        reply = _take_reply(dst, src, msg.timeout_or_reply)
+        if reply.sync is not None and reply.sync.done:
+            # The caller gave up (interrupted) and nobody waits for this answer any more.
+            return
+        if reply.sync is not None:
+            # The caller is blocked in its SEND: the reply goes straight into its pool.
+            caller = reply.caller
+            try:
+                offset, size = caller.reply_slice(msg, src, process)
+            except KdbusError as exc:
+                reply.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
+                raise
+            caller.bus.domain.changed.append(caller)
+            reply.sync.finish(0, (offset, size, 0))
+            return
+        dst.enqueue(msg, src, process)
+        return
+    if msg.is_signal:
+        # A unicast signal reaches its addressee only through its matches and policy.
+        if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
+            try:
+                dst.enqueue(msg, src, process, name_id=name_id)
+            except KdbusError as exc:
+                log.debug("unicast signal to %d dropped: %s", dst.id, exc)
+        return
+    if not bus.may_talk(src, process.creds() if process else src.opener, dst):
+        raise KdbusError(errno.EPERM, f"connection {src.id} may not talk to {dst.id}")
+    reply = None
+    if sync is not None:
+        for earlier in src.trackers:
+            if earlier.cookie == msg.cookie and earlier.replier is dst and earlier.sync is not None \
+                    and earlier.sync.done:
+                # A restarted synchronous call: keep waiting for the first one, do not send again.
+                earlier.sync = sync
+                src.sync_waits.append(sync)
+                return
+    if msg.expects_reply:
+        if len(src.trackers) >= limits.CONN_MAX_REQUESTS_PENDING:
+            raise KdbusError(errno.EMLINK, f"connection {src.id} has "
+                                           f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
+        reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
+    entry = dst.enqueue(msg, src, process, reply, name_id)
+    del entry
+    if reply is not None:
+        src.trackers.append(reply)
+        dst.awaited.append(reply)
+        if sync is not None:
+            src.sync_waits.append(sync)
+        bus.schedule_timeout(reply, now_ns)
+
+
+def _take_reply(caller: Connection, replier: Connection, cookie: int) -> Reply:
+    for reply in caller.trackers:
+        if reply.cookie == cookie and reply.replier is replier and reply.waiting:
+            reply.caller.bus.forget_reply(reply)
+            return reply
+    raise KdbusError(errno.EBADSLT, f"no call {cookie} from {caller.id} awaits a reply from {replier.id}")

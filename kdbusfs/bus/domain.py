@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from .errors import KdbusError
 if TYPE_CHECKING:
     from .bus import Bus
     from .connection import Connection
+    from .reply import Reply, SyncWait
 
 
 @dataclass(slots=True)
@@ -43,8 +45,29 @@ class Domain:
     active: bool = True
     # Connections whose poll state changed since the edge last looked (it wakes their pollers).
     changed: list[Connection] = field(default_factory=list)
+    # Synchronous SENDs whose outcome is known: the edge answers their blocked ioctls.
+    completed: list[SyncWait] = field(default_factory=list)
+    # Reply deadlines: (CLOCK_MONOTONIC ns, tie-breaker, tracker).
+    timers: list[tuple[int, int, Reply]] = field(default_factory=list)
     # One counter numbers buses and connections alike; ids are never reused.
     _last_id: int = 0
+    _timer_seq: int = 0
+
+    def schedule(self, deadline_ns: int, reply: Reply) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self.timers, (deadline_ns, self._timer_seq, reply))
+
+    def next_deadline(self) -> int | None:
+        while self.timers and not self.timers[0][2].waiting:
+            heapq.heappop(self.timers)
+        return self.timers[0][0] if self.timers else None
+
+    def expire(self, now_ns: int) -> None:
+        """Fire every reply deadline that has passed."""
+        while self.timers and self.timers[0][0] <= now_ns:
+            _, _, reply = heapq.heappop(self.timers)
+            if reply.waiting:
+                reply.caller.bus.reply_timeout(reply)
 
     def next_id(self) -> int:
         self._last_id += 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
 from . import protocol as p
-from .codec import ProtocolError, parse_request
+from .codec import ProtocolError, Request, parse_request
 
 log = logging.getLogger("kdbusfs.session")
 
@@ -19,10 +21,18 @@ log = logging.getLogger("kdbusfs.session")
 READ_BUFFER_SIZE = 128 * 1024 + 4096
 
 
-async def serve(
-    fd: int, fs: Callable[..., list[bytes]], on_ready: Callable[[], None] | None = None,
-    debug: bool = False,
-) -> None:
+class Server(Protocol):
+    """What the session serves (kdbusfs.fs.Filesystem)."""
+
+    def handle(self, request: Request) -> list[bytes]: ...
+
+    def next_deadline(self) -> int | None: ...
+
+    def tick(self) -> list[bytes]: ...
+
+
+async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = None,
+                debug: bool = False) -> None:
     """Serve the FUSE connection on `fd` until it is unmounted (the kernel then answers ENODEV)."""
     os.set_blocking(fd, False)
     buf = bytearray(READ_BUFFER_SIZE)
@@ -32,7 +42,16 @@ async def serve(
         try:
             n = os.readv(fd, [buf])
         except BlockingIOError:
-            await trio.lowlevel.wait_readable(fd)
+            deadline = server.next_deadline()
+            if deadline is None:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            delay = (deadline - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+            _write_all(fd, server.tick(), "timer")
             continue
         except InterruptedError:
             continue
@@ -51,22 +70,28 @@ async def serve(
         if debug:
             log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
-        for message in fs(request):
-            try:
-                os.write(fd, message)
-            except OSError as exc:
-                # ENOENT: the request was interrupted and aborted; a notification about a node the
-                # kernel has already forgotten is refused the same way. Neither is an error of ours.
-                if exc.errno not in (errno.ENOENT, errno.EINVAL):
-                    raise
-                if exc.errno == errno.EINVAL:
-                    log.warning("kernel refused a message for %s", _name(request.opcode))
+        _write_all(fd, server.handle(request), _name(request.opcode))
         if request.opcode == p.Opcode.INIT and not ready_sent:
             ready_sent = True
             if on_ready is not None:
                 on_ready()
         if request.opcode == p.Opcode.DESTROY:
             return
+
+
+def _write_all(fd: int, messages: list[bytes], what: str) -> None:
+    for message in messages:
+        try:
+            os.write(fd, message)
+        except OSError as exc:
+            # ENOENT: the request was interrupted and aborted, or a notification names a node the
+            # kernel has already forgotten. Neither is an error of ours.
+            if exc.errno == errno.ENOENT:
+                continue
+            if exc.errno in (errno.EINVAL, errno.EAGAIN):
+                log.warning("kernel refused a message for %s: %s", what, exc.strerror)
+                continue
+            raise
 
 
 def _name(opcode: int) -> str:

@@ -22,7 +22,7 @@ from kdbusfs.abi.structs import Layout
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.errors import KdbusError
-from kdbusfs.bus.metadata import Creds
+from kdbusfs.bus.metadata import Creds, Snapshot
 from kdbusfs.handle import Control, Handle, ioctl
 
 BASE = 0x10000
@@ -47,6 +47,14 @@ class FakeCaller:
 
     def creds(self) -> Creds:
         return self._creds
+
+    def process(self) -> Snapshot:
+        """Process facts of the fake task: its creds and its name."""
+        comm = self._creds.comm or None
+        return Snapshot(self._creds, tid_comm_=comm, pid_comm_=comm)
+
+    def read_into(self, address: int, size: int, buffer: Any, offset: int) -> None:
+        buffer[offset : offset + size] = self.read(address, size)
 
     def _index(self, address: int, size: int) -> int:
         start = address - self.base

@@ -1,0 +1,250 @@
+"""Messages: a SEND's kdbus_msg staged once, then laid out in each receiver's pool.
+
+What a receiver finds in its slice (KDBUS-SPEC.md §5.10):
+
+    kdbus_msg header (64)       size = header + items (+ metadata), src_id = sender
+    the sender's items          PAYLOAD_VEC rewritten to PAYLOAD_OFF {size, offset from slice start}
+    zero padding to 8
+    metadata items              chosen per receiver, so payload offsets differ per receiver
+    zero padding to 8
+    payload stream              data vecs back to back; size % 8 zeros per NULL vec and per memfd
+    zero padding to 8
+
+Payload bytes are read from the sender's memory straight into the receiver's pool: one copy.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..abi import structs
+from ..abi.constants import (
+    DST_ID_BROADCAST,
+    MSG_EXPECT_REPLY,
+    MSG_NO_AUTO_START,
+    MSG_SIGNAL,
+    PAYLOAD_KERNEL,
+    SEND_SYNC_REPLY,
+    SRC_ID_KERNEL,
+    Item,
+)
+from ..abi.items import ItemSpec, ParsedItem, walk_items
+from ..abi.structs import U64, align8
+from . import limits
+from .errors import KdbusError
+from .pool import Pool
+
+MSG_FLAGS = MSG_EXPECT_REPLY | MSG_NO_AUTO_START | MSG_SIGNAL
+MSG_ITEMS = {
+    Item.NEGOTIATE: ItemSpec(Item.NEGOTIATE),
+    Item.PAYLOAD_VEC: ItemSpec(Item.PAYLOAD_VEC, multiple=True),
+    Item.PAYLOAD_MEMFD: ItemSpec(Item.PAYLOAD_MEMFD, multiple=True),
+    Item.FDS: ItemSpec(Item.FDS),
+    Item.BLOOM_FILTER: ItemSpec(Item.BLOOM_FILTER),
+    Item.DST_NAME: ItemSpec(Item.DST_NAME),
+}
+NULL_VEC_OFFSET = 0xFFFF_FFFF_FFFF_FFFF
+_HEADER = structs.MSG.struct
+_ITEM_HEADER = structs.ITEM_HEADER.struct
+_VEC = structs.VEC.struct
+
+# Reads `size` bytes of the sender's memory at `address` into `buffer[offset:offset + size]`.
+ReadInto = Callable[[int, int, object, int], None]
+
+
+@dataclass(slots=True, eq=False)
+class Staged:
+    """A message parsed and checked once, ready to be emitted into any number of pools."""
+
+    flags: int
+    priority: int
+    dst_id: int
+    src_id: int
+    payload_type: int
+    cookie: int
+    timeout_or_reply: int
+    # Header-less item bytes as the receiver gets them, up to the end of the last item (unpadded).
+    items: bytearray = field(default_factory=bytearray)
+    # (position of a PAYLOAD_OFF's offset field in `items`, stream offset or None for a NULL vec).
+    offsets: list[tuple[int, int | None]] = field(default_factory=list)
+    # Data vecs: (stream offset, sender address, size).
+    vecs: list[tuple[int, int, int]] = field(default_factory=list)
+    n_payload: int = 0
+    bloom: bytes | None = None
+    dst_name: str | None = None
+    n_fds: int = 0
+    seqnum: int = 0
+    timestamp: tuple[int, int, int] | None = None
+    read_into: ReadInto | None = None
+    # Where payload bytes can be copied from once one receiver has them (broadcasts, moves).
+    source: tuple[Pool, int] | None = None
+
+    @property
+    def msg_size(self) -> int:
+        return structs.MSG.size + len(self.items)
+
+    @property
+    def expects_reply(self) -> bool:
+        return bool(self.flags & MSG_EXPECT_REPLY)
+
+    @property
+    def is_signal(self) -> bool:
+        return bool(self.flags & MSG_SIGNAL)
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.dst_id == DST_ID_BROADCAST
+
+    @property
+    def is_reply(self) -> bool:
+        return not self.expects_reply and self.timeout_or_reply != 0
+
+
+def stage_user(data: bytes, cmd_flags: int, bloom_size: int) -> Staged:
+    """Parse and check a sender's kdbus_msg (already copied in, `data` = its `size` bytes)."""
+    fields = structs.MSG.unpack(data)
+    if fields.flags & ~MSG_FLAGS:
+        raise KdbusError(errno.EINVAL, f"unknown message flags {fields.flags:#x}")
+    found = walk_items(data, structs.MSG.size, MSG_ITEMS)
+    if Item.NEGOTIATE in found:
+        raise KdbusError(errno.EINVAL, "NEGOTIATE item in a message that is not negotiating")
+    staged = Staged(fields.flags, fields.priority, fields.dst_id, fields.src_id, fields.payload_type,
+                    fields.cookie, fields.timeout_ns)
+    _classify(staged, cmd_flags)
+    _import_items(staged, data, found, bloom_size)
+    return staged
+
+
+def _classify(msg: Staged, cmd_flags: int) -> None:
+    """The flag rules of KDBUS-SPEC.md §5.2, in kdbus's order."""
+    if msg.payload_type == PAYLOAD_KERNEL:
+        raise KdbusError(errno.EINVAL, "payload type 0 is reserved for the kernel")
+    if msg.is_broadcast:
+        if not msg.is_signal:
+            raise KdbusError(errno.EBADMSG, "broadcast without the SIGNAL flag")
+        if msg.timeout_or_reply:
+            raise KdbusError(errno.ENOTUNIQ, "broadcast with a timeout")
+    if msg.expects_reply:
+        if msg.timeout_or_reply == 0:
+            raise KdbusError(errno.EINVAL, "EXPECT_REPLY without a timeout")
+        if msg.is_signal:
+            raise KdbusError(errno.ENOTUNIQ, "EXPECT_REPLY on a signal")
+    else:
+        if cmd_flags & SEND_SYNC_REPLY:
+            raise KdbusError(errno.EINVAL, "SYNC_REPLY without EXPECT_REPLY")
+        if msg.timeout_or_reply and msg.is_signal:
+            raise KdbusError(errno.EINVAL, "a reply cannot be a signal")
+
+
+def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], bloom_size: int) -> None:
+    vec_total = 0
+    memfds = 0
+    items = msg.items
+    ordered = sorted((p for ps in found.values() for p in ps), key=lambda p: p.offset)
+    for parsed in ordered:
+        start = len(items)
+        size = structs.ITEM_HEADER_SIZE + len(parsed.payload)
+        if parsed.type == Item.PAYLOAD_VEC:
+            vec_size, address = _VEC.unpack_from(parsed.payload)
+            vec_total += vec_size
+            if vec_total > limits.MSG_MAX_PAYLOAD_VEC_SIZE:
+                raise KdbusError(errno.EMSGSIZE, f"payload vectors exceed {limits.MSG_MAX_PAYLOAD_VEC_SIZE}")
+            items += _ITEM_HEADER.pack(size, Item.PAYLOAD_OFF) + _VEC.pack(vec_size, 0)
+            if address:
+                msg.offsets.append((start + 24, msg.n_payload))
+                msg.vecs.append((msg.n_payload, address, vec_size))
+                msg.n_payload += vec_size
+            else:
+                msg.offsets.append((start + 24, None))
+                msg.n_payload += vec_size % 8
+        elif parsed.type == Item.PAYLOAD_MEMFD:
+            memfds += 1
+            if memfds > limits.MSG_MAX_MEMFD_ITEMS:
+                raise KdbusError(errno.E2BIG, f"more than {limits.MSG_MAX_MEMFD_ITEMS} memfds")
+            raise KdbusError(errno.EOPNOTSUPP, "memfd payloads are not supported yet")
+        elif parsed.type == Item.FDS:
+            n = len(parsed.payload) // 4
+            if n > limits.CONN_MAX_FDS_PER_USER:
+                raise KdbusError(errno.EMFILE, f"{n} fds, at most {limits.CONN_MAX_FDS_PER_USER}")
+            msg.n_fds = n
+            items += data[parsed.offset : parsed.offset + size]
+        elif parsed.type == Item.BLOOM_FILTER:
+            if (len(parsed.payload) - 8) % 8:
+                raise KdbusError(errno.EFAULT, "bloom filter not a multiple of 8 bytes")
+            if len(parsed.payload) - 8 != bloom_size:
+                raise KdbusError(errno.EDOM, f"bloom filter of {len(parsed.payload) - 8} bytes, bus uses "
+                                             f"{bloom_size}")
+            msg.bloom = parsed.payload
+            items += data[parsed.offset : parsed.offset + size]
+        elif parsed.type == Item.DST_NAME:
+            msg.dst_name = parsed.string
+            items += data[parsed.offset : parsed.offset + size]
+        items += bytes(align8(len(items)) - len(items))
+    if ordered:
+        # The message ends at the end of its last item, without that item's padding.
+        last = ordered[-1]
+        del items[len(items) - (align8(len(last.payload) + 16) - len(last.payload) - 16):]
+    if (msg.bloom is not None) != msg.is_signal:
+        raise KdbusError(errno.EBADMSG, "a signal needs a bloom filter, and only a signal may have one")
+    if msg.dst_id == 0 and msg.dst_name is None:
+        raise KdbusError(errno.EDESTADDRREQ, "no destination id and no DST_NAME")
+    if msg.is_broadcast:
+        if msg.n_fds:
+            raise KdbusError(errno.ENOTUNIQ, "broadcasts cannot carry fds")
+        if msg.dst_name is not None:
+            raise KdbusError(errno.EBADMSG, "broadcast with a DST_NAME")
+
+
+def stage_kernel(dst_id: int, cookie_reply: int, item_type: int, payload: bytes = b"") -> Staged:
+    """A kernel notification: one notification item (TIMESTAMP is added per receiver)."""
+    size = structs.ITEM_HEADER_SIZE + len(payload)
+    items = bytearray(_ITEM_HEADER.pack(size, item_type) + payload)
+    return Staged(MSG_SIGNAL if dst_id == DST_ID_BROADCAST else 0, 0, dst_id, SRC_ID_KERNEL,
+                  PAYLOAD_KERNEL, 0, cookie_reply, items)
+
+
+def layout_size(msg: Staged, meta: bytes, meta_pad: int) -> tuple[int, int, int]:
+    """(kdbus_msg.size, payload start, slice size) for a receiver getting `meta`."""
+    msg_size = msg.msg_size
+    if meta:
+        msg_size = align8(msg_size) + len(meta) - meta_pad
+    payload_start = align8(msg_size)
+    size = payload_start
+    if msg.n_payload:
+        size = align8(size + msg.n_payload)
+    return msg_size, payload_start, size
+
+
+def write(msg: Staged, pool: Pool, offset: int, meta: bytes, meta_pad: int) -> None:
+    """Lay the message out in `pool` at `offset` (the slice is allocated and large enough)."""
+    msg_size, payload_start, size = layout_size(msg, meta, meta_pad)
+    items = msg.items
+    if msg.offsets:
+        items = bytearray(items)
+        for pos, stream in msg.offsets:
+            U64.pack_into(items, pos, NULL_VEC_OFFSET if stream is None else payload_start + stream)
+    head = _HEADER.pack(msg_size, msg.flags, msg.priority, msg.dst_id, msg.src_id, msg.payload_type,
+                        msg.cookie, msg.timeout_or_reply)
+    buf = pool.buffer
+    end_items = offset + structs.MSG.size + len(items)
+    buf[offset : offset + structs.MSG.size] = head
+    buf[offset + structs.MSG.size : end_items] = items
+    meta_at = offset + align8(structs.MSG.size + len(items))
+    buf[end_items:meta_at] = bytes(meta_at - end_items)
+    if meta:
+        buf[meta_at : meta_at + len(meta)] = meta
+    payload_at = offset + payload_start
+    if msg.n_payload:
+        # Zeros first: NULL vecs, memfd padding and the tail are zero; data vecs overwrite theirs.
+        buf[payload_at : offset + size] = bytes(offset + size - payload_at)
+        if msg.source is not None:
+            src_pool, src_at = msg.source
+            for stream, _address, length in msg.vecs:
+                buf[payload_at + stream : payload_at + stream + length] = \
+                    src_pool.buffer[src_at + stream : src_at + stream + length]
+        elif msg.read_into is not None:
+            for stream, address, length in msg.vecs:
+                msg.read_into(address, length, buf, payload_at + stream)
+    pool.dirty.append((offset, offset + size))

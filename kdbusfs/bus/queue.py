@@ -1,0 +1,87 @@
+"""A connection's receive queue: FIFO order plus an index by priority.
+
+An entry is a message already laid out in the receiver's pool (kdbus writes messages at SEND time);
+receiving only publishes the slice. Without USE_PRIORITY the oldest entry comes first; with it, the
+numerically lowest priority (FIFO among equals), and only if it is at most the asked-for limit.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .pool import Slice
+
+if TYPE_CHECKING:
+    from .reply import Reply
+
+# Quota key of kernel notifications: they are accounted apart from every user.
+KERNEL_USER = -1
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    slice: Slice
+    priority: int
+    src_id: int
+    cookie: int
+    # Who is charged for it in the receiver's quota: a user's uid or KERNEL_USER.
+    user_key: int
+    fds: int = 0
+    # The call tracker this message answers to when received, if it expects a reply.
+    reply: Reply | None = None
+    # The name registration it was addressed through (so it can move with the name).
+    name_id: int | None = None
+    expects_reply: bool = False
+    seq: int = 0
+    # Set by PEEK: the client may be looking at the slice, so it outlives the entry until FREE.
+    peeked: bool = False
+
+
+@dataclass(slots=True)
+class UserQuota:
+    memory: int = 0
+    msgs: int = 0
+    fds: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Queue:
+    entries: dict[int, Entry] = field(default_factory=dict)
+    _by_priority: list[tuple[int, int]] = field(default_factory=list)
+    _seq: int = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, entry: Entry) -> None:
+        self._seq += 1
+        entry.seq = self._seq
+        self.entries[entry.seq] = entry
+        heapq.heappush(self._by_priority, (entry.priority, entry.seq))
+
+    def peek(self, priority: int | None = None) -> Entry | None:
+        """The next entry; with `priority`, the most urgent one if it is at most that."""
+        if not self.entries:
+            return None
+        if priority is None:
+            return next(iter(self.entries.values()))
+        heap = self._by_priority
+        while heap and heap[0][1] not in self.entries:
+            heapq.heappop(heap)
+        best_priority, seq = heap[0]
+        if best_priority > priority:
+            return None
+        return self.entries[seq]
+
+    def remove(self, entry: Entry) -> None:
+        del self.entries[entry.seq]
+        if not self.entries:
+            self._by_priority.clear()
+
+    def drain(self) -> list[Entry]:
+        entries = list(self.entries.values())
+        self.entries.clear()
+        self._by_priority.clear()
+        return entries

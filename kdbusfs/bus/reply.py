@@ -1,0 +1,51 @@
+"""Reply trackers: a call that expects an answer, from whom, by when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+
+@dataclass(slots=True, eq=False)
+class SyncWait:
+    """A caller blocked in a synchronous SEND; `result` is set when it may return."""
+
+    caller: Connection
+    # errno to fail with, or 0 with the reply's (offset, size, return_flags).
+    errno: int | None = None
+    reply: tuple[int, int, int] | None = None
+    # The edge's handle for the blocked request (the FUSE unique), opaque here.
+    token: object = None
+
+    @property
+    def done(self) -> bool:
+        return self.errno is not None
+
+    def finish(self, err: int, reply: tuple[int, int, int] | None = None) -> None:
+        if self.errno is None:
+            self.errno = err
+            self.reply = reply
+            if self in self.caller.sync_waits:
+                self.caller.sync_waits.remove(self)
+            self.caller.bus.domain.completed.append(self)
+
+
+@dataclass(slots=True, eq=False)
+class Reply:
+    caller: Connection
+    replier: Connection
+    cookie: int
+    deadline_ns: int
+    # The name registration the call went through, so the tracker can follow the name's owner.
+    name_id: int | None = None
+    sync: SyncWait | None = None
+    # Set once the call was queued for the replier (an answer may then come).
+    waiting: bool = True
+
+    def unlink(self) -> None:
+        self.waiting = False
+        if self in self.caller.trackers:
+            self.caller.trackers.remove(self)
