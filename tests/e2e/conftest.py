@@ -24,7 +24,7 @@ from .harness import (
     world_tempdir,
 )
 
-CLIENTS = ("foundation", "hostile", "holder")
+CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def bin_dir() -> Iterator[Path]:
     path = world_tempdir("kdbusfs-bin-")
     for name in CLIENTS:
-        compile_client(name, path)
+        compile_client(name, path, ("-pthread",))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

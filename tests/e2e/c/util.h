@@ -3,7 +3,9 @@
 #ifndef KDBUSFS_TEST_UTIL_H
 #define KDBUSFS_TEST_UTIL_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>

@@ -1,0 +1,37 @@
+"""Messaging and the name registry through real mounts, driven by C clients."""
+
+from __future__ import annotations
+
+import pwd
+from pathlib import Path
+
+from .clients import run_client
+from .harness import Mount
+
+
+def test_unicast_calls_names_on_root_mount(root_mount: Mount, bin_dir: Path) -> None:
+    out = run_client(bin_dir / "messaging", str(root_mount.path))
+    assert "messaging: all checks passed" in out
+
+
+def test_unicast_calls_names_on_user_mount(user_mount: Mount, bin_dir: Path, test_user: str) -> None:
+    out = run_client(bin_dir / "messaging", str(user_mount.path), user=test_user)
+    assert "messaging: all checks passed" in out
+
+
+def test_sync_call_edges_and_quotas_on_root_mount(root_mount: Mount, bin_dir: Path) -> None:
+    out = run_client(bin_dir / "calls", str(root_mount.path))
+    assert "calls: all checks passed" in out
+    assert root_mount.alive()
+
+
+def test_sync_call_edges_and_quotas_on_user_mount(user_mount: Mount, bin_dir: Path, test_user: str) -> None:
+    out = run_client(bin_dir / "calls", str(user_mount.path), user=test_user)
+    assert "calls: all checks passed" in out
+    assert user_mount.alive()
+
+
+def test_default_policy_between_users(root_mount: Mount, bin_dir: Path, test_user: str) -> None:
+    uid = pwd.getpwnam(test_user).pw_uid
+    out = run_client(bin_dir / "policy", str(root_mount.path), str(uid))
+    assert "policy: all checks passed" in out
