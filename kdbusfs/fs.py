@@ -32,7 +32,7 @@ from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
-from .peer import ProcessMemory, RequestCaller, read_creds
+from .peer import ProcessMemory, RequestCaller, closer, read_creds
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -79,8 +79,15 @@ class OpenFile:
 class Filesystem:
     """Maps FUSE requests onto the kdbus model; returns the bytes to write back, in order."""
 
-    def __init__(self, domain: Domain, memory: ProcessMemory | None = None) -> None:
+    def __init__(self, domain: Domain, memory: ProcessMemory | None = None,
+                 device: int | None = None) -> None:
         self.domain = domain
+        # st_dev of this mount: descriptors of our own files cannot be passed in messages.
+        self.device = device
+        # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
+        self.watch: list[int] = []
+        self.unwatch: list[int] = []
+        self._cancel_fds: dict[int, SyncWait] = {}
         self.memory = memory or ProcessMemory()
         self.started_ns = time.time_ns()
         self._next_nodeid = CONTROL_ID + 1
@@ -173,7 +180,22 @@ class Filesystem:
         for wait in completed:
             self._answer(wait)
 
+    def close_fd(self, fd: int) -> None:
+        closer.close(fd)
+
+    def cancel_fd_ready(self, fd: int) -> list[bytes]:
+        """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
+        self._out = []
+        wait = self._cancel_fds.get(fd)
+        if wait is not None:
+            wait.cancel()
+        if self.domain.changed or self.domain.completed:
+            self._flush()
+        return self._out
+
     def _answer(self, wait: SyncWait) -> None:
+        if wait.cancel_fd is not None and self._cancel_fds.pop(wait.cancel_fd, None) is not None:
+            self.unwatch.append(wait.cancel_fd)
         token = wait.token
         if not isinstance(token, _Blocked) or self._pending.pop(token.unique, None) is None:
             return
@@ -408,12 +430,13 @@ class Filesystem:
         opened = self._file(fh)
         handle = opened.handle
         h = request.header
-        caller = RequestCaller(self.memory, h.pid, h.uid, h.gid)
+        caller = RequestCaller(self.memory, h.pid, h.uid, h.gid, self.device)
         in_data = bytes(request.body[p.IOCTL_IN.size : p.IOCTL_IN.size + in_size])
         was_connected = handle.type is HandleType.CONNECTED
         try:
             out = ioctl(handle, cmd, arg, in_data, caller)
         finally:
+            caller.done()
             conn = handle.conn
             if conn is not None and not was_connected and handle.type is HandleType.CONNECTED:
                 opened.node.handle = handle
@@ -424,8 +447,12 @@ class Filesystem:
                 self.domain.changed.append(conn)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
-            out.wait.token = _Blocked(request.unique, h.pid, out.address)
-            self._pending[request.unique] = out.wait
+            wait = out.wait
+            wait.token = _Blocked(request.unique, h.pid, out.address)
+            self._pending[request.unique] = wait
+            if wait.cancel_fd is not None:
+                self._cancel_fds[wait.cancel_fd] = wait
+                self.watch.append(wait.cancel_fd)
             return None
         return codec.ioctl_out(0, out)
 

@@ -47,7 +47,7 @@ from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner, is_privileg
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
-from .bus.message import MSG_FLAGS, stage_user
+from .bus.message import MSG_FLAGS, SenderFiles, stage_user
 from .bus.metadata import Creds, Process, Snapshot, sanitize_attach_flags
 from .bus.names import ACQUIRE_FLAGS, is_valid_name
 from .bus.policy import may_own
@@ -68,6 +68,10 @@ class Caller(Protocol):
     def read_into(self, address: int, size: int, buffer: object, offset: int) -> None: ...
 
     def write(self, address: int, data: bytes) -> None: ...
+
+    def files(self) -> SenderFiles: ...
+
+    def close_fd(self, fd: int) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -432,10 +436,26 @@ def _send(handle: Handle, args: Args, caller: Caller) -> Pending | None:
     args.set_u64(32, conn.pool.size)
     args.set_u64(40, 0)
     args.set_u64(48, 0)
-    if Item.CANCEL_FD in args.items:
-        raise KdbusError(errno.EOPNOTSUPP, "CANCEL_FD is not supported yet")
+    cancel_fd = None
+    cancel_item = args.item(Item.CANCEL_FD)
+    if cancel_item is not None:
+        # Checked on every SEND, used only by synchronous ones.
+        cancel_fd = caller.files().pollable(int.from_bytes(cancel_item.payload, "little", signed=True))
+        if not cmd_flags & SEND_SYNC_REPLY:
+            caller.close_fd(cancel_fd)
+            cancel_fd = None
+    try:
+        return _send_message(conn, args, caller, cancel_fd)
+    except BaseException:
+        if cancel_fd is not None:
+            caller.close_fd(cancel_fd)
+        raise
+
+
+def _send_message(conn: Connection, args: Args, caller: Caller, cancel_fd: int | None) -> Pending | None:
+    cmd_flags = args.fields.flags
     data = copy_in(caller, args.fields.msg_address, structs.MSG, b"")
-    msg = stage_user(data, cmd_flags, conn.bus.bloom_size)
+    msg = stage_user(data, cmd_flags, conn.bus.bloom_size, caller.files)
     if msg.src_id not in (0, conn.id):
         raise KdbusError(errno.EINVAL, f"src_id {msg.src_id} is not the sender's id {conn.id}")
     msg.src_id = conn.id
@@ -444,7 +464,7 @@ def _send(handle: Handle, args: Args, caller: Caller) -> Pending | None:
     if cmd_flags & SEND_SYNC_REPLY:
         if msg.timeout_or_reply <= now:
             raise KdbusError(errno.ETIMEDOUT, "the call's deadline has already passed")
-        sync = SyncWait(conn)
+        sync = SyncWait(conn, cancel_fd=cancel_fd)
     conn.bus.stamp(msg)
     msg.read_into = caller.read_into
     process = caller.process()

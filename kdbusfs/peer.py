@@ -11,9 +11,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import logging
 import os
+import queue
+import socket
 import struct
+import threading
 
 from .bus.errors import KdbusError
 from .bus.metadata import Creds
@@ -246,12 +250,27 @@ class ProcProcess:
 class RequestCaller:
     """The `handle.Caller` of one FUSE request: the calling thread's memory and identity."""
 
-    __slots__ = ("_memory", "tid", "_process")
+    __slots__ = ("_memory", "tid", "_process", "_kdbus_dev", "_files")
 
-    def __init__(self, memory: ProcessMemory, tid: int, fsuid: int, fsgid: int) -> None:
+    def __init__(self, memory: ProcessMemory, tid: int, fsuid: int, fsgid: int,
+                 kdbus_dev: int | None = None) -> None:
         self._memory = memory
         self.tid = tid
         self._process = ProcProcess(tid, fsuid, fsgid)
+        self._kdbus_dev = kdbus_dev
+        self._files: SenderFiles | None = None
+
+    def files(self) -> SenderFiles:
+        if self._files is None:
+            self._files = SenderFiles(self._process.creds().pid, self._kdbus_dev)
+        return self._files
+
+    def close_fd(self, fd: int) -> None:
+        closer.close(fd)
+
+    def done(self) -> None:
+        if self._files is not None:
+            self._files.close()
 
     def creds(self) -> Creds:
         return self._process.creds()
@@ -267,3 +286,181 @@ class RequestCaller:
 
     def write(self, address: int, data: bytes) -> None:
         self._memory.write(self.tid, address, data)
+
+
+# pidfd_getfd(2) has no wrapper in Python's os module.
+_SYS_PIDFD_GETFD = 438
+_libc.syscall.restype = ctypes.c_long
+F_GET_SEALS = 1034
+# A memfd must be sealed against all change to be passed: kdbus then needs no copy of it.
+REQUIRED_SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL | SHRINK | GROW | WRITE
+
+
+class Closer:
+    """Closes descriptors on a thread of its own.
+
+    Closing a file of a FUSE file system sends FLUSH to its daemon and waits for the answer; for a
+    file of our own mount that daemon is us, so the serving thread must never be the one waiting.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def close(self, fd: int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kdbusfs-closer", daemon=True)
+            self._thread.start()
+        self._queue.put(fd)
+
+    def _run(self) -> None:
+        while True:
+            fd = self._queue.get()
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+closer = Closer()
+
+
+class MountTable:
+    """Maps mount ids (from fdinfo) to devices (from mountinfo), so files are placed by name only.
+
+    kdbusfs must not fstat, poll or close a descriptor of its own mount on its serving thread: each
+    of those is a FUSE request to itself.
+    """
+
+    def __init__(self) -> None:
+        self._devices: dict[int, int] = {}
+
+    def device(self, mount_id: int) -> int | None:
+        if mount_id not in self._devices:
+            self._devices.clear()
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split(maxsplit=3)
+                    major, minor = fields[2].split(":")
+                    self._devices[int(fields[0])] = os.makedev(int(major), int(minor))
+        return self._devices.get(mount_id)
+
+
+_mounts = MountTable()
+
+
+def _fd_device(pid: int, fd: int) -> int | None:
+    """Device of the file behind `fd` of `pid`, from /proc (without touching the file); EBADF if none."""
+    info = _read_text(f"/proc/{pid}/fdinfo/{fd}")
+    if info is None:
+        raise KdbusError(errno.EBADF, f"task {pid} has no fd {fd}")
+    mount_id = _field(b"\n" + info, b"\nmnt_id:")
+    return _mounts.device(int(mount_id)) if mount_id else None
+
+
+class SenderFiles:
+    """The sender's descriptors, checked as kdbus checks them.
+
+    Each is first placed through /proc (a kdbus file of this mount is refused without being
+    touched), then duplicated with pidfd_getfd (the same open file description) for the checks that
+    need the file. kdbusfs cannot install descriptors in a receiver, so the copies are closed again;
+    receivers find -1 where the numbers would be, and INCOMPLETE_FDS in RECV's flags.
+    """
+
+    def __init__(self, pid: int, kdbus_dev: int | None) -> None:
+        self._pid = pid
+        self._kdbus_dev = kdbus_dev
+        self._pidfd: int | None = None
+
+    def _is_kdbus(self, pid: int, fd: int) -> bool:
+        return self._kdbus_dev is not None and _fd_device(pid, fd) == self._kdbus_dev
+
+    def grab(self, fd: int) -> int:
+        """A duplicate of the sender's `fd`; EBADF if it is closed."""
+        if fd < 0:
+            raise KdbusError(errno.EBADF, f"negative fd {fd}")
+        if self._pidfd is None:
+            try:
+                self._pidfd = os.pidfd_open(self._pid)
+            except OSError as exc:
+                raise KdbusError(errno.EBADF, f"sender {self._pid} is gone ({exc.strerror})") from None
+        got = _libc.syscall(_SYS_PIDFD_GETFD, self._pidfd, fd, 0)
+        if got < 0:
+            err = ctypes.get_errno()
+            if err == errno.EPERM:
+                raise KdbusError(errno.EPERM, f"no access to the descriptors of task {self._pid}")
+            raise KdbusError(errno.EBADF, f"sender has no fd {fd} ({os.strerror(err)})")
+        copy = int(got)
+        os.set_inheritable(copy, False)
+        if self._is_kdbus(os.getpid(), copy):
+            # Swapped in after the check by name: refuse it, and let the closer send the FLUSH.
+            closer.close(copy)
+            raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file")
+        return copy
+
+    def check_fds(self, fds: list[int]) -> None:
+        for fd in fds:
+            if self._is_kdbus(self._pid, fd):
+                raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
+            copy = self.grab(fd)
+            try:
+                link = os.readlink(f"/proc/self/fd/{copy}")
+                if link.startswith("socket:"):
+                    sock = socket.socket(fileno=os.dup(copy))
+                    try:
+                        family = sock.family
+                    finally:
+                        sock.close()
+                    if family == socket.AF_UNIX:
+                        raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
+            finally:
+                closer.close(copy)
+
+    def check_memfd(self, fd: int, start: int, size: int) -> None:
+        if fd >= 0 and self._is_kdbus(self._pid, fd):
+            raise KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd")
+        copy = self.grab(fd)
+        try:
+            try:
+                seals = fcntl.fcntl(copy, F_GET_SEALS)
+            except OSError:
+                raise KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd") from None
+            if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+                raise KdbusError(errno.ETXTBSY, f"memfd {fd} is not sealed (seals {seals:#x})")
+            # A memfd is shmem, never a FUSE file: fstat is safe here.
+            if start + size > os.fstat(copy).st_size:
+                raise KdbusError(errno.EFAULT, f"memfd {fd}: range {start}+{size} past its end")
+        finally:
+            closer.close(copy)
+
+    def pollable(self, fd: int) -> int:
+        """A duplicate of a CANCEL_FD to watch: EBADF if closed, EINVAL if it cannot be polled."""
+        if fd >= 0 and self._is_kdbus(self._pid, fd):
+            # Polling our own file would be a request to ourselves.
+            raise KdbusError(errno.EINVAL, f"cancel fd {fd} is a kdbus file")
+        copy = self.grab(fd)
+        link = os.readlink(f"/proc/self/fd/{copy}")
+        if link.startswith("/") and not link.startswith("/dev/"):
+            # A file or directory on a file system: regular files have no poll in kdbus's sense.
+            closer.close(copy)
+            raise KdbusError(errno.EINVAL, f"cancel fd {fd} ({link}) cannot be polled")
+        return copy
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+def mount_device(mountpoint: str) -> int | None:
+    """st_dev of the file system mounted at `mountpoint` (read from mountinfo, not by stat)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if fields[4] == mountpoint:
+                    major, minor = fields[2].split(":")
+                    return os.makedev(int(major), int(minor))
+    except OSError:
+        pass
+    return None

@@ -227,7 +227,7 @@ class Connection:
         if msg.source is None and msg.vecs:
             msg.source = (self.pool, piece.offset + payload_start)
         entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
-                      msg.expects_reply)
+                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots))
         self.queue.add(entry)
         self.bus.domain.changed.append(self)
         return entry
@@ -257,7 +257,7 @@ class Connection:
                 self.bus.reply_dead(entry.reply)
             return self.pool.size, 0, 0
         self.pool.publish(piece)
-        flags = RECV_RETURN_INCOMPLETE_FDS if entry.fds else 0
+        flags = RECV_RETURN_INCOMPLETE_FDS if entry.incomplete_fds else 0
         if peek:
             entry.peeked = True
             return piece.offset, piece.size, flags
@@ -370,7 +370,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                 reply.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
                 raise
             caller.bus.domain.changed.append(caller)
-            reply.sync.finish(0, (offset, size, 0))
+            reply.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0))
             return
         dst.enqueue(msg, src, process)
         return

@@ -16,8 +16,10 @@ Payload bytes are read from the sender's memory straight into the receiver's poo
 from __future__ import annotations
 
 import errno
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..abi import structs
 from ..abi.constants import (
@@ -49,9 +51,20 @@ NULL_VEC_OFFSET = 0xFFFF_FFFF_FFFF_FFFF
 _HEADER = structs.MSG.struct
 _ITEM_HEADER = structs.ITEM_HEADER.struct
 _VEC = structs.VEC.struct
+_NO_FD = struct.Struct("<i")
 
 # Reads `size` bytes of the sender's memory at `address` into `buffer[offset:offset + size]`.
 ReadInto = Callable[[int, int, object, int], None]
+
+
+class SenderFiles(Protocol):
+    """The sender's file descriptors, as the edge sees them (pidfd_getfd, fstat, seals)."""
+
+    def check_fds(self, fds: list[int]) -> None:
+        """EBADF for a closed fd, EOPNOTSUPP for a kdbus fd or an AF_UNIX socket."""
+
+    def check_memfd(self, fd: int, start: int, size: int) -> None:
+        """EBADF, EMEDIUMTYPE (not a memfd), ETXTBSY (not sealed), EFAULT (range past the end)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -75,6 +88,9 @@ class Staged:
     bloom: bytes | None = None
     dst_name: str | None = None
     n_fds: int = 0
+    # Positions in `items` of fd numbers the receiver gets (FDS entries, memfd fds): kdbusfs cannot
+    # install descriptors in another process, so they read -1 and RECV says INCOMPLETE_FDS.
+    fd_slots: list[int] = field(default_factory=list)
     seqnum: int = 0
     timestamp: tuple[int, int, int] | None = None
     read_into: ReadInto | None = None
@@ -102,7 +118,8 @@ class Staged:
         return not self.expects_reply and self.timeout_or_reply != 0
 
 
-def stage_user(data: bytes, cmd_flags: int, bloom_size: int) -> Staged:
+def stage_user(data: bytes, cmd_flags: int, bloom_size: int,
+               files: Callable[[], SenderFiles] | None = None) -> Staged:
     """Parse and check a sender's kdbus_msg (already copied in, `data` = its `size` bytes)."""
     fields = structs.MSG.unpack(data)
     if fields.flags & ~MSG_FLAGS:
@@ -113,7 +130,7 @@ def stage_user(data: bytes, cmd_flags: int, bloom_size: int) -> Staged:
     staged = Staged(fields.flags, fields.priority, fields.dst_id, fields.src_id, fields.payload_type,
                     fields.cookie, fields.timeout_ns)
     _classify(staged, cmd_flags)
-    _import_items(staged, data, found, bloom_size)
+    _import_items(staged, data, found, bloom_size, files)
     return staged
 
 
@@ -138,7 +155,8 @@ def _classify(msg: Staged, cmd_flags: int) -> None:
             raise KdbusError(errno.EINVAL, "a reply cannot be a signal")
 
 
-def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], bloom_size: int) -> None:
+def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], bloom_size: int,
+                  files: Callable[[], SenderFiles] | None) -> None:
     vec_total = 0
     memfds = 0
     items = msg.items
@@ -163,13 +181,27 @@ def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], 
             memfds += 1
             if memfds > limits.MSG_MAX_MEMFD_ITEMS:
                 raise KdbusError(errno.E2BIG, f"more than {limits.MSG_MAX_MEMFD_ITEMS} memfds")
-            raise KdbusError(errno.EOPNOTSUPP, "memfd payloads are not supported yet")
+            memfd = structs.MEMFD.unpack(parsed.payload)
+            if memfd.start + memfd.size >= 1 << 64:
+                raise KdbusError(errno.EMSGSIZE, "memfd range overflows")
+            if files is None:
+                raise KdbusError(errno.EBADF, "no access to the sender's descriptors")
+            files().check_memfd(memfd.fd, memfd.start, memfd.size)
+            items += data[parsed.offset : parsed.offset + size]
+            msg.fd_slots.append(start + 16 + 16)
+            # Keeps following vecs 8-aligned in the payload stream.
+            msg.n_payload += memfd.size % 8
         elif parsed.type == Item.FDS:
             n = len(parsed.payload) // 4
             if n > limits.CONN_MAX_FDS_PER_USER:
                 raise KdbusError(errno.EMFILE, f"{n} fds, at most {limits.CONN_MAX_FDS_PER_USER}")
             msg.n_fds = n
+            fds = list(struct.unpack_from(f"<{n}i", parsed.payload))
+            if files is None:
+                raise KdbusError(errno.EBADF, "no access to the sender's descriptors")
+            files().check_fds(fds)
             items += data[parsed.offset : parsed.offset + size]
+            msg.fd_slots.extend(start + 16 + 4 * i for i in range(n))
         elif parsed.type == Item.BLOOM_FILTER:
             if (len(parsed.payload) - 8) % 8:
                 raise KdbusError(errno.EFAULT, "bloom filter not a multiple of 8 bytes")
@@ -221,10 +253,12 @@ def write(msg: Staged, pool: Pool, offset: int, meta: bytes, meta_pad: int) -> N
     """Lay the message out in `pool` at `offset` (the slice is allocated and large enough)."""
     msg_size, payload_start, size = layout_size(msg, meta, meta_pad)
     items = msg.items
-    if msg.offsets:
+    if msg.offsets or msg.fd_slots:
         items = bytearray(items)
         for pos, stream in msg.offsets:
             U64.pack_into(items, pos, NULL_VEC_OFFSET if stream is None else payload_start + stream)
+        for pos in msg.fd_slots:
+            _NO_FD.pack_into(items, pos, -1)
     head = _HEADER.pack(msg_size, msg.flags, msg.priority, msg.dst_id, msg.src_id, msg.payload_type,
                         msg.cookie, msg.timeout_or_reply)
     buf = pool.buffer

@@ -37,6 +37,8 @@ class Entry:
     seq: int = 0
     # Set by PEEK: the client may be looking at the slice, so it outlives the entry until FREE.
     peeked: bool = False
+    # The message passed descriptors that could not be installed in the receiver.
+    incomplete_fds: bool = False
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,18 @@ class SyncWait:
     reply: tuple[int, int, int] | None = None
     # The edge's handle for the blocked request (the FUSE unique), opaque here.
     token: object = None
+    # The caller's CANCEL_FD (a duplicate the edge watches): readable means give up.
+    cancel_fd: int | None = None
+
+    def cancel(self) -> None:
+        """The caller's CANCEL_FD fired: stop waiting; a late reply finds no tracker (EBADSLT)."""
+        if self.done:
+            return
+        bus = self.caller.bus
+        for reply in list(self.caller.trackers):
+            if reply.sync is self:
+                bus.forget_reply(reply)
+        self.finish(errno.ECANCELED)
 
     @property
     def done(self) -> bool:

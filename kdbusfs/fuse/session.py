@@ -24,16 +24,71 @@ READ_BUFFER_SIZE = 128 * 1024 + 4096
 class Server(Protocol):
     """What the session serves (kdbusfs.fs.Filesystem)."""
 
+    # Descriptors to watch for readability, and watched ones to stop watching and close.
+    watch: list[int]
+    unwatch: list[int]
+
     def handle(self, request: Request) -> list[bytes]: ...
 
     def next_deadline(self) -> int | None: ...
 
     def tick(self) -> list[bytes]: ...
 
+    def cancel_fd_ready(self, fd: int) -> list[bytes]: ...
+
 
 async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = None,
                 debug: bool = False) -> None:
     """Serve the FUSE connection on `fd` until it is unmounted (the kernel then answers ENODEV)."""
+    async with trio.open_nursery() as nursery:
+        watches = _Watches(fd, server, nursery)
+        await _serve(fd, server, watches, on_ready, debug)
+        watches.close_all()
+        nursery.cancel_scope.cancel()
+
+
+class _Watches:
+    """One task per watched descriptor (a blocked call's CANCEL_FD)."""
+
+    def __init__(self, fuse_fd: int, server: Server, nursery: trio.Nursery) -> None:
+        self._fuse_fd = fuse_fd
+        # Closing may wait on another file system (a FUSE daemon, perhaps us): not on this thread.
+        self._close: Callable[[int], None] = getattr(server, "close_fd", os.close)
+        self._server = server
+        self._nursery = nursery
+        self._watched: set[int] = set()
+
+    def sync(self) -> None:
+        server = self._server
+        while server.unwatch:
+            fd = server.unwatch.pop()
+            if fd in self._watched:
+                self._watched.discard(fd)
+                trio.lowlevel.notify_closing(fd)
+            self._close(fd)
+        while server.watch:
+            fd = server.watch.pop()
+            self._watched.add(fd)
+            self._nursery.start_soon(self._wait, fd)
+
+    async def _wait(self, fd: int) -> None:
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        except trio.ClosedResourceError:
+            return
+        if fd in self._watched:
+            _write_all(self._fuse_fd, self._server.cancel_fd_ready(fd), "cancel fd")
+            self.sync()
+
+    def close_all(self) -> None:
+        for fd in self._watched:
+            trio.lowlevel.notify_closing(fd)
+            self._close(fd)
+        self._watched.clear()
+
+
+async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[[], None] | None,
+                 debug: bool) -> None:
     os.set_blocking(fd, False)
     buf = bytearray(READ_BUFFER_SIZE)
     view = memoryview(buf)
@@ -52,6 +107,7 @@ async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = N
                     await trio.lowlevel.wait_readable(fd)
                     continue
             _write_all(fd, server.tick(), "timer")
+            watches.sync()
             continue
         except InterruptedError:
             continue
@@ -71,6 +127,8 @@ async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = N
             log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
         _write_all(fd, server.handle(request), _name(request.opcode))
+        if server.watch or server.unwatch:
+            watches.sync()
         if request.opcode == p.Opcode.INIT and not ready_sent:
             ready_sent = True
             if on_ready is not None:

@@ -35,3 +35,15 @@ def test_default_policy_between_users(root_mount: Mount, bin_dir: Path, test_use
     uid = pwd.getpwnam(test_user).pw_uid
     out = run_client(bin_dir / "policy", str(root_mount.path), str(uid))
     assert "policy: all checks passed" in out
+
+
+def test_fd_passing_checks_and_cancel_fd_on_root_mount(root_mount: Mount, bin_dir: Path) -> None:
+    out = run_client(bin_dir / "fds", str(root_mount.path))
+    assert "fds: all checks passed" in out
+    assert root_mount.alive()
+
+
+def test_fd_passing_checks_and_cancel_fd_on_user_mount(user_mount: Mount, bin_dir: Path,
+                                                       test_user: str) -> None:
+    out = run_client(bin_dir / "fds", str(user_mount.path), user=test_user)
+    assert "fds: all checks passed" in out
