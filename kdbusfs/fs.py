@@ -17,11 +17,11 @@ import errno
 import logging
 import select
 import stat
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .abi import structs
 from .bus.bus import Bus
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
@@ -60,6 +60,9 @@ class Node:
     handle: Handle | None = None
 
 
+_ANSWER = struct.Struct("<QQQQQ")
+
+
 @dataclass(frozen=True, slots=True)
 class _Blocked:
     """Where to answer a blocked synchronous SEND."""
@@ -67,6 +70,7 @@ class _Blocked:
     unique: int
     tid: int
     address: int
+    msg_address: int
 
 
 @dataclass(slots=True, eq=False)
@@ -205,9 +209,10 @@ class Filesystem:
         assert wait.reply is not None
         offset, size, flags = wait.reply
         try:
-            # cmd_send.reply and return_flags; SEND is _IOW, so memory is the only way back.
-            self.memory.write(token.tid, token.address + 16, structs.U64.pack(0))
-            self.memory.write(token.tid, token.address + 32, structs.MSG_INFO.pack(offset, size, flags))
+            # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the
+            # caller's memory is the only way back.
+            self.memory.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
+                                                                          size, flags))
         except KdbusError as exc:
             self._out.append(codec.reply_error(token.unique, exc.errno))
             return
@@ -448,7 +453,7 @@ class Filesystem:
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
             wait = out.wait
-            wait.token = _Blocked(request.unique, h.pid, out.address)
+            wait.token = _Blocked(request.unique, h.pid, out.address, out.msg_address)
             self._pending[request.unique] = wait
             if wait.cancel_fd is not None:
                 self._cancel_fds[wait.cancel_fd] = wait

@@ -80,6 +80,7 @@ class Pending:
 
     wait: SyncWait
     address: int
+    msg_address: int
 
 
 class HandleType(enum.Enum):
@@ -473,7 +474,7 @@ def _send_message(conn: Connection, args: Args, caller: Caller, cancel_fd: int |
     else:
         unicast(conn, msg, process, sync, now)
     if sync is not None:
-        return Pending(sync, args.address)
+        return Pending(sync, args.address, args.fields.msg_address)
     return None
 
 
@@ -545,6 +546,10 @@ def _check_handle(handle: Handle, command: Command) -> None:
         raise KdbusError(errno.EOPNOTSUPP, f"{command.cmd.name} on a {handle.conn.kind.value}")
 
 
+_PAGE = limits.PAGE_SIZE
+_READ_AHEAD = 512
+
+
 def copy_in(caller: Caller, address: int, layout: Layout, in_data: bytes) -> bytes:
     """The whole command struct from the caller: aligned, at least the fixed part, at most 32 KiB."""
     if address & 7:
@@ -552,10 +557,15 @@ def copy_in(caller: Caller, address: int, layout: Layout, in_data: bytes) -> byt
     if len(in_data) >= 8:
         head = in_data
     else:
+        # One read usually covers the whole struct: take up to 512 bytes, within the page.
+        chunk = max(layout.size, min(_READ_AHEAD, _PAGE - address % _PAGE))
         try:
-            head = caller.read(address, layout.size)
+            head = caller.read(address, chunk)
         except KdbusError:
-            head = caller.read(address, 8)
+            try:
+                head = caller.read(address, layout.size)
+            except KdbusError:
+                head = caller.read(address, 8)
     size = U64.unpack_from(head)[0]
     if size < layout.size:
         raise KdbusError(errno.EINVAL, f"size {size} below the {layout.size}-byte {layout.name}")

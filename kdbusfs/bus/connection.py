@@ -382,7 +382,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
             except KdbusError as exc:
                 log.debug("unicast signal to %d dropped: %s", dst.id, exc)
         return
-    if not bus.may_talk(src, process.creds() if process else src.opener, dst):
+    if not bus.may_talk(src, process, dst):
         raise KdbusError(errno.EPERM, f"connection {src.id} may not talk to {dst.id}")
     reply = None
     if sync is not None:

@@ -8,6 +8,7 @@ old, new)` with (id, flags) pairs, which the bus turns into kernel notifications
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,24 +34,18 @@ SAVED_FLAGS = NAME_ALLOW_REPLACEMENT | NAME_QUEUE
 ACQUIRE_FLAGS = NAME_REPLACE_EXISTING | NAME_ALLOW_REPLACEMENT | NAME_QUEUE
 
 
-def _element_ok(element: str) -> bool:
-    if not element or element[0].isdigit():
-        return False
-    return all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in element)
+# Two or more dot-separated elements of [A-Za-z0-9_-], none starting with a digit.
+_NAME = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*(?:\.[A-Za-z_-][A-Za-z0-9_-]*)+")
+_WILDCARD = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*(?:\.[A-Za-z_-][A-Za-z0-9_-]*)*\.\*")
 
 
 def is_valid_name(name: str, allow_wildcard: bool = False) -> bool:
     """D-Bus well-known name rules as kdbus checks them; `a.b.*` only where wildcards are allowed."""
     if not name or len(name) > limits.NAME_MAX_LEN:
         return False
-    elements = name.split(".")
-    if len(elements) < 2:
-        return False
-    if allow_wildcard and elements[-1] == "*":
-        elements = elements[:-1]
-        if not elements:
-            return False
-    return all(_element_ok(e) for e in elements)
+    if _NAME.fullmatch(name) is not None:
+        return True
+    return allow_wildcard and _WILDCARD.fullmatch(name) is not None
 
 
 @dataclass(slots=True, eq=False)

@@ -37,6 +37,17 @@ BUS_NAME = "1000-test"
 U64 = struct.Struct("<Q")
 
 
+class NoFiles:
+    def check_fds(self, fds: list[int]) -> None:
+        raise KdbusError(errno.EBADF, "the fake task has no descriptors")
+
+    def check_memfd(self, fd: int, start: int, size: int) -> None:
+        raise KdbusError(errno.EBADF, "the fake task has no descriptors")
+
+    def pollable(self, fd: int) -> int:
+        raise KdbusError(errno.EBADF, "the fake task has no descriptors")
+
+
 class FakeCaller:
     """The caller's address space: `size` bytes at `base`; anything else is EFAULT."""
 
@@ -55,6 +66,13 @@ class FakeCaller:
 
     def read_into(self, address: int, size: int, buffer: Any, offset: int) -> None:
         buffer[offset : offset + size] = self.read(address, size)
+
+    def files(self) -> Any:
+        """The fake task has no descriptors to pass: any fd is EBADF."""
+        return NoFiles()
+
+    def close_fd(self, fd: int) -> None:
+        raise AssertionError("the fake task never hands over descriptors")
 
     def _index(self, address: int, size: int) -> int:
         start = address - self.base
