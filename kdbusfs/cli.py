@@ -157,7 +157,7 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
         ready: Callable[[], None] | None = None) -> None:
     fd = fuse_mount.mount(mountpoint, source, "kdbusfs", options.allow_other)
     domain = Domain(uid=os.getuid(), gid=os.getgid())
-    fs = Filesystem(domain, device=mount_device(mountpoint))
+    fs = Filesystem(domain, device=mount_device(mountpoint), fuse_fd=fd)
     log.info("serving %s (allow_other=%s)", mountpoint, options.allow_other)
     try:
         trio.run(_serve_until_signal, fd, fs, mountpoint, debug, ready)

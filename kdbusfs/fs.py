@@ -14,7 +14,10 @@ returns; READ (page faults of pages not stored yet) is served from the pool itse
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import mmap
+import os
 import select
 import stat
 import struct
@@ -78,14 +81,20 @@ class OpenFile:
     node: Node
     handle: Handle
     pollers: set[int] = field(default_factory=set)
+    # Passthrough: the memfd the kernel maps for the client (its pool), and its backing id.
+    backing_fd: int | None = None
+    backing_id: int | None = None
 
 
 class Filesystem:
     """Maps FUSE requests onto the kdbus model; returns the bytes to write back, in order."""
 
     def __init__(self, domain: Domain, memory: ProcessMemory | None = None,
-                 device: int | None = None) -> None:
+                 device: int | None = None, fuse_fd: int | None = None) -> None:
         self.domain = domain
+        # The /dev/fuse descriptor, for passthrough's backing-file ioctls (root only).
+        self.fuse_fd = fuse_fd
+        self.passthrough = False
         # st_dev of this mount: descriptors of our own files cannot be passed in messages.
         self.device = device
         # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
@@ -141,6 +150,11 @@ class Filesystem:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s failed: %s", _opname(request.opcode), exc)
             reply = codec.reply_error(unique, exc.errno)
+        except Exception:
+            # A bug of ours must cost one request, never the daemon and everyone on the mount.
+            log.exception("%s from pid %d failed unexpectedly", _opname(request.opcode),
+                          request.header.pid)
+            reply = codec.reply_error(unique, errno.EIO)
         else:
             reply = None if payload is None else codec.reply(unique, payload)
         if self.domain.changed or self.domain.completed:
@@ -171,10 +185,12 @@ class Filesystem:
                 continue
             seen.add(conn.id)
             opened = self._files_by_conn.get(conn.id)
-            if opened is None:
+            if opened is None or opened.backing_fd is not None:
+                # No open file, or the client maps the pool's memory itself: nothing to push.
                 conn.pool.dirty.clear()
-                continue
-            if conn.pool.dirty:
+                if opened is None:
+                    continue
+            elif conn.pool.dirty:
                 self._store(opened.node.nodeid, conn.pool)
             if opened.pollers and (conn.readable or not conn.active):
                 for kh in opened.pollers:
@@ -274,8 +290,15 @@ class Filesystem:
         if kernel.major != p.KERNEL_VERSION:
             raise KdbusError(errno.EPROTO, f"FUSE protocol {kernel.major}.{kernel.minor} unsupported")
         self.initialized = True
-        log.info("FUSE protocol %d.%d", kernel.major, kernel.minor)
-        return codec.init_out(kernel, p.ASYNC_READ | p.PARALLEL_DIROPS, max_write=PAGE_SIZE)
+        wanted = p.ASYNC_READ | p.PARALLEL_DIROPS
+        # Passthrough (registering backing files needs CAP_SYS_ADMIN): a client's pool mapping is
+        # then the daemon's memfd itself, and pool bytes need no copying into page caches.
+        if self.fuse_fd is not None and os.geteuid() == 0 and kernel.flags & p.PASSTHROUGH:
+            wanted |= p.PASSTHROUGH
+            self.passthrough = True
+        log.info("FUSE protocol %d.%d%s", kernel.major, kernel.minor,
+                 ", pools by passthrough" if self.passthrough else "")
+        return codec.init_out(kernel, wanted, max_write=PAGE_SIZE)
 
     def _lookup(self, request: Request) -> bytes:
         name = codec.name_arg(request.body)
@@ -390,9 +413,36 @@ class Filesystem:
             open_flags = 0
         fh = self._next_fh
         self._next_fh += 1
+        opened = OpenFile(node, handle)
+        if nodeid != CONTROL_ID and self.passthrough:
+            self._back_with_memfd(opened)
         node.opens += 1
-        self._files[fh] = OpenFile(node, handle)
+        self._files[fh] = opened
+        if opened.backing_id is not None:
+            return codec.open_out(fh, p.FOPEN_PASSTHROUGH, opened.backing_id)
         return codec.open_out(fh, open_flags)
+
+    def _back_with_memfd(self, opened: OpenFile) -> None:
+        """Give the open a memfd the kernel reads and maps directly: the connection's pool."""
+        assert self.fuse_fd is not None
+        memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC)
+        try:
+            # A mutable buffer makes fcntl.ioctl return the call's result: the backing id.
+            backing_map = bytearray(p.BACKING_MAP.pack(memfd, 0, 0))
+            backing_id = fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_OPEN, backing_map, True)
+        except OSError as exc:
+            os.close(memfd)
+            log.warning("passthrough unavailable (%s): pools go through the page cache", exc.strerror)
+            self.passthrough = False
+            return
+        opened.backing_fd = memfd
+        opened.backing_id = backing_id
+
+        def pool_memory(size: int) -> mmap.mmap:
+            os.ftruncate(memfd, size)
+            return mmap.mmap(memfd, size)
+
+        opened.handle.pool_memory = pool_memory
 
     def _file(self, fh: int) -> OpenFile:
         found = self._files.get(fh)
@@ -420,6 +470,13 @@ class Filesystem:
         if handle.conn is not None:
             self._files_by_conn.pop(handle.conn.id, None)
         handle.release()
+        if opened.backing_id is not None:
+            try:
+                fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_CLOSE, struct.pack("<I", opened.backing_id))
+            except OSError as exc:
+                log.warning("closing backing file %d: %s", opened.backing_id, exc.strerror)
+        if opened.backing_fd is not None:
+            os.close(opened.backing_fd)
         node = opened.node
         node.opens -= 1
         if node.handle is handle:
@@ -446,9 +503,10 @@ class Filesystem:
             if conn is not None and not was_connected and handle.type is HandleType.CONNECTED:
                 opened.node.handle = handle
                 self._files_by_conn[conn.id] = opened
-                # Grow the inode to the pool's size so mappings of the whole pool can fault.
-                last = conn.pool.size - PAGE_SIZE
-                self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
+                if opened.backing_fd is None:
+                    # Grow the inode to the pool's size so mappings of the whole pool can fault.
+                    last = conn.pool.size - PAGE_SIZE
+                    self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
                 self.domain.changed.append(conn)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.

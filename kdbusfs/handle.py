@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -106,6 +107,8 @@ class Handle:
     type: HandleType = HandleType.NONE
     bus: Bus | None = None
     conn: Connection | None = None
+    # Where a connection made on this handle keeps its pool (the edge may map a shared file).
+    pool_memory: Callable[[int], mmap.mmap] | None = None
 
     @property
     def domain(self) -> Domain:
@@ -226,7 +229,7 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
     description_item = args.item(Item.CONN_DESCRIPTION)
     conn = Connection.hello(
         endpoint, opener, snapshot, f.flags & HELLO_FLAGS, attach_send, attach_recv,
-        f.pool_size, description_item.string if description_item else None, name,
+        f.pool_size, description_item.string if description_item else None, name, handle.pool_memory,
     )
     if opener is not handle.opener:
         conn.opener = handle.opener

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import mmap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -105,6 +107,7 @@ class Connection:
         cls, endpoint: Endpoint, opener: Creds, snapshot: Snapshot, flags: int,
         attach_flags_send: int, attach_flags_recv: int, pool_size: int,
         description: str | None, name: str | None,
+        pool_memory: Callable[[int], mmap.mmap] | None = None,
     ) -> Connection:
         bus = endpoint.bus
         if not (bus.active and endpoint.active and bus.domain.active):
@@ -126,10 +129,11 @@ class Connection:
             raise KdbusError(errno.EPERM, f"a {kind.value} needs bus owner rights")
         user = bus.domain.user(opener.uid)
         user.charge_connection()
+        pool = Pool(pool_size, pool_memory(pool_size) if pool_memory is not None else None)
         conn = cls(
             id=bus.domain.next_id(), bus=bus, endpoint=endpoint, flags=flags, kind=kind,
             attach_flags_send=attach_flags_send, attach_flags_recv=attach_flags_recv,
-            pool=Pool(pool_size), opener=opener, snapshot=snapshot, user=user,
+            pool=pool, opener=opener, snapshot=snapshot, user=user,
             description=description, owner=owner, privileged=is_privileged(endpoint, opener),
         )
         endpoint.connections[conn.id] = conn

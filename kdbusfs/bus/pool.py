@@ -30,10 +30,11 @@ class Slice:
 
 
 class Pool:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, buffer: mmap.mmap | None = None) -> None:
         self.size = size
-        # Anonymous memory: pages cost nothing until a slice is written there.
-        self.buffer = mmap.mmap(-1, size)
+        # Anonymous memory unless the edge maps something the client sees directly (a memfd
+        # backing the client's mapping); either way pages cost nothing until written.
+        self.buffer = buffer if buffer is not None else mmap.mmap(-1, size)
         # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
         self._offsets: list[int] = [0]
         self._slices: dict[int, Slice] = {0: Slice(0, size)}

@@ -92,8 +92,8 @@ def attr_out(attr: Attr, valid_s: int = 0) -> bytes:
     return p.ATTR_OUT_HEAD.pack(valid_s, 0, 0) + attr.pack()
 
 
-def open_out(fh: int, open_flags: int) -> bytes:
-    return p.OPEN_OUT.pack(fh, open_flags, 0)
+def open_out(fh: int, open_flags: int, backing_id: int = 0) -> bytes:
+    return p.OPEN_OUT.pack(fh, open_flags, backing_id)
 
 
 def ioctl_out(result: int, data: bytes = b"") -> bytes:
@@ -126,14 +126,22 @@ class InitIn(NamedTuple):
 
 
 def parse_init(body: memoryview) -> InitIn:
-    return InitIn(*p.INIT_IN.unpack_from(body))
+    """INIT's fields; `flags` holds all 64 bits when the kernel sends flags2 (INIT_EXT)."""
+    major, minor, max_readahead, flags = p.INIT_IN.unpack_from(body)
+    if flags & p.INIT_EXT and len(body) >= p.INIT_IN.size + 4:
+        flags |= int.from_bytes(body[p.INIT_IN.size : p.INIT_IN.size + 4], "little") << 32
+    return InitIn(major, minor, max_readahead, flags)
 
 
 def init_out(kernel: InitIn, flags: int, max_write: int, max_readahead: int | None = None) -> bytes:
     minor = min(kernel.minor, p.KERNEL_MINOR_VERSION)
+    flags &= kernel.flags
+    if flags >> 32:
+        flags |= p.INIT_EXT
+    stack_depth = p.PASSTHROUGH_STACK_DEPTH if flags & p.PASSTHROUGH else 0
     out = p.INIT_OUT.pack(
         p.KERNEL_VERSION, minor, kernel.max_readahead if max_readahead is None else max_readahead,
-        flags & kernel.flags, 16, 12, max_write, 1, 0, 0, 0,
+        flags & 0xFFFF_FFFF, 16, 12, max_write, 1, 0, 0, flags >> 32, stack_depth,
     )
     # Kernels before 7.23 expect the short (24-byte) reply.
     return out if minor >= 23 else out[:24]

@@ -7,7 +7,7 @@ import struct
 
 KERNEL_VERSION = 7
 # The newest minor whose structs this codec writes; older kernels get their own minor echoed.
-KERNEL_MINOR_VERSION = 38
+KERNEL_MINOR_VERSION = 40
 # The kernel refuses reads of /dev/fuse into buffers smaller than this.
 MIN_READ_BUFFER = 8192
 
@@ -81,12 +81,21 @@ DONT_MASK = 1 << 6
 PARALLEL_DIROPS = 1 << 18
 MAX_PAGES = 1 << 22
 INIT_EXT = 1 << 30
+# Flags above bit 31 travel in flags2 (with INIT_EXT).
+PASSTHROUGH = 1 << 37
+# How deep backing files may stack under us: a memfd backs a pool directly.
+PASSTHROUGH_STACK_DEPTH = 1
 
 # OPEN reply flags.
 FOPEN_DIRECT_IO = 1 << 0
 FOPEN_KEEP_CACHE = 1 << 1
 FOPEN_NONSEEKABLE = 1 << 2
 FOPEN_STREAM = 1 << 4
+FOPEN_PASSTHROUGH = 1 << 7
+
+# ioctls on /dev/fuse: register (or drop) a file the kernel serves reads and mmap of an open from.
+DEV_IOC_BACKING_OPEN = 0x4010E501   # _IOW(229, 1, struct fuse_backing_map {s32 fd, u32 flags, u64 pad})
+DEV_IOC_BACKING_CLOSE = 0x4004E502  # _IOW(229, 2, u32 backing_id)
 
 # IOCTL flags.
 IOCTL_COMPAT = 1 << 0
@@ -101,14 +110,16 @@ ROOT_ID = 1
 IN_HEADER = struct.Struct("<IIQQIIIHH")      # len opcode unique nodeid uid gid pid total_extlen pad
 OUT_HEADER = struct.Struct("<IiQ")           # len error unique
 INIT_IN = struct.Struct("<IIII")             # major minor max_readahead flags (flags2 follows in 7.36+)
-INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")  # ... max_write time_gran max_pages map_alignment flags2
+INIT_OUT = struct.Struct("<IIIIHHIIHHII24x")  # ... max_write time_gran max_pages map_alignment flags2
+#                                                max_stack_depth
+BACKING_MAP = struct.Struct("<iIQ")
 # ino size blocks atime mtime ctime, then *nsec mode nlink uid gid rdev blksize flags
 ATTR = struct.Struct("<QQQQQQIIIIIIIIII")
 ENTRY_OUT_HEAD = struct.Struct("<QQQQII")    # nodeid generation entry_valid attr_valid *_nsec
 ATTR_OUT_HEAD = struct.Struct("<QII")        # attr_valid attr_valid_nsec dummy
 GETATTR_IN = struct.Struct("<IIQ")           # getattr_flags dummy fh
 OPEN_IN = struct.Struct("<II")               # flags open_flags
-OPEN_OUT = struct.Struct("<QII")             # fh open_flags backing_id
+OPEN_OUT = struct.Struct("<QIi")             # fh open_flags backing_id
 READ_IN = struct.Struct("<QQIIQII")          # fh offset size read_flags lock_owner flags padding
 RELEASE_IN = struct.Struct("<QIIQ")          # fh flags release_flags lock_owner
 FLUSH_IN = struct.Struct("<QIIQ")            # fh unused padding lock_owner

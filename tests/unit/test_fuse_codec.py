@@ -169,9 +169,18 @@ def test_name_arg_without_nul_is_whole_body() -> None:
     assert codec.name_arg(memoryview(b"bus")) == b"bus"
 
 
-def test_parse_init_reads_first_four_fields() -> None:
+def test_parse_init_joins_flags2_above_bit_31_when_init_ext_is_set() -> None:
     init = parse_init(parse_request(INIT_REQUEST).body)
-    assert init == InitIn(major=7, minor=38, max_readahead=0x20000, flags=0x73FFFFFB)
+    assert init == InitIn(major=7, minor=38, max_readahead=0x20000, flags=0x1F_73FFFFFB)
+
+
+def test_init_out_asks_for_passthrough_in_flags2_with_a_stack_depth() -> None:
+    kernel = InitIn(7, 45, 0x20000, p.PASSTHROUGH | p.INIT_EXT | p.ASYNC_READ)
+    out = codec.init_out(kernel, p.PASSTHROUGH | p.ASYNC_READ, max_write=4096)
+    flags, flags2, depth = struct.unpack_from("<I", out, 12)[0], *struct.unpack_from("<II", out, 32)
+    assert flags == p.INIT_EXT | p.ASYNC_READ
+    assert flags2 == p.PASSTHROUGH >> 32
+    assert depth == p.PASSTHROUGH_STACK_DEPTH
 
 
 def test_parse_init_accepts_pre_7_36_body() -> None:
