@@ -1,4 +1,9 @@
-"""The `kdbusfs` command: kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT."""
+"""The `kdbusfs` command.
+
+    kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT   mount a kdbus domain (FUSE conventions)
+    kdbusfs -u MOUNTPOINT                                unmount it (and what it laid over /sys/fs)
+    kdbusfs install-helpers [--root DIR]                 install mount(8) helpers, units, man pages
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import logging.handlers
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
-from . import __version__
-from .bus.domain import Domain
+from . import __version__, install, sysfs
+from .bus.domain import Domain, DomainLimits
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
 from .fuse.session import serve
@@ -24,63 +30,108 @@ log = logging.getLogger("kdbusfs")
 
 # Options mount(8), fstab and systemd pass along that mean nothing to a kdbusfs instance.
 IGNORED_OPTIONS = frozenset({
-    "rw", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "defaults", "dev",
-    "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "default_permissions",
+    "rw", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner", "group",
+    "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
+    "default_permissions", "async", "sync",
 })
-IGNORED_PREFIXES = ("x-systemd.", "x-", "comment=", "fsname=", "subtype=")
+IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
+
+OPTIONS_HELP = """\
+mount options (-o, comma-separated):
+  allow_other          let other users in (the default when root mounts)
+  noallow_other        only the mounting user (the default for user mounts)
+  uid=N, gid=N         owner of the domain's root directory and control node
+  max_pool_size=BYTES  largest pool a connection may ask for (default 1 GiB)
+  max_connections=N    live connections per user (kdbus: 1024)
+  max_buses=N          buses per user (kdbus: 16)
+  mount(8) options such as rw, nosuid, nodev, noexec, noauto, nofail, _netdev, user and x-* are
+  accepted and ignored; anything else is refused.
+"""
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     allow_other: bool
+    uid: int
+    gid: int
+    limits: DomainLimits = field(default_factory=DomainLimits)
 
 
 class UsageError(Exception):
     pass
 
 
-def parse_options(values: list[str], as_root: bool) -> Options:
+def _number(option: str, value: str, minimum: int = 0) -> int:
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise UsageError(f"mount option '{option}' needs a number, not '{value}'") from None
+    if number < minimum:
+        raise UsageError(f"mount option '{option}' must be at least {minimum}")
+    return number
+
+
+def parse_options(values: list[str], as_root: bool, uid: int | None = None,
+                  gid: int | None = None) -> Options:
     # A system-wide mount is for every user, as /sys/fs/kdbus was; a user's mount is the user's own.
     allow_other = as_root
+    owner = [os.getuid() if uid is None else uid, os.getgid() if gid is None else gid]
+    limits = {}
     for value in values:
         for option in filter(None, value.split(",")):
+            key, _, argument = option.partition("=")
             if option == "allow_other":
                 allow_other = True
             elif option == "noallow_other":
                 allow_other = False
+            elif key in ("uid", "gid") and argument:
+                owner[key == "gid"] = _number(key, argument)
+            elif key == "max_pool_size" and argument:
+                limits["max_pool_size"] = _number(key, argument, 4096)
+            elif key == "max_connections" and argument:
+                limits["max_connections"] = _number(key, argument, 1)
+            elif key == "max_buses" and argument:
+                limits["max_buses"] = _number(key, argument, 1)
             elif option in IGNORED_OPTIONS or option.startswith(IGNORED_PREFIXES):
                 continue
             else:
                 raise UsageError(f"unknown mount option '{option}' (see kdbusfs -h)")
-    return Options(allow_other=allow_other)
+    return Options(allow_other, owner[0], owner[1], DomainLimits(**limits))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdbusfs",
-        usage="kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT",
+        usage="kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
+              "       kdbusfs -u MOUNTPOINT\n"
+              "       kdbusfs install-helpers [--root DIR]",
         description="Mount a kdbus domain (control node, buses, endpoints) at MOUNTPOINT.",
-        epilog="Options for -o: allow_other (let other users in; default for root mounts), "
-               "noallow_other; mount(8) options such as rw, nosuid, nodev, noexec, noauto, nofail, "
-               "_netdev and x-systemd.* are accepted and ignored.",
+        epilog=OPTIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
     parser.add_argument("-d", dest="debug", action="store_true",
                         help="log every request (implies -f)")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
-                        help="comma-separated mount options")
+                        help="comma-separated mount options (below)")
+    parser.add_argument("-u", dest="unmount", action="store_true",
+                        help="unmount MOUNTPOINT and wait until its daemon has cleaned up")
     parser.add_argument("-V", "--version", action="version", version=f"kdbusfs {__version__}")
     parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["install-helpers"]:
+        return install.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
-    if len(args.paths) > 2:
+    if len(args.paths) > 2 or (args.unmount and len(args.paths) != 1):
         parser.error("too many arguments")
     source = args.paths[0] if len(args.paths) == 2 else "kdbusfs"
     mountpoint = os.path.abspath(args.paths[-1])
+    if args.unmount:
+        return unmount(mountpoint)
     try:
         options = parse_options(args.options, os.geteuid() == 0)
     except UsageError as exc:
@@ -95,6 +146,22 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     return _daemonize(mountpoint, source, options)
+
+
+def unmount(mountpoint: str) -> int:
+    """Unmount, then wait (a few seconds at most) for the daemon to remove its /sys/fs overlay."""
+    try:
+        fuse_mount.unmount(mountpoint, lazy=False)
+    except fuse_mount.MountError as exc:
+        print(f"kdbusfs: {exc}", file=sys.stderr)
+        return 1
+    if os.path.dirname(mountpoint) == sysfs.SYS_FS:
+        deadline = time.monotonic() + 5
+        while sysfs.overlay_present() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if sysfs.overlay_present():
+            sysfs.Overlay().remove()
+    return 0
 
 
 def _log_to_stderr(debug: bool) -> None:
@@ -155,8 +222,15 @@ def _log_to_syslog() -> None:
 
 def run(mountpoint: str, source: str, options: Options, debug: bool,
         ready: Callable[[], None] | None = None) -> None:
-    fd = fuse_mount.mount(mountpoint, source, "kdbusfs", options.allow_other)
-    domain = Domain(uid=os.getuid(), gid=os.getgid())
+    fuse_mount.check_mountpoint(mountpoint)
+    overlay = sysfs.make_room(mountpoint)
+    try:
+        fd = fuse_mount.mount(mountpoint, source, "kdbusfs", options.allow_other)
+    except BaseException:
+        if overlay is not None:
+            overlay.remove()
+        raise
+    domain = Domain(uid=options.uid, gid=options.gid, limits=options.limits)
     fs = Filesystem(domain, device=mount_device(mountpoint), fuse_fd=fd)
     log.info("serving %s (allow_other=%s)", mountpoint, options.allow_other)
     try:
@@ -164,6 +238,8 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
     finally:
         fs.shutdown()
         os.close(fd)
+        if overlay is not None:
+            overlay.remove()
 
 
 async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: bool,

@@ -115,8 +115,9 @@ class Connection:
         kind = kind_of(flags)
         if pool_size == 0 or pool_size % limits.PAGE_SIZE:
             raise KdbusError(errno.EINVAL, f"pool size {pool_size} is not a positive multiple of a page")
-        if pool_size > limits.POOL_MAX_SIZE:
-            raise KdbusError(errno.EINVAL, f"pool size {pool_size} exceeds {limits.POOL_MAX_SIZE}")
+        max_pool = bus.domain.limits.max_pool_size
+        if pool_size > max_pool:
+            raise KdbusError(errno.EINVAL, f"pool size {pool_size} exceeds this mount's {max_pool}")
         if kind in (Kind.ACTIVATOR, Kind.POLICY_HOLDER):
             if name is None:
                 raise KdbusError(errno.EINVAL, f"{kind.value} needs a NAME item")

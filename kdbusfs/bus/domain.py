@@ -16,21 +16,31 @@ if TYPE_CHECKING:
     from .reply import Reply, SyncWait
 
 
+@dataclass(frozen=True, slots=True)
+class DomainLimits:
+    """Per-mount limits (mount options); the defaults are kdbus's."""
+
+    max_buses: int = limits.USER_MAX_BUSES
+    max_connections: int = limits.USER_MAX_CONN
+    max_pool_size: int = limits.POOL_MAX_SIZE
+
+
 @dataclass(slots=True)
 class User:
     """Per-domain accounting of one real uid (or of one custom endpoint's anonymous users)."""
 
     uid: int | None
+    limits: DomainLimits = field(default_factory=DomainLimits)
     buses: int = 0
     connections: int = 0
 
     def charge_bus(self) -> None:
-        if self.buses >= limits.USER_MAX_BUSES:
+        if self.buses >= self.limits.max_buses:
             raise KdbusError(errno.EMFILE, f"uid {self.uid} already owns {self.buses} buses")
         self.buses += 1
 
     def charge_connection(self) -> None:
-        if self.connections >= limits.USER_MAX_CONN:
+        if self.connections >= self.limits.max_connections:
             raise KdbusError(errno.EMFILE, f"user {self.uid} already has {self.connections} connections")
         self.connections += 1
 
@@ -40,6 +50,7 @@ class Domain:
     # Owner of the mount's root and control node (global root for a system mount).
     uid: int = 0
     gid: int = 0
+    limits: DomainLimits = field(default_factory=DomainLimits)
     buses: dict[str, Bus] = field(default_factory=dict)
     users: dict[int, User] = field(default_factory=dict)
     active: bool = True
@@ -76,7 +87,7 @@ class Domain:
     def user(self, uid: int) -> User:
         found = self.users.get(uid)
         if found is None:
-            found = self.users[uid] = User(uid)
+            found = self.users[uid] = User(uid, self.limits)
         return found
 
     def shutdown(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import shutil
 import socket
@@ -23,6 +24,40 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 class MountError(Exception):
     pass
+
+
+def libc_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    ok = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                     data.encode() if data else None)
+    if ok != 0:
+        raise MountError(f"mount {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def libc_umount(target: str, flags: int = 0) -> None:
+    if _libc.umount2(target.encode(), flags) != 0:
+        raise MountError(f"umount {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse to mount over a live or stale FUSE mount, saying how to fix it."""
+    fstype = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == mountpoint:
+                fstype = fields[fields.index("-") + 1]
+    if fstype is None or not fstype.startswith("fuse"):
+        return
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{mountpoint} holds a stale {fstype} mount whose daemon is gone; unmount it with "
+                f"'fusermount3 -u {mountpoint}' (as root also 'umount -l {mountpoint}') and mount again"
+            ) from None
+        raise MountError(f"{mountpoint}: {exc.strerror}") from None
+    raise MountError(f"{mountpoint} is already a {fstype} mount; unmount it first")
 
 
 def mount(mountpoint: str, fsname: str, subtype: str, allow_other: bool) -> int:
