@@ -27,6 +27,7 @@ from .abi.constants import (
     LIST_UNIQUE,
     MAKE_ACCESS_GROUP,
     MAKE_ACCESS_WORLD,
+    MATCH_REPLACE,
     NAME_ACTIVATOR,
     NAME_IN_QUEUE,
     RECV_DROP,
@@ -51,7 +52,7 @@ from .bus.errors import KdbusError
 from .bus.message import MSG_FLAGS, SenderFiles, stage_user
 from .bus.metadata import Creds, Process, Snapshot, sanitize_attach_flags
 from .bus.names import ACQUIRE_FLAGS, is_valid_name
-from .bus.policy import may_own
+from .bus.policy import may_own, parse_upload
 from .bus.reply import SyncWait
 
 log = logging.getLogger("kdbusfs.handle")
@@ -237,6 +238,8 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
         offset, items_size = conn.bloom_slice()
         if conn.kind is not Kind.MONITOR:
             conn.bus.notify_id(Item.ID_ADD, conn)
+        if name is not None:
+            _register_special(conn, name, args)
     except KdbusError:
         conn.disconnect()
         raise
@@ -249,6 +252,19 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
     handle.type = HandleType.CONNECTED
     handle.conn = conn
     log.debug("connection %d on %s/%s (%s)", conn.id, bus.name, endpoint.name, conn.kind.value)
+
+
+def _register_special(conn: Connection, name: str, args: Args) -> None:
+    """An activator holds its name; activators and policy holders put up policy for their name."""
+    access = args.items.get(Item.POLICY_ACCESS, [])
+    name_item = args.item(Item.NAME)
+    assert name_item is not None
+    if conn.kind is Kind.ACTIVATOR:
+        if not is_valid_name(name):
+            raise KdbusError(errno.EINVAL, f"an activator needs a plain name, not {name!r}")
+        conn.bus.names.become_activator(conn, name)
+    upload = parse_upload([name_item, *access], allow_wildcards=conn.kind is Kind.POLICY_HOLDER)
+    conn.bus.policy.replace(conn, upload)
 
 
 class _Only:
@@ -325,7 +341,28 @@ def _update(handle: Handle, args: Args, caller: Caller) -> None:
         raise KdbusError(errno.EOPNOTSUPP, "only policy holders upload policy")
     new_send = _attach_flags(send_item.u64) if send_item else conn.attach_flags_send
     new_recv = _attach_flags(recv_item.u64) if recv_item else conn.attach_flags_recv
+    if policy:
+        if len(args.items.get(Item.NAME, [])) > 1:
+            raise KdbusError(errno.E2BIG, "a policy holder holds policy for one name")
+        upload = parse_upload([*args.items.get(Item.NAME, []), *args.items.get(Item.POLICY_ACCESS, [])],
+                              allow_wildcards=True)
+        conn.bus.policy.replace(conn, upload)
     conn.attach_flags_send, conn.attach_flags_recv = new_send, new_recv
+
+
+def _match_add(handle: Handle, args: Args, caller: Caller) -> None:
+    conn = _conn(handle)
+    assert conn.matches is not None
+    rules = sorted((p for t, ps in args.items.items() if t != Item.NEGOTIATE for p in ps),
+                   key=lambda p: p.offset)
+    conn.matches.add(args.fields.cookie, rules, conn.bus.bloom_size,
+                     bool(args.fields.flags & MATCH_REPLACE))
+
+
+def _match_remove(handle: Handle, args: Args, caller: Caller) -> None:
+    conn = _conn(handle)
+    assert conn.matches is not None
+    conn.matches.remove(args.fields.cookie)
 
 
 def _conn_info(handle: Handle, args: Args, caller: Caller) -> None:
@@ -528,6 +565,12 @@ COMMANDS: dict[int, Command] = {
                 _specs(ItemSpec(Item.NAME, mandatory=True)), _name_acquire, kinds=(Kind.ORDINARY,)),
         Command(Cmd.NAME_RELEASE, structs.CMD, 0, _specs(ItemSpec(Item.NAME, mandatory=True)),
                 _name_release, kinds=(Kind.ORDINARY,)),
+        Command(Cmd.MATCH_ADD, structs.CMD_MATCH, MATCH_REPLACE,
+                _specs(*(ItemSpec(t, multiple=True) for t in (
+                    Item.BLOOM_MASK, Item.NAME, Item.ID, Item.DST_ID, Item.NAME_ADD, Item.NAME_REMOVE,
+                    Item.NAME_CHANGE, Item.ID_ADD, Item.ID_REMOVE))),
+                _match_add, kinds=(Kind.ORDINARY,)),
+        Command(Cmd.MATCH_REMOVE, structs.CMD_MATCH, 0, _specs(), _match_remove, kinds=(Kind.ORDINARY,)),
     )
 }
 for _command in COMMANDS.values():

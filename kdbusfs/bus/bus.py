@@ -54,6 +54,8 @@ class Bus:
     id128: bytes = field(default_factory=lambda: uuid.uuid4().bytes)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     connections: dict[int, Connection] = field(default_factory=dict)
+    # Monitors see every message, before its recipients.
+    monitors: list[Connection] = field(default_factory=list)
     policy: PolicyDb = field(default_factory=PolicyDb)
     names: Registry = field(init=False)
     active: bool = True
@@ -137,9 +139,19 @@ class Bus:
     def signal_wanted(self, dst: Connection, src: Connection, msg: msgs.Staged) -> bool:
         """Whether `dst` takes a signal from `src`: its matches select it and it may talk to `src`."""
         matches = dst.matches
-        if matches is None:
+        if matches is None or not matches.match(msg, src):
             return False
-        return bool(matches.match(msg, src)) and may_talk(dst, dst.opener, src)  # type: ignore[attr-defined]
+        return may_talk(dst, dst.opener, src)
+
+    def to_monitors(self, msg: msgs.Staged, src: Connection | None, process: Process | None) -> None:
+        """A copy for every monitor, before the recipients; a monitor that cannot take it counts it lost."""
+        for monitor in self.monitors:
+            try:
+                monitor.enqueue(msg, src, process)
+            except KdbusError as exc:
+                log.debug("monitor %d lost a message: %s", monitor.id, exc)
+                monitor.lost += 1
+                self.domain.changed.append(monitor)
 
     # -- replies ------------------------------------------------------------------------------
     def schedule_timeout(self, reply: Reply, now_ns: int) -> None:
@@ -181,6 +193,7 @@ class Bus:
             return
         msg = msgs.stage_kernel(caller.id, reply.cookie, item_type)
         self.stamp(msg)
+        self.to_monitors(msg, None, None)
         try:
             caller.enqueue(msg, None, None)
         except KdbusError as exc:
@@ -191,9 +204,10 @@ class Bus:
     def _broadcast_kernel(self, item_type: int, payload: bytes) -> None:
         msg = msgs.stage_kernel(DST_ID_BROADCAST, 0, item_type, payload)
         self.stamp(msg)
+        self.to_monitors(msg, None, None)
         for conn in list(self.connections.values()):
             matches = conn.matches
-            if matches is None or not matches.match_kernel(msg, item_type, payload):  # type: ignore[attr-defined]
+            if matches is None or not matches.match_kernel(item_type, payload):
                 continue
             try:
                 conn.enqueue(msg, None, None)
@@ -212,20 +226,33 @@ class Bus:
     def connection_gone(self, conn: Connection) -> None:
         from .connection import Kind
 
+        if conn in self.monitors:
+            self.monitors.remove(conn)
         if conn.kind is not Kind.MONITOR:
             self.notify_id(Item.ID_REMOVE, conn)
 
     def _move_messages(self, to: Connection, from_: Connection, name_id: int) -> None:
-        """Messages queued on `from_` through name registration `name_id` move to `to`."""
+        """A name moved between an activator and an implementer: so do the messages queued on
+        `from_` through that name registration, and the calls awaiting answers through it."""
+        for reply in list(from_.awaited):
+            if reply.name_id == name_id:
+                from_.awaited.remove(reply)
+                to.awaited.append(reply)
+                reply.replier = to
         for entry in list(from_.queue.entries.values()):
             if entry.name_id != name_id:
                 continue
-            from_._dequeue(entry)  # noqa: SLF001 - the bus moves entries between its connections
-            from_.pool.release_bus_ref(entry.slice)
-            to.lost += 1
-            self.domain.changed.append(to)
-            if entry.reply is not None:
-                self.reply_dead(entry.reply)
+            from_.take_entry(entry)
+            try:
+                to.adopt_entry(entry, from_.pool)
+            except KdbusError as exc:
+                log.info("message moved from %d to %d lost: %s", from_.id, to.id, exc)
+                to.lost += 1
+                self.domain.changed.append(to)
+                if entry.reply is not None:
+                    self.reply_dead(entry.reply)
+            finally:
+                from_.pool.release_bus_ref(entry.slice)
 
     def broadcast(self, src: Connection, msg: msgs.Staged, process: object) -> None:
         """Offer a broadcast to every connection whose matches select it (the sender included).
@@ -234,6 +261,7 @@ class Bus:
         """
         from .connection import Kind
 
+        self.to_monitors(msg, src, process)  # type: ignore[arg-type]
         for conn in list(self.connections.values()):
             if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):
                 continue

@@ -27,6 +27,7 @@ from . import message as msgs
 from .domain import User
 from .endpoint import Endpoint
 from .errors import KdbusError
+from .match import MatchDb
 from .metadata import CAP_IPC_OWNER, Creds, Process, Snapshot, render
 from .pool import Pool, Slice
 from .queue import KERNEL_USER, Entry, Queue, UserQuota
@@ -100,7 +101,8 @@ class Connection:
     awaited: list[Reply] = field(default_factory=list)
     # Synchronous SENDs of this connection that are blocked.
     sync_waits: list[SyncWait] = field(default_factory=list)
-    matches: object = None
+    # Ordinary connections only: which signals and notifications they take.
+    matches: MatchDb | None = None
 
     @classmethod
     def hello(
@@ -137,8 +139,12 @@ class Connection:
             pool=pool, opener=opener, snapshot=snapshot, user=user,
             description=description, owner=owner, privileged=is_privileged(endpoint, opener),
         )
+        if kind is Kind.ORDINARY:
+            conn.matches = MatchDb()
         endpoint.connections[conn.id] = conn
         bus.connections[conn.id] = conn
+        if kind is Kind.MONITOR:
+            bus.monitors.append(conn)
         return conn
 
     # -- the pool -----------------------------------------------------------------------------
@@ -243,6 +249,30 @@ class Connection:
         if not self.queue:
             self.bus.domain.changed.append(self)
 
+    def take_entry(self, entry: Entry) -> None:
+        """Unqueue `entry` to move it elsewhere; the caller releases its slice afterwards."""
+        self._dequeue(entry)
+
+    def adopt_entry(self, entry: Entry, source: Pool) -> None:
+        """Queue a message moved from another connection: its bytes are copied into this pool."""
+        if not self.active:
+            raise KdbusError(errno.ECONNRESET, f"connection {self.id} is disconnected")
+        if entry.fds and not self.flags & HELLO_ACCEPT_FD:
+            raise KdbusError(errno.ECOMM, f"connection {self.id} does not accept fds")
+        size = entry.slice.size
+        self._charge(entry.user_key, size, entry.fds)
+        try:
+            piece = self.pool.alloc(size, accounted=True)
+        except KdbusError:
+            self._uncharge(entry.user_key, size, entry.fds)
+            raise
+        start = entry.slice.offset
+        self.pool.write(piece, source.buffer[start : start + size])
+        moved = Entry(piece, entry.priority, entry.src_id, entry.cookie, entry.user_key, entry.fds,
+                      entry.reply, entry.name_id, entry.expects_reply, incomplete_fds=entry.incomplete_fds)
+        self.queue.add(moved)
+        self.bus.domain.changed.append(self)
+
     @property
     def user_key(self) -> int:
         uid = self.user.uid
@@ -287,6 +317,7 @@ class Connection:
         bus = self.bus
         for wait in list(self.sync_waits):
             wait.finish(errno.ECONNRESET)
+        bus.policy.remove_owner(self)
         self.endpoint.connections.pop(self.id, None)
         bus.connections.pop(self.id, None)
         self.user.connections -= 1
@@ -366,6 +397,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         if reply.sync is not None and reply.sync.done:
             # The caller gave up (interrupted) and nobody waits for this answer any more.
             return
+        bus.to_monitors(msg, src, process)
         if reply.sync is not None:
             # The caller is blocked in its SEND: the reply goes straight into its pool.
             caller = reply.caller
@@ -381,6 +413,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         return
     if msg.is_signal:
         # A unicast signal reaches its addressee only through its matches and policy.
+        bus.to_monitors(msg, src, process)
         if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
             try:
                 dst.enqueue(msg, src, process, name_id=name_id)
@@ -403,6 +436,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
             raise KdbusError(errno.EMLINK, f"connection {src.id} has "
                                            f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
         reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
+    bus.to_monitors(msg, src, process)
     entry = dst.enqueue(msg, src, process, reply, name_id)
     del entry
     if reply is not None:

@@ -8,17 +8,24 @@ connections opened by its own user.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..abi import structs
 from ..abi.constants import (
     POLICY_ACCESS_GROUP,
     POLICY_ACCESS_USER,
     POLICY_ACCESS_WORLD,
     POLICY_OWN,
+    POLICY_SEE,
     POLICY_TALK,
+    Item,
 )
+from ..abi.items import ParsedItem
+from .errors import KdbusError
 from .metadata import Creds
+from .names import is_valid_name
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -42,11 +49,51 @@ class Access:
         return False
 
 
+def parse_upload(items: list[ParsedItem], allow_wildcards: bool) -> dict[str, tuple[Access, ...]]:
+    """NAME items each followed by the POLICY_ACCESS records that apply to it."""
+    groups: dict[str, list[Access]] = {}
+    current: list[Access] | None = None
+    for parsed in sorted(items, key=lambda p: p.offset):
+        if parsed.type == Item.NAME:
+            name = parsed.string
+            if not is_valid_name(name, allow_wildcard=allow_wildcards):
+                raise KdbusError(errno.EINVAL, f"invalid policy name {name!r}")
+            if name in groups:
+                raise KdbusError(errno.EEXIST, f"policy name {name} given twice")
+            current = groups[name] = []
+        elif parsed.type == Item.POLICY_ACCESS:
+            if current is None:
+                raise KdbusError(errno.EINVAL, "POLICY_ACCESS before any NAME")
+            kind, access, ident = structs.POLICY_ACCESS.struct.unpack(parsed.payload)
+            if kind not in (POLICY_ACCESS_USER, POLICY_ACCESS_GROUP, POLICY_ACCESS_WORLD):
+                raise KdbusError(errno.EINVAL, f"unknown policy access type {kind}")
+            if access not in (POLICY_SEE, POLICY_TALK, POLICY_OWN):
+                raise KdbusError(errno.EINVAL, f"unknown policy access level {access}")
+            current.append(Access(kind, access, ident))
+    return {name: tuple(records) for name, records in groups.items()}
+
+
 @dataclass(slots=True, eq=False)
 class PolicyDb:
     entries: dict[str, tuple[Access, ...]] = field(default_factory=dict)
     # Which connection put each bus-policy entry there (policy holders and activators).
     owners: dict[str, object] = field(default_factory=dict)
+
+    def replace(self, owner: object, upload: dict[str, tuple[Access, ...]]) -> None:
+        """Swap `owner`'s entries for `upload`, all or nothing (EEXIST if another owner has a name)."""
+        for name in upload:
+            holder = self.owners.get(name)
+            if holder is not None and holder is not owner:
+                raise KdbusError(errno.EEXIST, f"policy for {name} is held by another connection")
+        self.remove_owner(owner)
+        for name, records in upload.items():
+            self.entries[name] = records
+            self.owners[name] = owner
+
+    def remove_owner(self, owner: object) -> None:
+        for name in [n for n, o in self.owners.items() if o is owner]:
+            del self.owners[name]
+            del self.entries[name]
 
     def query(self, creds: Creds, name: str) -> int:
         """The highest access `creds` have to `name`, or NO_ACCESS."""

@@ -24,7 +24,7 @@ from .harness import (
     world_tempdir,
 )
 
-CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits")
+CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals")
 
 
 def pytest_configure(config: pytest.Config) -> None:

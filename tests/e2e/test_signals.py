@@ -1,0 +1,19 @@
+"""Broadcasts, matches, kernel notifications, monitors, activators and policy holders through a real
+mount, driven by a C client."""
+
+from __future__ import annotations
+
+import pwd
+from pathlib import Path
+
+from .clients import run_client
+from .harness import Mount
+
+
+def test_broadcasts_matches_notifications_monitor_activator_policy(
+    root_mount: Mount, bin_dir: Path, test_user: str,
+) -> None:
+    uid = pwd.getpwnam(test_user).pw_uid
+    out = run_client(bin_dir / "signals", str(root_mount.path), str(uid))
+    assert "signals: all checks passed" in out
+    assert root_mount.alive()
