@@ -134,11 +134,11 @@ class Args:
                  items: dict[int, list[ParsedItem]]) -> None:
         self.address = address
         self.data = data
-        self.original = data[: layout.size]
-        self.fixed = bytearray(self.original)
-        self.fields = layout.unpack(data)
+        self.original = original = data[: layout.size]
+        self.fixed = bytearray(original)
+        self.fields = fields = layout.unpack(original)
         self.items = items
-        self.negotiate = bool(self.fields.flags & FLAG_NEGOTIATE)
+        self.negotiate = bool(fields[1] & FLAG_NEGOTIATE)
 
     def item(self, item_type: int) -> ParsedItem | None:
         found = self.items.get(item_type)
@@ -170,6 +170,11 @@ class Command:
     negotiate: Callable[[Handle, Args, Caller], None] | None = None
     # Commands that report through their struct even when failing (RECV on EAGAIN).
     writeback_on_error: bool = False
+
+    @property
+    def returns_struct(self) -> bool:
+        """_IOC_READ in the number: the kernel copies our out data over the caller's fixed struct."""
+        return bool(ioc_dir(self.cmd) & _IOC_READ)
 
 
 def _specs(*specs: ItemSpec) -> dict[int, ItemSpec]:
@@ -577,6 +582,9 @@ for _command in COMMANDS.values():
     for _spec in _command.items.values():
         if _spec.mandatory:
             object.__setattr__(_command, "mandatory", (*_command.mandatory, _spec.type))
+    # The fixed part is what _IOC_SIZE covers, so the reply of an _IOC_READ command is all of it.
+    assert _command.layout.size == ioc_size(_command.cmd), _command.cmd.name
+_RETURNS_STRUCT = {cmd: command.returns_struct for cmd, command in COMMANDS.items()}
 
 
 def _check_handle(handle: Handle, command: Command) -> None:
@@ -628,30 +636,36 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
     if command is None:
         raise KdbusError(errno.ENOTTY, f"unknown ioctl {cmd:#x}")
     _check_handle(handle, command)
-    data = copy_in(caller, address, command.layout, in_data)
+    layout = command.layout
+    data = copy_in(caller, address, layout, in_data)
     flags = U64.unpack_from(data, 8)[0]
-    returns_struct = bool(ioc_dir(cmd) & _IOC_READ)
+    returns_struct = _RETURNS_STRUCT[cmd]
     if flags & ~(command.flags | FLAG_NEGOTIATE):
         _write_return_flags(caller, address, data)
         raise KdbusError(errno.EINVAL, f"{command.cmd.name}: unknown flags {flags:#x}")
-    try:
-        items = walk_items(data, command.layout.size, command.items)
-    except KdbusError:
-        _write_return_flags(caller, address, data)
-        raise
-    args = Args(address, data, command.layout, items)
-    _negotiate_items(args, command, caller)
+    if len(data) == layout.size:
+        items: dict[int, list[ParsedItem]] = {}
+    else:
+        try:
+            items = walk_items(data, layout.size, command.items)
+        except KdbusError:
+            _write_return_flags(caller, address, data)
+            raise
+    args = Args(address, data, layout, items)
+    if Item.NEGOTIATE in items:
+        _negotiate_items(args, command, caller)
     if args.negotiate:
         if command.negotiate is not None:
             command.negotiate(handle, args, caller)
         args.set_u64(8, command.flags)
         caller.write(address + 8, U64.pack(command.flags))
         return bytes(args.fixed[: ioc_size(cmd)]) if returns_struct else b""
-    args.set_u64(16, 0)
-    missing = [t for t in command.mandatory if t not in items]
+    U64.pack_into(args.fixed, 16, 0)
     try:
-        if missing:
-            raise KdbusError(errno.EINVAL, f"{command.cmd.name}: missing item {Item(missing[0]).name}")
+        if command.mandatory:
+            missing = [t for t in command.mandatory if t not in items]
+            if missing:
+                raise KdbusError(errno.EINVAL, f"{command.cmd.name}: missing item {Item(missing[0]).name}")
         pending = command.run(handle, args, caller)
     except KdbusError:
         if command.writeback_on_error and args.fixed != args.original:
@@ -662,7 +676,7 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
     if pending is not None:
         return pending
     if returns_struct:
-        return bytes(args.fixed[: ioc_size(cmd)])
+        return bytes(args.fixed)
     if args.fixed != args.original:
         caller.write(address, bytes(args.fixed))
     return b""

@@ -250,19 +250,20 @@ class ProcProcess:
 class RequestCaller:
     """The `handle.Caller` of one FUSE request: the calling thread's memory and identity."""
 
-    __slots__ = ("_memory", "tid", "_process", "_kdbus_dev", "_files")
+    __slots__ = ("_memory", "tid", "_ids", "_process", "_kdbus_dev", "_files")
 
     def __init__(self, memory: ProcessMemory, tid: int, fsuid: int, fsgid: int,
                  kdbus_dev: int | None = None) -> None:
         self._memory = memory
         self.tid = tid
-        self._process = ProcProcess(tid, fsuid, fsgid)
+        self._ids = (fsuid, fsgid)
+        self._process: ProcProcess | None = None
         self._kdbus_dev = kdbus_dev
         self._files: SenderFiles | None = None
 
     def files(self) -> SenderFiles:
         if self._files is None:
-            self._files = SenderFiles(self._process.creds().pid, self._kdbus_dev)
+            self._files = SenderFiles(self.process().creds().pid, self._kdbus_dev)
         return self._files
 
     def close_fd(self, fd: int) -> None:
@@ -273,9 +274,11 @@ class RequestCaller:
             self._files.close()
 
     def creds(self) -> Creds:
-        return self._process.creds()
+        return self.process().creds()
 
     def process(self) -> ProcProcess:
+        if self._process is None:
+            self._process = ProcProcess(self.tid, *self._ids)
         return self._process
 
     def read_into(self, address: int, size: int, buffer: object, offset: int) -> None:

@@ -37,11 +37,13 @@ class Layout:
         self.struct = struct.Struct(fmt)
         self.size = self.struct.size
         self.tuple = namedtuple(name, names)  # type: ignore[misc]
+        # tuple.__new__ skips namedtuple._make's length check: struct gives exactly the fields.
+        self._new = tuple.__new__
         if self.size != declaration.sizeof():
             raise AssertionError(f"{name}: derived size {self.size} != {declaration.sizeof()}")
 
     def unpack(self, data: bytes | bytearray | memoryview, offset: int = 0) -> Any:
-        return self.tuple._make(self.struct.unpack_from(data, offset))
+        return self._new(self.tuple, self.struct.unpack_from(data, offset))
 
     def pack(self, *values: int | bytes) -> bytes:
         return self.struct.pack(*values)

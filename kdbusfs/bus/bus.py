@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..abi import structs
 from ..abi.constants import DST_ID_BROADCAST, MSG_NO_AUTO_START, NAME_ACTIVATOR, Item
 from . import message as msgs
+from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
 from .errors import KdbusError
@@ -112,7 +113,7 @@ class Bus:
     def resolve_destination(self, msg: msgs.Staged) -> tuple[Connection, int | None]:
         """The receiving connection of a unicast and the name registration it went through."""
         if msg.dst_name is not None:
-            if not is_valid_name(msg.dst_name):
+            if not is_valid_name(msg.dst_name):  # checked here, not at staging: broadcasts have none
                 raise KdbusError(errno.EINVAL, f"invalid destination name {msg.dst_name!r}")
             entry = self.names.lookup(msg.dst_name)
             record = entry.owner() if entry is not None else None
@@ -123,8 +124,6 @@ class Bus:
             if record.flags & NAME_ACTIVATOR and msg.flags & MSG_NO_AUTO_START:
                 raise KdbusError(errno.EADDRNOTAVAIL, f"name {msg.dst_name} is only activatable")
             return record.conn, entry.name_id
-        from .connection import Kind
-
         dst = self.connections.get(msg.dst_id)
         if dst is None or dst.kind is not Kind.ORDINARY:
             raise KdbusError(errno.ENXIO, f"no ordinary connection {msg.dst_id}")
@@ -224,8 +223,6 @@ class Bus:
         self._broadcast_kernel(kind, structs.NOTIFY_ID_CHANGE.pack(conn.id, conn.flags))
 
     def connection_gone(self, conn: Connection) -> None:
-        from .connection import Kind
-
         if conn in self.monitors:
             self.monitors.remove(conn)
         if conn.kind is not Kind.MONITOR:
@@ -259,8 +256,6 @@ class Bus:
 
         Receivers that cannot take it count it as lost; the sender is never told.
         """
-        from .connection import Kind
-
         self.to_monitors(msg, src, process)  # type: ignore[arg-type]
         for conn in list(self.connections.values()):
             if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):

@@ -220,8 +220,8 @@ class Connection:
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
         meta = self.metadata_for(msg, sender, process)
-        meta_pad = _last_item_padding(meta)
-        msg_size, payload_start, size = msgs.layout_size(msg, meta, meta_pad)
+        layout = msgs.layout_size(msg, meta, _last_item_padding(meta))
+        _, payload_start, size = layout
         user_key = KERNEL_USER if sender is None else sender.user_key
         self._charge(user_key, size, msg.n_fds)
         try:
@@ -230,7 +230,7 @@ class Connection:
             self._uncharge(user_key, size, msg.n_fds)
             raise
         try:
-            msgs.write(msg, self.pool, piece.offset, meta, meta_pad)
+            msgs.write(msg, self.pool, piece.offset, meta, layout)
         except KdbusError:
             self.pool.release_bus_ref(piece)
             self._uncharge(user_key, size, msg.n_fds)
@@ -361,11 +361,10 @@ class Connection:
     def reply_slice(self, msg: msgs.Staged, sender: Connection, process: Process | None) -> tuple[int, int]:
         """A synchronous reply lands straight in the caller's pool, published: (offset, size)."""
         meta = self.metadata_for(msg, sender, process)
-        meta_pad = _last_item_padding(meta)
-        _, _, size = msgs.layout_size(msg, meta, meta_pad)
-        piece: Slice = self.pool.alloc(size)
+        layout = msgs.layout_size(msg, meta, _last_item_padding(meta))
+        piece: Slice = self.pool.alloc(layout[2])
         try:
-            msgs.write(msg, self.pool, piece.offset, meta, meta_pad)
+            msgs.write(msg, self.pool, piece.offset, meta, layout)
         except KdbusError:
             self.pool.release_bus_ref(piece)
             raise

@@ -32,26 +32,20 @@ from ..abi.constants import (
     SRC_ID_KERNEL,
     Item,
 )
-from ..abi.items import ItemSpec, ParsedItem, walk_items
+from ..abi.items import ParsedItem, validate_item
 from ..abi.structs import U64, align8
 from . import limits
 from .errors import KdbusError
 from .pool import Pool
 
 MSG_FLAGS = MSG_EXPECT_REPLY | MSG_NO_AUTO_START | MSG_SIGNAL
-MSG_ITEMS = {
-    Item.NEGOTIATE: ItemSpec(Item.NEGOTIATE),
-    Item.PAYLOAD_VEC: ItemSpec(Item.PAYLOAD_VEC, multiple=True),
-    Item.PAYLOAD_MEMFD: ItemSpec(Item.PAYLOAD_MEMFD, multiple=True),
-    Item.FDS: ItemSpec(Item.FDS),
-    Item.BLOOM_FILTER: ItemSpec(Item.BLOOM_FILTER),
-    Item.DST_NAME: ItemSpec(Item.DST_NAME),
-}
 NULL_VEC_OFFSET = 0xFFFF_FFFF_FFFF_FFFF
 _HEADER = structs.MSG.struct
 _ITEM_HEADER = structs.ITEM_HEADER.struct
 _VEC = structs.VEC.struct
 _NO_FD = struct.Struct("<i")
+_MSG_SIZE = structs.MSG.size
+_ZEROS = bytes(8)
 
 # Reads `size` bytes of the sender's memory at `address` into `buffer[offset:offset + size]`.
 ReadInto = Callable[[int, int, object, int], None]
@@ -124,14 +118,52 @@ def stage_user(data: bytes, cmd_flags: int, bloom_size: int,
     fields = structs.MSG.unpack(data)
     if fields.flags & ~MSG_FLAGS:
         raise KdbusError(errno.EINVAL, f"unknown message flags {fields.flags:#x}")
-    found = walk_items(data, structs.MSG.size, MSG_ITEMS)
-    if Item.NEGOTIATE in found:
-        raise KdbusError(errno.EINVAL, "NEGOTIATE item in a message that is not negotiating")
+    found = _walk(data)
     staged = Staged(fields.flags, fields.priority, fields.dst_id, fields.src_id, fields.payload_type,
                     fields.cookie, fields.timeout_ns)
     _classify(staged, cmd_flags)
     _import_items(staged, data, found, bloom_size, files)
     return staged
+
+
+_SINGLE = frozenset({Item.FDS, Item.BLOOM_FILTER, Item.DST_NAME})
+_VEC_ITEM_SIZE = structs.ITEM_HEADER_SIZE + structs.VEC.size
+
+
+def _walk(data: bytes) -> list[tuple[int, int, int]]:
+    """The message's items as (type, offset, size), checked by the generic item rules.
+
+    The same rules as abi.items.walk_items, with the common PAYLOAD_VEC handled inline: this runs
+    for every message sent.
+    """
+    end = len(data)
+    pos = _MSG_SIZE
+    found: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    while pos < end:
+        if pos + 16 > end:
+            raise KdbusError(errno.EINVAL, f"truncated item header at offset {pos}")
+        size, kind = _ITEM_HEADER.unpack_from(data, pos)
+        if size < 16 or pos + size > end:
+            raise KdbusError(errno.EINVAL, f"item at offset {pos} has bad size {size}")
+        if kind == Item.PAYLOAD_VEC:
+            if size != _VEC_ITEM_SIZE or U64.unpack_from(data, pos + 16)[0] == 0:
+                raise KdbusError(errno.EINVAL, "malformed or empty payload vector")
+        elif kind == Item.PAYLOAD_MEMFD or kind in _SINGLE:
+            if kind in seen:
+                raise KdbusError(errno.EINVAL, f"item type {kind:#x} given twice")
+            if kind != Item.PAYLOAD_MEMFD:
+                seen.add(kind)
+            validate_item(kind, data[pos + 16 : pos + size])
+        elif kind == Item.NEGOTIATE:
+            raise KdbusError(errno.EINVAL, "NEGOTIATE item in a message that is not negotiating")
+        else:
+            raise KdbusError(errno.EINVAL, f"item type {kind:#x} not accepted in a message")
+        found.append((kind, pos, size))
+        pos += (size + 7) & ~7
+    if pos != (end + 7) & ~7:
+        raise KdbusError(errno.EINVAL, "trailing bytes after the last item")
+    return found
 
 
 def _classify(msg: Staged, cmd_flags: int) -> None:
@@ -155,17 +187,15 @@ def _classify(msg: Staged, cmd_flags: int) -> None:
             raise KdbusError(errno.EINVAL, "a reply cannot be a signal")
 
 
-def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], bloom_size: int,
+def _import_items(msg: Staged, data: bytes, found: list[tuple[int, int, int]], bloom_size: int,
                   files: Callable[[], SenderFiles] | None) -> None:
     vec_total = 0
     memfds = 0
     items = msg.items
-    ordered = sorted((p for ps in found.values() for p in ps), key=lambda p: p.offset)
-    for parsed in ordered:
+    for kind, offset, size in found:
         start = len(items)
-        size = structs.ITEM_HEADER_SIZE + len(parsed.payload)
-        if parsed.type == Item.PAYLOAD_VEC:
-            vec_size, address = _VEC.unpack_from(parsed.payload)
+        if kind == Item.PAYLOAD_VEC:
+            vec_size, address = _VEC.unpack_from(data, offset + 16)
             vec_total += vec_size
             if vec_total > limits.MSG_MAX_PAYLOAD_VEC_SIZE:
                 raise KdbusError(errno.EMSGSIZE, f"payload vectors exceed {limits.MSG_MAX_PAYLOAD_VEC_SIZE}")
@@ -177,7 +207,10 @@ def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], 
             else:
                 msg.offsets.append((start + 24, None))
                 msg.n_payload += vec_size % 8
-        elif parsed.type == Item.PAYLOAD_MEMFD:
+            items += _ZEROS[: -size & 7]
+            continue
+        parsed = ParsedItem(kind, offset, data[offset + 16 : offset + size])
+        if kind == Item.PAYLOAD_MEMFD:
             memfds += 1
             if memfds > limits.MSG_MAX_MEMFD_ITEMS:
                 raise KdbusError(errno.E2BIG, f"more than {limits.MSG_MAX_MEMFD_ITEMS} memfds")
@@ -191,7 +224,7 @@ def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], 
             msg.fd_slots.append(start + 16 + 16)
             # Keeps following vecs 8-aligned in the payload stream.
             msg.n_payload += memfd.size % 8
-        elif parsed.type == Item.FDS:
+        elif kind == Item.FDS:
             n = len(parsed.payload) // 4
             if n > limits.CONN_MAX_FDS_PER_USER:
                 raise KdbusError(errno.EMFILE, f"{n} fds, at most {limits.CONN_MAX_FDS_PER_USER}")
@@ -202,7 +235,7 @@ def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], 
             files().check_fds(fds)
             items += data[parsed.offset : parsed.offset + size]
             msg.fd_slots.extend(start + 16 + 4 * i for i in range(n))
-        elif parsed.type == Item.BLOOM_FILTER:
+        elif kind == Item.BLOOM_FILTER:
             if (len(parsed.payload) - 8) % 8:
                 raise KdbusError(errno.EFAULT, "bloom filter not a multiple of 8 bytes")
             if len(parsed.payload) - 8 != bloom_size:
@@ -210,14 +243,15 @@ def _import_items(msg: Staged, data: bytes, found: dict[int, list[ParsedItem]], 
                                              f"{bloom_size}")
             msg.bloom = parsed.payload
             items += data[parsed.offset : parsed.offset + size]
-        elif parsed.type == Item.DST_NAME:
+        elif kind == Item.DST_NAME:
             msg.dst_name = parsed.string
             items += data[parsed.offset : parsed.offset + size]
-        items += bytes(align8(len(items)) - len(items))
-    if ordered:
+        items += _ZEROS[: -size & 7]
+    if found:
         # The message ends at the end of its last item, without that item's padding.
-        last = ordered[-1]
-        del items[len(items) - (align8(len(last.payload) + 16) - len(last.payload) - 16):]
+        pad = -found[-1][2] & 7
+        if pad:
+            del items[-pad:]
     if (msg.bloom is not None) != msg.is_signal:
         raise KdbusError(errno.EBADMSG, "a signal needs a bloom filter, and only a signal may have one")
     if msg.dst_id == 0 and msg.dst_name is None:
@@ -249,24 +283,26 @@ def layout_size(msg: Staged, meta: bytes, meta_pad: int) -> tuple[int, int, int]
     return msg_size, payload_start, size
 
 
-def write(msg: Staged, pool: Pool, offset: int, meta: bytes, meta_pad: int) -> None:
-    """Lay the message out in `pool` at `offset` (the slice is allocated and large enough)."""
-    msg_size, payload_start, size = layout_size(msg, meta, meta_pad)
+def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
+          layout: tuple[int, int, int]) -> None:
+    """Lay the message out in `pool` at `offset` (the slice is allocated and large enough);
+    `layout` is what layout_size() says for this receiver."""
+    msg_size, payload_start, size = layout
     items = msg.items
-    if msg.offsets or msg.fd_slots:
-        items = bytearray(items)
-        for pos, stream in msg.offsets:
-            U64.pack_into(items, pos, NULL_VEC_OFFSET if stream is None else payload_start + stream)
-        for pos in msg.fd_slots:
-            _NO_FD.pack_into(items, pos, -1)
-    head = _HEADER.pack(msg_size, msg.flags, msg.priority, msg.dst_id, msg.src_id, msg.payload_type,
-                        msg.cookie, msg.timeout_or_reply)
     buf = pool.buffer
-    end_items = offset + structs.MSG.size + len(items)
-    buf[offset : offset + structs.MSG.size] = head
-    buf[offset + structs.MSG.size : end_items] = items
-    meta_at = offset + align8(structs.MSG.size + len(items))
-    buf[end_items:meta_at] = bytes(meta_at - end_items)
+    _HEADER.pack_into(buf, offset, msg_size, msg.flags, msg.priority, msg.dst_id, msg.src_id,
+                      msg.payload_type, msg.cookie, msg.timeout_or_reply)
+    items_at = offset + _MSG_SIZE
+    end_items = items_at + len(items)
+    buf[items_at:end_items] = items
+    # Receiver-specific values go straight into the pool: payload offsets, fds it cannot get.
+    for pos, stream in msg.offsets:
+        U64.pack_into(buf, items_at + pos, NULL_VEC_OFFSET if stream is None else payload_start + stream)
+    for pos in msg.fd_slots:
+        _NO_FD.pack_into(buf, items_at + pos, -1)
+    meta_at = (end_items + 7) & ~7
+    if meta_at != end_items:
+        buf[end_items:meta_at] = _ZEROS[: meta_at - end_items]
     if meta:
         buf[meta_at : meta_at + len(meta)] = meta
     payload_at = offset + payload_start
