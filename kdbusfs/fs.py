@@ -149,7 +149,7 @@ class Filesystem:
         except KdbusError as exc:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s failed: %s", _opname(request.opcode), exc)
-            reply = codec.reply_error(unique, exc.errno)
+            reply: bytes | None = codec.reply_error(unique, exc.errno)
         except Exception:
             # A bug of ours must cost one request, never the daemon and everyone on the mount.
             log.exception("%s from pid %d failed unexpectedly", _opname(request.opcode),
@@ -311,10 +311,10 @@ class Filesystem:
                 raise KdbusError(errno.ENOENT, f"no bus {name!r}")
             node = self._bus_node(bus)
         else:
-            parent_node = self._node(parent)
-            bus = parent_node.obj
-            if not isinstance(bus, Bus) or not bus.active:
+            parent_bus = self._node(parent).obj
+            if not isinstance(parent_bus, Bus) or not parent_bus.active:
                 raise KdbusError(errno.ENOENT, "lookup in a vanished bus")
+            bus = parent_bus
             endpoint = bus.endpoints.get(name.decode("utf-8", "surrogateescape"))
             if endpoint is None or not endpoint.active:
                 raise KdbusError(errno.ENOENT, f"no endpoint {name!r} on {bus.name}")
@@ -358,10 +358,10 @@ class Filesystem:
             for bus in self.domain.buses.values():
                 entries.append((self._bus_node(bus).nodeid, bus.name.encode(), DT_DIR))
             return entries
-        bus = self._node(nodeid).obj
-        if not isinstance(bus, Bus) or not bus.active:
+        listed = self._node(nodeid).obj
+        if not isinstance(listed, Bus) or not listed.active:
             raise KdbusError(errno.ENOENT, "readdir of a vanished bus")
-        for endpoint in bus.endpoints.values():
+        for endpoint in listed.endpoints.values():
             # Endpoint inodes are per open; listings show a stable number that is no open's inode.
             entries.append((0xFFFF_FFFF, endpoint.name.encode(), DT_REG))
         return entries
@@ -470,7 +470,7 @@ class Filesystem:
         if handle.conn is not None:
             self._files_by_conn.pop(handle.conn.id, None)
         handle.release()
-        if opened.backing_id is not None:
+        if opened.backing_id is not None and self.fuse_fd is not None:
             try:
                 fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_CLOSE, struct.pack("<I", opened.backing_id))
             except OSError as exc:

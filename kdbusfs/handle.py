@@ -302,15 +302,16 @@ _UNSET32 = 0xFFFF_FFFF
 
 def _faked_snapshot(args: Args) -> Snapshot:
     """Metadata a bus owner states for its connection; no real process facts go with it."""
-    ids = [_UNSET32] * 8
+    ids = (_UNSET32,) * 8
     creds_item = args.item(Item.CREDS)
     if creds_item is not None:
-        ids = list(structs.CREDS.unpack(creds_item.payload))
+        ids = structs.CREDS.struct.unpack(creds_item.payload)
     pids = (0, 0, 0)
     pids_item = args.item(Item.PIDS)
     if pids_item is not None:
-        pids = tuple(structs.PIDS.unpack(pids_item.payload))  # type: ignore[assignment]
-    creds = Creds(pids[0], pids[1], pids[2], *ids)
+        pids = structs.PIDS.struct.unpack(pids_item.payload)
+    uid, euid, suid, fsuid, gid, egid, sgid, fsgid = ids
+    creds = Creds(pids[0], pids[1], pids[2], uid, euid, suid, fsuid, gid, egid, sgid, fsgid)
     return Snapshot(creds, faked=True, faked_items=(Item.CREDS in args.items, Item.PIDS in args.items))
 
 

@@ -18,6 +18,7 @@ import queue
 import socket
 import struct
 import threading
+from typing import Any
 
 from .bus.errors import KdbusError
 from .bus.metadata import Creds
@@ -35,8 +36,8 @@ class _IoVec(ctypes.Structure):
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_VM_ARGS = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.POINTER(_IoVec),
-            ctypes.c_ulong, ctypes.c_ulong]
+_VM_ARGS: list[type[Any]] = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
+                             ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
 _process_vm_readv = _libc.process_vm_readv
 _process_vm_readv.argtypes = _VM_ARGS
 _process_vm_readv.restype = ctypes.c_ssize_t

@@ -72,7 +72,7 @@ _STRING_ITEMS = frozenset(
     {Item.NAME, Item.DST_NAME, Item.PID_COMM, Item.TID_COMM, Item.EXE, Item.CMDLINE, Item.CGROUP,
      Item.SECLABEL}
 )
-_EXACT_PAYLOAD = {
+_EXACT_PAYLOAD: dict[int, int] = {
     Item.CANCEL_FD: 4, Item.BLOOM_PARAMETER: 16, Item.ATTACH_FLAGS_SEND: 8, Item.ATTACH_FLAGS_RECV: 8,
     Item.ID: 8, Item.DST_ID: 8, Item.TIMESTAMP: 24, Item.CREDS: 64, Item.AUDIT: 8,
     Item.POLICY_ACCESS: 24, Item.ID_ADD: 16, Item.ID_REMOVE: 16, Item.REPLY_TIMEOUT: 0,
@@ -157,7 +157,8 @@ def walk_items(
 def item(item_type: int, payload: bytes) -> bytes:
     """One item with its size field unpadded and its bytes padded to 8, as kdbus writes them."""
     size = _HEADER + len(payload)
-    return _pack_header(size, item_type) + payload + b"\0" * (align8(size) - size)
+    header: bytes = _pack_header(size, item_type)
+    return header + payload + b"\0" * (align8(size) - size)
 
 
 def string_item(item_type: int, text: str | bytes) -> bytes:

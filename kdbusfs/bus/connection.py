@@ -392,21 +392,21 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
     bus = src.bus
     dst, name_id = bus.resolve_destination(msg)
     if msg.is_reply:
-        reply = _take_reply(dst, src, msg.timeout_or_reply)
-        if reply.sync is not None and reply.sync.done:
+        answered = _take_reply(dst, src, msg.timeout_or_reply)
+        if answered.sync is not None and answered.sync.done:
             # The caller gave up (interrupted) and nobody waits for this answer any more.
             return
         bus.to_monitors(msg, src, process)
-        if reply.sync is not None:
+        if answered.sync is not None:
             # The caller is blocked in its SEND: the reply goes straight into its pool.
-            caller = reply.caller
+            caller = answered.caller
             try:
                 offset, size = caller.reply_slice(msg, src, process)
             except KdbusError as exc:
-                reply.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
+                answered.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
                 raise
             caller.bus.domain.changed.append(caller)
-            reply.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0))
+            answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0))
             return
         dst.enqueue(msg, src, process)
         return
@@ -421,7 +421,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         return
     if not bus.may_talk(src, process, dst):
         raise KdbusError(errno.EPERM, f"connection {src.id} may not talk to {dst.id}")
-    reply = None
+    reply: Reply | None = None
     if sync is not None:
         for earlier in src.trackers:
             if earlier.cookie == msg.cookie and earlier.replier is dst and earlier.sync is not None \

@@ -68,8 +68,8 @@ def _rule(parsed: ParsedItem, bloom_size: int) -> Rule:
         return Rule(kind, new_id=changed, old_id=changed)
     # NAME_ADD / NAME_REMOVE / NAME_CHANGE: {old {id, flags}, new {id, flags}, optional name}.
     old_id, _, new_id, _ = _NAME_CHANGE.unpack_from(payload)
-    name = payload[32:-1].decode("utf-8", "surrogateescape") if len(payload) > 32 else None
-    return Rule(kind, old_id=old_id, new_id=new_id, name=name)
+    watched = payload[32:-1].decode("utf-8", "surrogateescape") if len(payload) > 32 else None
+    return Rule(kind, old_id=old_id, new_id=new_id, name=watched)
 
 
 

@@ -60,6 +60,9 @@ class SenderFiles(Protocol):
     def check_memfd(self, fd: int, start: int, size: int) -> None:
         """EBADF, EMEDIUMTYPE (not a memfd), ETXTBSY (not sealed), EFAULT (range past the end)."""
 
+    def pollable(self, fd: int) -> int:
+        """A duplicate of a CANCEL_FD to watch: EBADF if closed, EINVAL if it cannot be polled."""
+
 
 @dataclass(slots=True, eq=False)
 class Staged:

@@ -6,6 +6,7 @@ The edge (kdbusfs.peer) reads them from /proc when a file is opened or a command
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -167,7 +168,7 @@ def render(process: Process | None, mask: int, names: list[tuple[int, str]] = ()
     return b"".join(out)
 
 
-_STRINGS = (
+_STRINGS: tuple[tuple[int, int, Callable[[Process], str | None]], ...] = (
     (Attach.TID_COMM, Item.TID_COMM, lambda p: p.tid_comm()),
     (Attach.PID_COMM, Item.PID_COMM, lambda p: p.pid_comm()),
     (Attach.EXE, Item.EXE, lambda p: p.exe()),

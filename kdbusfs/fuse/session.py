@@ -126,7 +126,7 @@ async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[
         if debug:
             log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
-        _write_all(fd, server.handle(request), _name(request.opcode))
+        _write_all(fd, server.handle(request), request.opcode)
         if server.watch or server.unwatch:
             watches.sync()
         if request.opcode == p.Opcode.INIT and not ready_sent:
@@ -137,7 +137,8 @@ async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[
             return
 
 
-def _write_all(fd: int, messages: list[bytes], what: str) -> None:
+def _write_all(fd: int, messages: list[bytes], what: str | int) -> None:
+    """Write each message (one write per FUSE message); `what` names them in warnings."""
     for message in messages:
         try:
             os.write(fd, message)
@@ -147,7 +148,8 @@ def _write_all(fd: int, messages: list[bytes], what: str) -> None:
             if exc.errno == errno.ENOENT:
                 continue
             if exc.errno in (errno.EINVAL, errno.EAGAIN):
-                log.warning("kernel refused a message for %s: %s", what, exc.strerror)
+                log.warning("kernel refused a message for %s: %s",
+                            _name(what) if isinstance(what, int) else what, exc.strerror)
                 continue
             raise
 
