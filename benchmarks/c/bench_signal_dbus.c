@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 	long count = atol(argv[4]);
 	struct plumbing p;
 
-	plumbing_init(&p, n);
+	plumbing_init(&p, n, payload);
 	for (int i = 0; i < n; i++) {
 		if (fork() != 0)
 			continue;
@@ -50,7 +50,7 @@ int main(int argc, char **argv)
 					dbus_message_get_args(m, NULL, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, &len,
 							      DBUS_TYPE_INVALID);
 					touch(data, len);
-					if (++got % (WINDOW / 2) == 0)
+					if (subscriber_due(&p, ++got))
 						subscriber_ack(&p, i);
 				}
 				dbus_message_unref(m);

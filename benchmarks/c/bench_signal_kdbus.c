@@ -60,7 +60,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	plumbing_init(&p, n);
+	plumbing_init(&p, n, payload);
 	for (int i = 0; i < n; i++) {
 		if (fork() != 0)
 			continue;
@@ -100,7 +100,7 @@ int main(int argc, char **argv)
 					touch((uint8_t *)m + item->vec.offset, item->vec.size);
 			struct kdbus_cmd_free f = { .size = sizeof(f), .offset = recv.msg.offset };
 			ioctl(fd, KDBUS_CMD_FREE, &f);
-			if (++got % (WINDOW / 2) == 0)
+			if (subscriber_due(&p, ++got))
 				subscriber_ack(&p, i);
 		}
 		_exit(0);

@@ -1,0 +1,87 @@
+"""Broadcast deliveries per second: kdbusfs against dbus-daemon, 1 and 10 subscribers.
+
+One sender emits COUNT signals carrying PAYLOAD bytes; every subscriber's match selects them (a
+bloom mask on kdbusfs, a match rule on dbus-daemon) and each reads every payload. The sender keeps
+at most 64 signals in flight per subscriber, so nothing is dropped on either bus. Figures are
+deliveries per second (signals x subscribers / elapsed), median of several runs, every process
+pinned to CPU 0, then unpinned.
+
+Needs root, gcc, dbus-daemon, libdbus-1-dev, pkg-config.
+usage: python benchmarks/signals.py [--count N] [--runs N] [--payloads 8,4096,65536] [--subscribers 1,10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from calls import DBUS_CONFIG, mounted, wait_for
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def build(out: Path) -> tuple[Path, Path]:
+    flags = ["gcc", "-O2", "-std=gnu11", f"-I{REPO / 'include'}"]
+    kdbus = out / "bench_signal_kdbus"
+    subprocess.run([*flags, "-o", str(kdbus), str(HERE / "c" / "bench_signal_kdbus.c")], check=True)
+    libs = subprocess.run(["pkg-config", "--cflags", "--libs", "dbus-1"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    dbus = out / "bench_signal_dbus"
+    subprocess.run([*flags, "-o", str(dbus), str(HERE / "c" / "bench_signal_dbus.c"), *libs], check=True)
+    return kdbus, dbus
+
+
+def rate(cmd: list[str], runs: int) -> float:
+    return statistics.median(
+        float(subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout.split()[3])
+        for _ in range(runs)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--payloads", default="8,4096,65536")
+    parser.add_argument("--subscribers", default="1,10")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kdbusfs-signals-") as tmp:
+        work = Path(tmp)
+        kdbus_bin, dbus_bin = build(work)
+        mnt, sock = work / "kdbus", work / "dbus.sock"
+        mnt.mkdir()
+        (work / "dbus.conf").write_text(DBUS_CONFIG.format(socket=sock))
+        for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
+            kdbus = subprocess.Popen([*pin, sys.executable, "-m", "kdbusfs", "-f", str(mnt)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            dbusd = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={work / 'dbus.conf'}", "--nofork",
+                                      "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: mounted(mnt), "kdbusfs")
+                wait_for(sock.exists, "dbus-daemon")
+                for subs in (int(n) for n in args.subscribers.split(",")):
+                    for size in (int(p) for p in args.payloads.split(",")):
+                        common = [str(subs), str(size), str(args.count)]
+                        d = rate([*pin, str(dbus_bin), f"unix:path={sock}", *common], args.runs)
+                        k = rate([*pin, str(kdbus_bin), str(mnt), *common], args.runs)
+                        rows.append((label, subs, size, d, k))
+            finally:
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+                for proc in (kdbus, dbusd):
+                    proc.terminate()
+                    proc.wait(timeout=10)
+    print(f"deliveries per second, median of {args.runs} runs of {args.count} signals\n")
+    print("| placement | subscribers | payload | dbus-daemon | kdbusfs | kdbusfs / dbus-daemon |")
+    print("|---|---|---|---|---|---|")
+    for label, subs, size, d, k in rows:
+        print(f"| {label} | {subs} | {size} B | {d:.0f} | {k:.0f} | {k / d:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
