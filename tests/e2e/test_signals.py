@@ -17,3 +17,9 @@ def test_broadcasts_matches_notifications_monitor_activator_policy(
     out = run_client(bin_dir / "signals", str(root_mount.path), str(uid))
     assert "signals: all checks passed" in out
     assert root_mount.alive()
+
+
+def test_update_of_attach_flags_and_holder_policy(root_mount: Mount, bin_dir: Path, test_user: str) -> None:
+    uid = pwd.getpwnam(test_user).pw_uid
+    out = run_client(bin_dir / "update", str(root_mount.path), str(uid))
+    assert "update: all checks passed" in out
