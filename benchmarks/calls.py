@@ -15,12 +15,14 @@ usage: python benchmarks/calls.py [--seconds S] [--runs N] [--payloads 8,4096,65
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +73,29 @@ def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.02)
 
 
+@contextlib.contextmanager
+def buses(work: Path, pin: list[str]) -> Iterator[tuple[Path, Path]]:
+    """A kdbusfs mount and a dbus-daemon, both placed with `pin`: (mount point, dbus socket)."""
+    mnt, sock = work / "kdbus", work / "dbus.sock"
+    mnt.mkdir(exist_ok=True)
+    (work / "dbus.conf").write_text(DBUS_CONFIG.format(socket=sock))
+    kdbus = subprocess.Popen([*pin, sys.executable, "-m", "kdbusfs", "-f", str(mnt)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dbusd = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={work / 'dbus.conf'}", "--nofork",
+                              "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: mounted(mnt), "kdbusfs")
+        wait_for(sock.exists, "dbus-daemon")
+        yield mnt, sock
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        for proc in (kdbus, dbusd):
+            proc.terminate()
+            proc.wait(timeout=10)
+        if sock.exists():
+            os.unlink(sock)
+
+
 def median_rate(cmd: list[str], runs: int) -> float:
     rates = []
     for _ in range(runs):
@@ -90,18 +115,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kdbusfs-calls-") as tmp:
         work = Path(tmp)
         bins = build(work)
-        mnt = work / "kdbus"
-        mnt.mkdir()
-        sock = work / "dbus.sock"
-        (work / "dbus.conf").write_text(DBUS_CONFIG.format(socket=sock))
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
-            kdbus = subprocess.Popen([*pin, sys.executable, "-m", "kdbusfs", "-f", str(mnt)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            dbusd = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={work / 'dbus.conf'}", "--nofork",
-                                      "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_for(lambda: mounted(mnt), "kdbusfs")
-                wait_for(sock.exists, "dbus-daemon")
+            with buses(work, pin) as (mnt, sock):
                 for size in payloads:
                     unix = median_rate([*pin, str(bins["bench_unix"]), str(size), str(args.seconds)],
                                        args.runs)
@@ -110,13 +125,6 @@ def main() -> None:
                     kdbusfs = median_rate([*pin, str(bins["bench_kdbus"]), str(mnt), str(size),
                                            str(args.seconds)], args.runs)
                     rows.append((label, size, unix, dbus, kdbusfs))
-            finally:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-                for proc in (kdbus, dbusd):
-                    proc.terminate()
-                    proc.wait(timeout=10)
-                if sock.exists():
-                    os.unlink(sock)
     print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s\n")
     print("| placement | payload | unix socket | dbus-daemon | kdbusfs | kdbusfs / dbus-daemon |")
     print("|---|---|---|---|---|---|")

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from calls import DBUS_CONFIG, mounted, wait_for
+from calls import buses
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,28 +53,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kdbusfs-signals-") as tmp:
         work = Path(tmp)
         kdbus_bin, dbus_bin = build(work)
-        mnt, sock = work / "kdbus", work / "dbus.sock"
-        mnt.mkdir()
-        (work / "dbus.conf").write_text(DBUS_CONFIG.format(socket=sock))
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
-            kdbus = subprocess.Popen([*pin, sys.executable, "-m", "kdbusfs", "-f", str(mnt)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            dbusd = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={work / 'dbus.conf'}", "--nofork",
-                                      "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_for(lambda: mounted(mnt), "kdbusfs")
-                wait_for(sock.exists, "dbus-daemon")
+            with buses(work, pin) as (mnt, sock):
                 for subs in (int(n) for n in args.subscribers.split(",")):
                     for size in (int(p) for p in args.payloads.split(",")):
                         common = [str(subs), str(size), str(args.count)]
                         d = rate([*pin, str(dbus_bin), f"unix:path={sock}", *common], args.runs)
                         k = rate([*pin, str(kdbus_bin), str(mnt), *common], args.runs)
                         rows.append((label, subs, size, d, k))
-            finally:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-                for proc in (kdbus, dbusd):
-                    proc.terminate()
-                    proc.wait(timeout=10)
     print(f"deliveries per second, median of {args.runs} runs of {args.count} signals\n")
     print("| placement | subscribers | payload | dbus-daemon | kdbusfs | kdbusfs / dbus-daemon |")
     print("|---|---|---|---|---|---|")

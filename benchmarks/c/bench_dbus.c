@@ -1,25 +1,13 @@
 /* dbus-daemon: the same synchronous method-call pattern through a D-Bus broker with libdbus.
  * The callee owns "org.kdbusfs.Bench" and answers each call (a byte array) with a uint64.
  * usage: bench_dbus ADDRESS PAYLOAD_BYTES SECONDS   -> "dbus-daemon PAYLOAD CALLS_PER_SECOND" */
-#include <dbus/dbus.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "dbus_client.h"
 
 #define NAME "org.kdbusfs.Bench"
-
-static DBusConnection *connect_to(const char *address)
-{
-	DBusError err;
-	dbus_error_init(&err);
-	DBusConnection *c = dbus_connection_open_private(address, &err);
-	if (!c || !dbus_bus_register(c, &err)) {
-		fprintf(stderr, "connect: %s\n", err.message);
-		exit(1);
-	}
-	return c;
-}
 
 static void serve(const char *address, int ready)
 {

@@ -2,73 +2,14 @@
  * "org.kdbusfs.Bench", receives each call in its pool, reads the payload and answers 8 bytes; the
  * caller uses KDBUS_SEND_SYNC_REPLY and finds the reply in its own pool.
  * usage: bench_kdbus MOUNT_ROOT PAYLOAD_BYTES SECONDS   -> "kdbusfs PAYLOAD CALLS_PER_SECOND" */
-#include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "bench_common.h"
-#include "kdbus.h"
+#include "kdbus_client.h"
 
 #define POOL (16 * 1024 * 1024)
 #define NAME "org.kdbusfs.Bench"
-
-struct conn {
-	int fd;
-	uint64_t id;
-	uint8_t *pool;
-};
-
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
-static struct conn connect_bus(const char *root, const char *bus)
-{
-	char path[4096];
-	struct conn c;
-	struct kdbus_cmd_hello hello = { .size = sizeof(hello), .pool_size = POOL };
-	snprintf(path, sizeof(path), "%s/%s/bus", root, bus);
-	c.fd = open(path, O_RDWR | O_CLOEXEC);
-	if (c.fd < 0 || ioctl(c.fd, KDBUS_CMD_HELLO, &hello) < 0)
-		die("HELLO");
-	c.id = hello.id;
-	c.pool = mmap(NULL, POOL, PROT_READ, MAP_SHARED, c.fd, 0);
-	if (c.pool == MAP_FAILED)
-		die("mmap");
-	struct kdbus_cmd_free f = { .size = sizeof(f), .offset = hello.offset };
-	ioctl(c.fd, KDBUS_CMD_FREE, &f);
-	return c;
-}
-
-static int make_bus(const char *root, char *bus, size_t len)
-{
-	uint64_t buf[64] = {0};
-	struct kdbus_cmd *cmd = (void *)buf;
-	struct kdbus_item *it = cmd->items;
-	char path[4096];
-	snprintf(bus, len, "%u-bench%d", geteuid(), getpid());
-	it->type = KDBUS_ITEM_BLOOM_PARAMETER;
-	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_bloom_parameter);
-	it->bloom_parameter.size = 64;
-	it->bloom_parameter.n_hash = 1;
-	it = KDBUS_ITEM_NEXT(it);
-	it->type = KDBUS_ITEM_MAKE_NAME;
-	it->size = KDBUS_ITEM_HEADER_SIZE + strlen(bus) + 1;
-	strcpy(it->str, bus);
-	it = KDBUS_ITEM_NEXT(it);
-	cmd->size = (uint8_t *)it - (uint8_t *)cmd;
-	snprintf(path, sizeof(path), "%s/control", root);
-	int fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, KDBUS_CMD_BUS_MAKE, cmd) < 0)
-		die("BUS_MAKE");
-	return fd;
-}
 
 static void acquire(struct conn *c)
 {
@@ -141,18 +82,18 @@ int main(int argc, char **argv)
 	struct kdbus_msg *m = (void *)msgbuf;
 	struct kdbus_item *it;
 
-	int control = make_bus(root, bus, sizeof(bus));
+	int control = make_bus(root, "bench", bus, sizeof(bus));
 	if (pipe(ready) < 0)
 		die("pipe");
 	pid_t child = fork();
 	if (child == 0) {
-		struct conn s = connect_bus(root, bus);
+		struct conn s = connect_bus(root, bus, POOL, 1);
 		serve(&s, ready[1]);
 	}
 	char r;
 	if (read(ready[0], &r, 1) != 1)
 		die("callee did not start");
-	struct conn c = connect_bus(root, bus);
+	struct conn c = connect_bus(root, bus, POOL, 1);
 
 	long n = 0;
 	uint64_t cookie = 1;

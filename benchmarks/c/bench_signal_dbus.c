@@ -1,23 +1,11 @@
 /* Broadcast deliveries per second through dbus-daemon: one sender emitting signals (a byte array),
  * N subscribers with a match rule on their interface.
  * usage: bench_signal_dbus ADDRESS N PAYLOAD COUNT -> "dbus-daemon N PAYLOAD DELIVERIES_PER_SECOND" */
-#include <dbus/dbus.h>
+#include "dbus_client.h"
 
 #include "bench_signal_common.h"
 
 #define IFACE "org.kdbusfs.BenchSignals"
-
-static DBusConnection *connect_to(const char *address)
-{
-	DBusError err;
-	dbus_error_init(&err);
-	DBusConnection *c = dbus_connection_open_private(address, &err);
-	if (!c || !dbus_bus_register(c, &err)) {
-		fprintf(stderr, "connect: %s\n", err.message);
-		exit(1);
-	}
-	return c;
-}
 
 int main(int argc, char **argv)
 {

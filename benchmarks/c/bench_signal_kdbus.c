@@ -1,33 +1,13 @@
 /* Broadcast deliveries per second through kdbusfs: one sender, N subscribers whose bloom mask
  * selects the sender's signals.   usage: bench_signal_kdbus MOUNT_ROOT N PAYLOAD COUNT
  * -> "kdbusfs N PAYLOAD DELIVERIES_PER_SECOND" */
-#include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 
 #include "bench_signal_common.h"
-#include "kdbus.h"
+#include "kdbus_client.h"
 
 #define POOL (16 * 1024 * 1024)
-#define BLOOM 64
-
-static int connect_bus(const char *root, const char *bus, uint8_t **pool)
-{
-	char path[4096];
-	struct kdbus_cmd_hello hello = { .size = sizeof(hello), .pool_size = POOL };
-	snprintf(path, sizeof(path), "%s/%s/bus", root, bus);
-	int fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, KDBUS_CMD_HELLO, &hello) < 0) {
-		perror("HELLO");
-		exit(1);
-	}
-	*pool = mmap(NULL, POOL, PROT_READ, MAP_SHARED, fd, 0);
-	struct kdbus_cmd_free f = { .size = sizeof(f), .offset = hello.offset };
-	ioctl(fd, KDBUS_CMD_FREE, &f);
-	return fd;
-}
+#define BLOOM BENCH_BLOOM
 
 int main(int argc, char **argv)
 {
@@ -35,37 +15,18 @@ int main(int argc, char **argv)
 	int n = atoi(argv[2]);
 	size_t payload = strtoull(argv[3], NULL, 0);
 	long count = atol(argv[4]);
-	char bus[64], path[4096];
-	uint64_t cmdbuf[64] = {0};
+	char bus[64];
+	struct kdbus_item *it;
 	struct plumbing p;
 
-	/* Bus with a 64-byte bloom. */
-	struct kdbus_cmd *make = (void *)cmdbuf;
-	struct kdbus_item *it = make->items;
-	snprintf(bus, sizeof(bus), "%u-sigbench%d", geteuid(), getpid());
-	it->type = KDBUS_ITEM_BLOOM_PARAMETER;
-	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_bloom_parameter);
-	it->bloom_parameter.size = BLOOM;
-	it->bloom_parameter.n_hash = 1;
-	it = KDBUS_ITEM_NEXT(it);
-	it->type = KDBUS_ITEM_MAKE_NAME;
-	it->size = KDBUS_ITEM_HEADER_SIZE + strlen(bus) + 1;
-	strcpy(it->str, bus);
-	it = KDBUS_ITEM_NEXT(it);
-	make->size = (uint8_t *)it - (uint8_t *)make;
-	snprintf(path, sizeof(path), "%s/control", root);
-	int control = open(path, O_RDWR | O_CLOEXEC);
-	if (control < 0 || ioctl(control, KDBUS_CMD_BUS_MAKE, make) < 0) {
-		perror("BUS_MAKE");
-		return 1;
-	}
-
+	int control = make_bus(root, "sigbench", bus, sizeof(bus));
 	plumbing_init(&p, n, payload);
 	for (int i = 0; i < n; i++) {
 		if (fork() != 0)
 			continue;
-		uint8_t *pool;
-		int fd = connect_bus(root, bus, &pool);
+		struct conn sub = connect_bus(root, bus, POOL, 1);
+		int fd = sub.fd;
+		uint8_t *pool = sub.pool;
 		uint64_t mbuf[64] = {0};
 		struct kdbus_cmd_match *match = (void *)mbuf;
 		struct kdbus_item *rule = (void *)((uint8_t *)match + sizeof(*match));
@@ -105,8 +66,7 @@ int main(int argc, char **argv)
 		}
 		_exit(0);
 	}
-	uint8_t *pool;
-	int fd = connect_bus(root, bus, &pool);
+	int fd = connect_bus(root, bus, POOL, 0).fd;
 	sender_wait_ready(&p);
 	uint8_t *data = calloc(1, payload + 8);
 	uint64_t msgbuf[64];

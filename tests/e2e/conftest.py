@@ -24,7 +24,8 @@ from .harness import (
     world_tempdir,
 )
 
-CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals", "update")
+CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals",
+           "update")
 
 
 def pytest_configure(config: pytest.Config) -> None:

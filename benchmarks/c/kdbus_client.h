@@ -1,0 +1,77 @@
+/* What the kdbusfs benchmark clients share: making a bus, connecting with a mapped pool. */
+#ifndef BENCH_KDBUS_CLIENT_H
+#define BENCH_KDBUS_CLIENT_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kdbus.h"
+
+#define BENCH_BLOOM 64
+
+struct conn {
+	int fd;
+	uint64_t id;
+	uint8_t *pool;
+};
+
+static inline void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+/* Create "<euid>-<prefix><pid>" with a 64-byte bloom; returns the control fd that owns it. */
+static inline int make_bus(const char *root, const char *prefix, char *bus, size_t len)
+{
+	uint64_t buf[64] = {0};
+	struct kdbus_cmd *cmd = (void *)buf;
+	struct kdbus_item *it = cmd->items;
+	char path[4096];
+	snprintf(bus, len, "%u-%s%d", geteuid(), prefix, getpid());
+	it->type = KDBUS_ITEM_BLOOM_PARAMETER;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_bloom_parameter);
+	it->bloom_parameter.size = BENCH_BLOOM;
+	it->bloom_parameter.n_hash = 1;
+	it = KDBUS_ITEM_NEXT(it);
+	it->type = KDBUS_ITEM_MAKE_NAME;
+	it->size = KDBUS_ITEM_HEADER_SIZE + strlen(bus) + 1;
+	strcpy(it->str, bus);
+	it = KDBUS_ITEM_NEXT(it);
+	cmd->size = (uint8_t *)it - (uint8_t *)cmd;
+	snprintf(path, sizeof(path), "%s/control", root);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, KDBUS_CMD_BUS_MAKE, cmd) < 0)
+		die("BUS_MAKE");
+	return fd;
+}
+
+/* HELLO with a pool of `pool_size` (mapped unless `map` is 0); the HELLO slice is freed. */
+static inline struct conn connect_bus(const char *root, const char *bus, uint64_t pool_size, int map)
+{
+	char path[4096];
+	struct conn c = { .pool = NULL };
+	struct kdbus_cmd_hello hello = { .size = sizeof(hello), .pool_size = pool_size };
+	snprintf(path, sizeof(path), "%s/%s/bus", root, bus);
+	c.fd = open(path, O_RDWR | O_CLOEXEC);
+	if (c.fd < 0 || ioctl(c.fd, KDBUS_CMD_HELLO, &hello) < 0)
+		die("HELLO");
+	c.id = hello.id;
+	if (map) {
+		c.pool = mmap(NULL, pool_size, PROT_READ, MAP_SHARED, c.fd, 0);
+		if (c.pool == MAP_FAILED)
+			die("mmap");
+	}
+	struct kdbus_cmd_free f = { .size = sizeof(f), .offset = hello.offset };
+	ioctl(c.fd, KDBUS_CMD_FREE, &f);
+	return c;
+}
+
+#endif
