@@ -34,7 +34,7 @@ IGNORED_OPTIONS = frozenset({
     "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
     "default_permissions", "async", "sync",
 })
-IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
+IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=", "helper=", "uhelper=")
 
 OPTIONS_HELP = """\
 mount options (-o, comma-separated):
@@ -220,8 +220,14 @@ def _log_to_syslog() -> None:
         root.addHandler(logging.NullHandler())
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def run(mountpoint: str, source: str, options: Options, debug: bool,
         ready: Callable[[], None] | None = None) -> None:
+    # Hold SIGINT/SIGTERM until the session listens for them: one arriving while the mount comes up
+    # must unmount it cleanly, not kill the daemon and leave a stale mount behind.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     fuse_mount.check_mountpoint(mountpoint)
     overlay = sysfs.make_room(mountpoint)
     try:
@@ -246,7 +252,8 @@ async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: b
                               ready: Callable[[], None] | None) -> None:
     async with trio.open_nursery() as nursery:
         async def on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
                 async for signum in signals:
                     log.info("signal %d: unmounting %s", signum, mountpoint)
                     try:

@@ -92,13 +92,21 @@ def test_mount_t_fuse_kdbusfs_at_sys_fs_kdbus_and_umount_restores_at_once(
 ) -> None:
     # Options mount(8), fstab and systemd add must be accepted.
     proc = subprocess.run(["mount", "-t", "fuse.kdbusfs", "-o", "nosuid,nodev,noexec,_netdev,nofail,"
-                           "x-systemd.automount", "kdbusfs", str(KDBUS)], capture_output=True, text=True,
-                          timeout=30)
+                           "x-systemd.automount,helper=kdbusfs", "kdbusfs", str(KDBUS)],
+                          capture_output=True, text=True, timeout=30, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert "foundation: all checks passed" in run_client(bin_dir / "foundation", str(KDBUS))
     subprocess.run(["umount", str(KDBUS)], check=True)
-    # The umount helper waits for the daemon: /sys/fs is back when umount returns.
+    # helper=kdbusfs: umount(8) ran umount.kdbusfs, which waited for the daemon's clean-up.
     assert sys_fs_state() == clean_sys_fs
+
+
+def test_plain_umount_restores_sys_fs_moments_later(
+    clean_sys_fs: tuple[list[str], list[tuple[str, str, str]]], helpers: Path,
+) -> None:
+    subprocess.run(["mount", "-t", "fuse.kdbusfs", "kdbusfs", str(KDBUS)], check=True, timeout=30, cwd="/")
+    subprocess.run(["umount", str(KDBUS)], check=True)
+    wait_for(lambda: sys_fs_state() == clean_sys_fs, timeout=5, what="the daemon to restore /sys/fs")
 
 
 def test_fstab_line_mounts_sys_fs_kdbus(
@@ -107,7 +115,7 @@ def test_fstab_line_mounts_sys_fs_kdbus(
     fstab = tmp_path / "fstab"
     fstab.write_text((REPO / "mount-helper" / "fstab.example").read_text())
     proc = subprocess.run(["mount", "--fstab", str(fstab), str(KDBUS)], capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert (KDBUS / "control").exists()
     subprocess.run(["umount", str(KDBUS)], check=True)
@@ -121,7 +129,7 @@ def test_fstab_options_set_the_domain_limits_and_owner(helpers: Path, bin_dir: P
     fstab = tmp_path / "fstab"
     fstab.write_text(f"kdbusfs {target} fuse.kdbusfs nosuid,nodev,max_buses=2,max_connections=3,"
                      f"max_pool_size=65536,uid=1234,gid=4321 0 0\n")
-    subprocess.run(["mount", "--fstab", str(fstab), str(target)], check=True, timeout=30)
+    subprocess.run(["mount", "--fstab", str(fstab), str(target)], check=True, timeout=30, cwd="/")
     try:
         root = str(target)
         assert run_client(bin_dir / "limits", root, "buses").split() == ["2", str(errno.EMFILE)]
