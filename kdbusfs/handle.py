@@ -533,8 +533,18 @@ def _negotiate_send(handle: Handle, args: Args, caller: Caller) -> None:
     if not U64.unpack_from(data, 8)[0] & FLAG_NEGOTIATE:
         raise KdbusError(errno.EINVAL, "message negotiation needs a negotiating SEND")
     caller.write(address + 8, U64.pack(MSG_FLAGS))
+    found = walk_items(data, structs.MSG.size, MSG_NEGOTIABLE)
+    negotiation = found.get(Item.NEGOTIATE)
+    if negotiation:
+        payload = negotiation[0].payload
+        for i in range(0, len(payload), 8):
+            if U64.unpack_from(payload, i)[0] not in MSG_NEGOTIABLE:
+                caller.write(address + negotiation[0].offset + 16 + i, bytes(8))
 
 
+# The item types a message may carry, as a negotiating SEND reports them.
+MSG_NEGOTIABLE = _specs(*(ItemSpec(t, multiple=True) for t in (
+    Item.PAYLOAD_VEC, Item.PAYLOAD_MEMFD, Item.FDS, Item.BLOOM_FILTER, Item.DST_NAME)))
 _ALL_KINDS = (Kind.ORDINARY, Kind.MONITOR, Kind.ACTIVATOR, Kind.POLICY_HOLDER)
 _RECEIVERS = (Kind.ORDINARY, Kind.MONITOR, Kind.ACTIVATOR)
 

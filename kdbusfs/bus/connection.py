@@ -360,6 +360,8 @@ class Connection:
 
     def reply_slice(self, msg: msgs.Staged, sender: Connection, process: Process | None) -> tuple[int, int]:
         """A synchronous reply lands straight in the caller's pool, published: (offset, size)."""
+        if msg.n_fds and not self.flags & HELLO_ACCEPT_FD:
+            raise KdbusError(errno.ECOMM, f"caller {self.id} does not accept fds")
         meta = self.metadata_for(msg, sender, process)
         layout = msgs.layout_size(msg, meta, _last_item_padding(meta))
         piece: Slice = self.pool.alloc(layout[2])

@@ -2,7 +2,9 @@
  * cannot install descriptors in a receiver, they arrive as -1 with KDBUS_RECV_RETURN_INCOMPLETE_FDS.
  * CANCEL_FD ends a synchronous call with ECANCELED.  usage: fds MOUNT_ROOT */
 #define _GNU_SOURCE
+#include <poll.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -151,6 +153,30 @@ int main(int argc, char **argv)
 	memcpy((uint8_t *)cancel_item + KDBUS_ITEM_HEADER_SIZE, &regular, sizeof(int));
 	CHECK(ioctl(c.fd, KDBUS_CMD_SEND, cmd) < 0 && errno == EINVAL, "unpollable cancel fd -> EINVAL");
 	OK("CANCEL_FD checks");
+
+	/* A synchronous reply with fds to a caller that does not take fds: the replier gets ECOMM,
+	 * the caller EREMOTEIO. */
+	pid_t child = fork();
+	CHECK(child >= 0, "fork");
+	if (child == 0) {
+		struct pollfd pa = { .fd = a.fd, .events = POLLIN };
+		struct kdbus_cmd_recv r2;
+		if (poll(&pa, 1, 5000) != 1 || recv_msg(&a, &r2, 0, 0) != 0)
+			_exit(1);
+		struct kdbus_msg *call = (void *)(a.pool + r2.msg.offset);
+		struct kdbus_msg *ans = with_item(build_msg(msgbuf + 1024, c.id, NULL, NULL, 0, 0, 31),
+						  KDBUS_ITEM_FDS, fds, sizeof(int));
+		ans->cookie_reply = call->cookie;
+		_exit(send_err(a.fd, ans) == ECOMM ? 0 : 2);
+	}
+	m = build_msg(msgbuf, a.id, NULL, NULL, 0, KDBUS_MSG_EXPECT_REPLY, 30);
+	m->timeout_ns = now_ns() + 5000000000ULL;
+	errno = 0;
+	CHECK(send_msg(c.fd, m, KDBUS_SEND_SYNC_REPLY, NULL) < 0 && errno == EREMOTEIO, "caller -> EREMOTEIO");
+	int status;
+	CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "replier got ECOMM");
+	OK("sync reply with fds to a caller without ACCEPT_FD: ECOMM / EREMOTEIO");
 
 	close(control);
 	printf("fds: all checks passed\n");

@@ -206,6 +206,30 @@ int main(int argc, char **argv)
 	CHECK(recv_msg(&b, &recv, 0, 0) < 0 && errno == EAGAIN, "nothing was delivered by the failed sends");
 	OK("message errors");
 
+	/* A negotiating SEND negotiates its message too: flags and item types come back. */
+	{
+		uint64_t nbuf[64] = {0};
+		struct kdbus_msg *nm = (void *)nbuf;
+		struct kdbus_item *it = nm->items;
+		it->type = KDBUS_ITEM_NEGOTIATE;
+		it->size = KDBUS_ITEM_HEADER_SIZE + 2 * sizeof(uint64_t);
+		it->data64[0] = KDBUS_ITEM_PAYLOAD_VEC;
+		it->data64[1] = 0x7777;
+		nm->size = sizeof(*nm) + it->size;
+		nm->flags = KDBUS_FLAG_NEGOTIATE;
+		nm->payload_type = KDBUS_PAYLOAD_DBUS;
+		struct kdbus_cmd_send ns = { .size = sizeof(ns), .flags = KDBUS_FLAG_NEGOTIATE,
+					     .msg_address = (uintptr_t)nm };
+		CHECK(ioctl(a.fd, KDBUS_CMD_SEND, &ns) == 0, "negotiating SEND");
+		CHECK(ns.flags == KDBUS_SEND_SYNC_REPLY && nm->flags == 7, "flags negotiated (%llx, %llx)",
+		      (unsigned long long)ns.flags, (unsigned long long)nm->flags);
+		CHECK(it->data64[0] == KDBUS_ITEM_PAYLOAD_VEC && it->data64[1] == 0, "unknown item type zeroed");
+		nm->flags = KDBUS_FLAG_NEGOTIATE;
+		ns.flags = 0;
+		EXPECT_ERRNO(EINVAL, a.fd, KDBUS_CMD_SEND, &ns, "negotiating message without negotiating SEND");
+	}
+	OK("SEND negotiation");
+
 	/* Names: the bus creator owns what it likes. */
 	uint64_t rf;
 	CHECK(name_cmd(a.fd, KDBUS_CMD_NAME_ACQUIRE, "com.example.test", KDBUS_NAME_ALLOW_REPLACEMENT, &rf) == 0, "acquire");
