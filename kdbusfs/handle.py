@@ -52,7 +52,7 @@ from .bus.errors import KdbusError
 from .bus.message import MSG_FLAGS, SenderFiles, stage_user
 from .bus.metadata import Creds, Process, Snapshot, sanitize_attach_flags
 from .bus.names import ACQUIRE_FLAGS, is_valid_name
-from .bus.policy import may_own, parse_upload
+from .bus.policy import may_own, may_see, may_see_name, parse_upload
 from .bus.reply import SyncWait
 
 log = logging.getLogger("kdbusfs.handle")
@@ -108,6 +108,8 @@ class Handle:
     type: HandleType = HandleType.NONE
     bus: Bus | None = None
     conn: Connection | None = None
+    # The custom endpoint an endpoint-owner handle made.
+    endpoint: Endpoint | None = None
     # Where a connection made on this handle keeps its pool (the edge may map a shared file).
     pool_memory: Callable[[int], mmap.mmap] | None = None
 
@@ -119,6 +121,8 @@ class Handle:
         """The last reference to the file is gone."""
         if self.type is HandleType.BUS_OWNER and self.bus is not None:
             self.bus.shutdown()
+        elif self.type is HandleType.EP_OWNER and self.endpoint is not None:
+            self.endpoint.shutdown()
         elif self.type is HandleType.CONNECTED and self.conn is not None:
             self.conn.disconnect()
             # No mapping of the pool is left either (a mapping holds the file open).
@@ -164,6 +168,8 @@ class Command:
     # Which handles may run it: a setup command wants a fresh handle on this node type; a connection
     # command wants a connection of one of these kinds.
     setup_on: type | None = None
+    # ENDPOINT_UPDATE: only on the handle that made a custom endpoint.
+    owner_of_endpoint: bool = False
     kinds: tuple[Kind, ...] = ()
     mandatory: tuple[int, ...] = field(default=())
     # Extra work when negotiating (SEND negotiates its message too).
@@ -210,6 +216,30 @@ def _bus_make(handle: Handle, args: Args, caller: Caller) -> None:
     handle.type = HandleType.BUS_OWNER
     handle.bus = bus
     log.info("bus %s (id %d) created by uid %d", bus.name, bus.id, bus.uid)
+
+
+def _endpoint_make(handle: Handle, args: Args, caller: Caller) -> None:
+    endpoint = handle.node
+    assert isinstance(endpoint, Endpoint)
+    if not is_owner(endpoint, handle.opener):
+        raise KdbusError(errno.EPERM, "only the bus owner makes endpoints, through the bus's own endpoint")
+    name_item = args.item(Item.MAKE_NAME)
+    assert name_item is not None
+    flags = args.fields.flags
+    made = endpoint.bus.make_endpoint(name_item.string, caller.creds(),
+                                      flags & (MAKE_ACCESS_GROUP | MAKE_ACCESS_WORLD))
+    handle.type = HandleType.EP_OWNER
+    handle.endpoint = made
+    log.info("endpoint %s/%s created", endpoint.bus.name, made.name)
+
+
+def _endpoint_update(handle: Handle, args: Args, caller: Caller) -> None:
+    endpoint = handle.endpoint
+    assert endpoint is not None and endpoint.policy is not None
+    if not endpoint.active:
+        raise KdbusError(errno.ESHUTDOWN, f"endpoint {endpoint.name} is gone")
+    items = [*args.items.get(Item.NAME, []), *args.items.get(Item.POLICY_ACCESS, [])]
+    endpoint.policy.entries = dict(parse_upload(items, allow_wildcards=True))
 
 
 def _hello(handle: Handle, args: Args, caller: Caller) -> None:
@@ -378,7 +408,7 @@ def _conn_info(handle: Handle, args: Args, caller: Caller) -> None:
     if name_item is not None:
         entry = conn.bus.names.lookup(name_item.string)
         record = entry.owner() if entry is not None else None
-        if record is None:
+        if record is None or not may_see_name(conn, caller.creds(), name_item.string):
             raise KdbusError(errno.ESRCH, f"name {name_item.string!r} has no owner")
         if args.fields.id != 0 and args.fields.id != record.conn.id:
             raise KdbusError(errno.ESRCH, f"name {name_item.string!r} is not owned by {args.fields.id}")
@@ -387,6 +417,8 @@ def _conn_info(handle: Handle, args: Args, caller: Caller) -> None:
         raise KdbusError(errno.EINVAL, "CONN_INFO needs an id or a NAME item")
     else:
         target = conn.find_peer(args.fields.id)
+        if not may_see(conn, caller.creds(), target):
+            raise KdbusError(errno.ENXIO, f"connection {target.id} is not visible here")
     offset, size = conn.publish(conn.info_of(target, attach))
     args.set_u64(40, offset)
     args.set_u64(48, size)
@@ -404,6 +436,10 @@ def _list(handle: Handle, args: Args, caller: Caller) -> None:
     conn = _conn(handle)
     flags = args.fields.flags
     records = []
+
+    def hidden(name: str) -> bool:
+        return conn.endpoint.policy is not None and not may_see_name(conn, caller.creds(), name)
+
     for peer in conn.bus.connections.values():
         if peer.kind is Kind.MONITOR:
             continue
@@ -415,6 +451,8 @@ def _list(handle: Handle, args: Args, caller: Caller) -> None:
                 wanted = flags & LIST_QUEUED
             else:
                 wanted = flags & LIST_NAMES
+            if wanted and hidden(record.entry.name):
+                continue
             if wanted:
                 name = item(Item.OWNED_NAME, U64.pack(record.flags) + record.entry.name.encode() + b"\0")
                 records.append(structs.INFO.pack(structs.INFO.size + len(name), peer.id, peer.flags) + name)
@@ -556,6 +594,11 @@ COMMANDS: dict[int, Command] = {
                        ItemSpec(Item.BLOOM_PARAMETER, mandatory=True),
                        ItemSpec(Item.ATTACH_FLAGS_SEND)),
                 _bus_make, setup_on=Control),
+        Command(Cmd.ENDPOINT_MAKE, structs.CMD, MAKE_ACCESS_GROUP | MAKE_ACCESS_WORLD,
+                _specs(ItemSpec(Item.MAKE_NAME, mandatory=True)), _endpoint_make, setup_on=Endpoint),
+        Command(Cmd.ENDPOINT_UPDATE, structs.CMD, 0,
+                _specs(ItemSpec(Item.NAME, multiple=True), ItemSpec(Item.POLICY_ACCESS, multiple=True)),
+                _endpoint_update, owner_of_endpoint=True),
         Command(Cmd.HELLO, structs.CMD_HELLO, HELLO_FLAGS,
                 _specs(ItemSpec(Item.NAME), ItemSpec(Item.CREDS), ItemSpec(Item.PIDS),
                        ItemSpec(Item.SECLABEL), ItemSpec(Item.CONN_DESCRIPTION),
@@ -599,6 +642,10 @@ _RETURNS_STRUCT = {cmd: command.returns_struct for cmd, command in COMMANDS.item
 
 
 def _check_handle(handle: Handle, command: Command) -> None:
+    if command.owner_of_endpoint:
+        if handle.type is not HandleType.EP_OWNER:
+            raise KdbusError(errno.EBADFD, f"{command.cmd.name} on a {handle.type.value} handle")
+        return
     if command.setup_on is not None:
         if handle.type is not HandleType.NONE or not isinstance(handle.node, command.setup_on):
             raise KdbusError(errno.EBADFD, f"{command.cmd.name} on a {handle.type.value} handle")

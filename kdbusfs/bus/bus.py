@@ -20,9 +20,9 @@ from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
 from .errors import KdbusError
-from .metadata import Process, Snapshot
+from .metadata import Creds, Process, Snapshot
 from .names import Registry, is_valid_name
-from .policy import PolicyDb, may_talk
+from .policy import PolicyDb, may_see_name, may_talk
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -90,6 +90,18 @@ class Bus:
     @property
     def default_endpoint(self) -> Endpoint:
         return self.endpoints[DEFAULT_ENDPOINT]
+
+    def make_endpoint(self, name: str, creds: Creds, access: int) -> Endpoint:
+        """A custom endpoint: its own file beside `bus`, its own (initially empty) policy."""
+        if not (self.active and self.domain.active):
+            raise KdbusError(errno.ESHUTDOWN, f"bus {self.name} is going away")
+        check_uid_prefix(name, creds.euid)
+        if name in self.endpoints:
+            raise KdbusError(errno.EEXIST, f"endpoint {name!r} exists on {self.name}")
+        endpoint = Endpoint(self, name, creds.euid, creds.egid, node_mode(0o600, access), False,
+                            policy=PolicyDb(), user=self.domain.anonymous_user())
+        self.endpoints[name] = endpoint
+        return endpoint
 
     def shutdown(self) -> None:
         """The bus owner's handle went away: remove the bus and disconnect everyone on it."""
@@ -200,13 +212,15 @@ class Bus:
             log.info("notification %#x to %d lost: %s", item_type, caller.id, exc)
 
     # -- notifications ------------------------------------------------------------------------
-    def _broadcast_kernel(self, item_type: int, payload: bytes) -> None:
+    def _broadcast_kernel(self, item_type: int, payload: bytes, name: str | None = None) -> None:
         msg = msgs.stage_kernel(DST_ID_BROADCAST, 0, item_type, payload)
         self.stamp(msg)
         self.to_monitors(msg, None, None)
         for conn in list(self.connections.values()):
             matches = conn.matches
             if matches is None or not matches.match_kernel(item_type, payload):
+                continue
+            if name is not None and not may_see_name(conn, conn.opener, name):
                 continue
             try:
                 conn.enqueue(msg, None, None)
@@ -217,7 +231,7 @@ class Bus:
     def _notify_name(self, kind: int, name: str, old: tuple[int, int], new: tuple[int, int]) -> None:
         payload = structs.NOTIFY_ID_CHANGE.pack(*old) + structs.NOTIFY_ID_CHANGE.pack(*new) + \
             name.encode() + b"\0"
-        self._broadcast_kernel(kind, payload)
+        self._broadcast_kernel(kind, payload, name)
 
     def notify_id(self, kind: int, conn: Connection) -> None:
         self._broadcast_kernel(kind, structs.NOTIFY_ID_CHANGE.pack(conn.id, conn.flags))

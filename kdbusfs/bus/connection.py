@@ -130,7 +130,7 @@ class Connection:
         owner = is_owner(endpoint, opener)
         if kind is not Kind.ORDINARY and not owner:
             raise KdbusError(errno.EPERM, f"a {kind.value} needs bus owner rights")
-        user = bus.domain.user(opener.uid)
+        user = endpoint.user if endpoint.user is not None else bus.domain.user(opener.uid)
         user.charge_connection()
         pool = Pool(pool_size, pool_memory(pool_size) if pool_memory is not None else None)
         conn = cls(
@@ -275,8 +275,7 @@ class Connection:
 
     @property
     def user_key(self) -> int:
-        uid = self.user.uid
-        return -2 if uid is None else uid
+        return self.user.key
 
     # -- receiving ----------------------------------------------------------------------------
     def recv(self, peek: bool, drop: bool, priority: int | None) -> tuple[int, int, int]:

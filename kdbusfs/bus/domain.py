@@ -33,6 +33,8 @@ class User:
     limits: DomainLimits = field(default_factory=DomainLimits)
     buses: int = 0
     connections: int = 0
+    # Quota key in receivers' pools: the uid, or a negative number for an anonymous user.
+    key: int = 0
 
     def charge_bus(self) -> None:
         if self.buses >= self.limits.max_buses:
@@ -63,6 +65,7 @@ class Domain:
     # One counter numbers buses and connections alike; ids are never reused.
     _last_id: int = 0
     _timer_seq: int = 0
+    _anonymous: int = 0
 
     def schedule(self, deadline_ns: int, reply: Reply) -> None:
         self._timer_seq += 1
@@ -87,8 +90,13 @@ class Domain:
     def user(self, uid: int) -> User:
         found = self.users.get(uid)
         if found is None:
-            found = self.users[uid] = User(uid, self.limits)
+            found = self.users[uid] = User(uid, self.limits, key=uid)
         return found
+
+    def anonymous_user(self) -> User:
+        """The accounting user of one custom endpoint: everyone connecting through it."""
+        self._anonymous += 1
+        return User(None, self.limits, key=-1 - self._anonymous)
 
     def shutdown(self) -> None:
         self.active = False

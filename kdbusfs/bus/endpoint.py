@@ -10,6 +10,8 @@ from ..abi.constants import MAKE_ACCESS_GROUP, MAKE_ACCESS_WORLD
 if TYPE_CHECKING:
     from .bus import Bus
     from .connection import Connection
+    from .domain import User
+    from .policy import PolicyDb
 
 
 def node_mode(base: int, access_flags: int) -> int:
@@ -32,8 +34,15 @@ class Endpoint:
     is_default: bool
     connections: dict[int, Connection] = field(default_factory=dict)
     active: bool = True
+    # Custom endpoints only: their own policy (empty: nothing visible, nothing allowed), and one
+    # anonymous accounting user for everyone who connects through them.
+    policy: PolicyDb | None = None
+    user: User | None = None
 
     def shutdown(self) -> None:
+        """The endpoint goes (its owner's handle closed, or the bus went): disconnect its users."""
         self.active = False
         for conn in list(self.connections.values()):
             conn.disconnect()
+        if not self.is_default and self.bus.endpoints.get(self.name) is self:
+            del self.bus.endpoints[self.name]

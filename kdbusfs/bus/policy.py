@@ -106,17 +106,39 @@ class PolicyDb:
 
 
 def may_own(conn: Connection, creds: Creds, name: str) -> bool:
+    endpoint_policy = conn.endpoint.policy
+    if endpoint_policy is not None and endpoint_policy.query(creds, name) < POLICY_OWN:
+        return False
     if conn.owner:
         return True
     return conn.bus.policy.query(creds, name) >= POLICY_OWN
 
 
+def _best(policy: PolicyDb, creds: Creds, dst: Connection) -> int:
+    """The most a name `dst` holds as primary grants `creds`."""
+    names = dst.bus.names.owned_names(dst)
+    return max((policy.query(creds, record.entry.name) for record in names), default=NO_ACCESS)
+
+
 def may_talk(src: Connection, creds: Creds, dst: Connection) -> bool:
     """TALK from `src` (acting with `creds`) to `dst`."""
+    endpoint_policy = src.endpoint.policy
+    if endpoint_policy is not None and _best(endpoint_policy, creds, dst) < POLICY_TALK:
+        return False
     if src.owner:
         return True
     if creds.euid == dst.opener.uid:
         return True
-    policy = src.bus.policy
-    return any(policy.query(creds, record.entry.name) >= POLICY_TALK
-               for record in src.bus.names.owned_names(dst))
+    return _best(src.bus.policy, creds, dst) >= POLICY_TALK
+
+
+def may_see_name(conn: Connection, creds: Creds, name: str) -> bool:
+    """Custom endpoints hide what their policy does not show; the default endpoint hides nothing."""
+    policy = conn.endpoint.policy
+    return policy is None or policy.query(creds, name) >= POLICY_SEE
+
+
+def may_see(conn: Connection, creds: Creds, peer: Connection) -> bool:
+    """A peer is visible through a custom endpoint if one of its names is."""
+    policy = conn.endpoint.policy
+    return policy is None or _best(policy, creds, peer) >= POLICY_SEE

@@ -23,3 +23,14 @@ def test_update_of_attach_flags_and_holder_policy(root_mount: Mount, bin_dir: Pa
     uid = pwd.getpwnam(test_user).pw_uid
     out = run_client(bin_dir / "update", str(root_mount.path), str(uid))
     assert "update: all checks passed" in out
+
+
+def test_custom_endpoints_and_their_policy(root_mount: Mount, bin_dir: Path) -> None:
+    out = run_client(bin_dir / "endpoint", str(root_mount.path))
+    assert "endpoint: all checks passed" in out
+    assert root_mount.alive()
+
+
+def test_custom_endpoints_on_a_user_mount(user_mount: Mount, bin_dir: Path, test_user: str) -> None:
+    out = run_client(bin_dir / "endpoint", str(user_mount.path), user=test_user)
+    assert "endpoint: all checks passed" in out
