@@ -35,7 +35,7 @@ from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
-from .peer import ProcessMemory, RequestCaller, closer, read_creds
+from .peer import ProcessMemory, RequestCaller, closer, dying, read_creds
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -51,6 +51,9 @@ POLLERR_HUP = select.POLLERR | select.POLLHUP
 # for them on every path component of every open. Entries of buses and endpoints are never cached:
 # buses vanish, and each lookup of an endpoint must give a fresh inode.
 ATTR_VALID_S = 3600
+# How soon a caller that was signalled during a synchronous call is checked for a fatal signal
+# again: a killed process cannot finish dying before its request is answered.
+INTERRUPT_RECHECK_NS = 100_000_000
 
 
 @dataclass(slots=True, eq=False)
@@ -111,6 +114,8 @@ class Filesystem:
         self._files_by_conn: dict[int, OpenFile] = {}
         self.initialized = False
         self._pending: dict[int, SyncWait] = {}
+        # Blocked calls whose caller got a (so far) non-fatal signal.
+        self._interrupted: dict[int, SyncWait] = {}
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
             p.Opcode.INIT: self._init,
             p.Opcode.LOOKUP: self._lookup,
@@ -164,15 +169,24 @@ class Filesystem:
         return out
 
     def next_deadline(self) -> int | None:
-        """CLOCK_MONOTONIC nanoseconds of the next reply deadline, if any."""
-        return self.domain.next_deadline()
+        """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
+        deadline = self.domain.next_deadline()
+        if self._interrupted:
+            recheck = time.monotonic_ns() + INTERRUPT_RECHECK_NS
+            deadline = recheck if deadline is None else min(deadline, recheck)
+        return deadline
 
     def tick(self) -> list[bytes]:
         """Fire due deadlines; returns what to write (notifications, answers to blocked calls)."""
         self._out = []
-        self.domain.expire(time.monotonic_ns())
-        if self.domain.changed or self.domain.completed:
-            self._flush()
+        try:
+            self.domain.expire(time.monotonic_ns())
+            if self._interrupted:
+                self._recheck_interrupted()
+            if self.domain.changed or self.domain.completed:
+                self._flush()
+        except Exception:
+            log.exception("handling a deadline failed unexpectedly")
         return self._out
 
     def _flush(self) -> None:
@@ -206,11 +220,14 @@ class Filesystem:
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
         self._out = []
-        wait = self._cancel_fds.get(fd)
-        if wait is not None:
-            wait.cancel()
-        if self.domain.changed or self.domain.completed:
-            self._flush()
+        try:
+            wait = self._cancel_fds.get(fd)
+            if wait is not None:
+                wait.cancel()
+            if self.domain.changed or self.domain.completed:
+                self._flush()
+        except Exception:
+            log.exception("cancelling a call failed unexpectedly")
         return self._out
 
     def _answer(self, wait: SyncWait) -> None:
@@ -219,6 +236,7 @@ class Filesystem:
         token = wait.token
         if not isinstance(token, _Blocked) or self._pending.pop(token.unique, None) is None:
             return
+        self._interrupted.pop(token.unique, None)
         if wait.errno:
             self._out.append(codec.reply_error(token.unique, wait.errno))
             return
@@ -539,13 +557,33 @@ class Filesystem:
         return codec.poll_out(POLLOUT)
 
     def _interrupt(self, request: Request) -> None:
+        """A caller blocked in a synchronous SEND got a signal.
+
+        kdbus restarts the wait transparently after a handled signal (the call neither fails nor
+        is sent again), which FUSE cannot express; so a blocked call simply keeps waiting, and its
+        handler runs when the call ends. A fatal signal must not wait, though (the task cannot die
+        until its request is answered): such calls end at once, and calls that were interrupted
+        are re-checked every INTERRUPT_RECHECK_NS in case a fatal signal follows.
+        """
         (unique,) = p.INTERRUPT_IN.unpack_from(request.body)
         wait = self._pending.get(unique)
         if wait is not None:
-            # The caller got a signal: it returns EINTR now; its call stays tracked, so a SEND
-            # restarted with the same cookie resumes waiting instead of sending again.
-            wait.finish(errno.EINTR)
+            token = wait.token
+            assert isinstance(token, _Blocked)
+            if dying(token.tid):
+                wait.finish(errno.EINTR)
+            else:
+                self._interrupted[unique] = wait
         return None
+
+    def _recheck_interrupted(self) -> None:
+        for unique, wait in list(self._interrupted.items()):
+            token = wait.token
+            if wait.done or not isinstance(token, _Blocked):
+                del self._interrupted[unique]
+            elif dying(token.tid):
+                del self._interrupted[unique]
+                wait.finish(errno.EINTR)
 
     def shutdown(self) -> None:
         self.domain.shutdown()

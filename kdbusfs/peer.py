@@ -113,6 +113,20 @@ class ProcessMemory:
         pass
 
 
+_SIGKILL_BIT = 1 << 8
+
+
+def dying(tid: int) -> bool:
+    """Whether a task is gone or has a fatal signal pending (SIGKILL, as fatal signals become)."""
+    status = _read_text(f"/proc/{tid}/status", 8192)
+    if status is None:
+        return True
+    for key in (b"\nSigPnd:", b"\nShdPnd:"):
+        if int(_field(status, key) or b"0", 16) & _SIGKILL_BIT:
+            return True
+    return b"\nState:\tZ" in status or b"\nState:\tX" in status
+
+
 def _field(status: bytes, key: bytes) -> bytes:
     start = status.find(key)
     if start < 0:

@@ -395,7 +395,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
     if msg.is_reply:
         answered = _take_reply(dst, src, msg.timeout_or_reply)
         if answered.sync is not None and answered.sync.done:
-            # The caller gave up (interrupted) and nobody waits for this answer any more.
+            # The caller was killed while waiting: nobody takes this answer any more.
             return
         bus.to_monitors(msg, src, process)
         if answered.sync is not None:
@@ -423,14 +423,6 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
     if not bus.may_talk(src, process, dst):
         raise KdbusError(errno.EPERM, f"connection {src.id} may not talk to {dst.id}")
     reply: Reply | None = None
-    if sync is not None:
-        for earlier in src.trackers:
-            if earlier.cookie == msg.cookie and earlier.replier is dst and earlier.sync is not None \
-                    and earlier.sync.done:
-                # A restarted synchronous call: keep waiting for the first one, do not send again.
-                earlier.sync = sync
-                src.sync_waits.append(sync)
-                return
     if msg.expects_reply:
         if len(src.trackers) >= limits.CONN_MAX_REQUESTS_PENDING:
             raise KdbusError(errno.EMLINK, f"connection {src.id} has "

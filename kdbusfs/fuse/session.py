@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -47,44 +48,61 @@ async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = N
         nursery.cancel_scope.cancel()
 
 
+@dataclass(eq=False)
+class _Watch:
+    fd: int
+    scope: trio.CancelScope | None = None
+    stopped: bool = False
+
+
 class _Watches:
-    """One task per watched descriptor (a blocked call's CANCEL_FD)."""
+    """One task per watched descriptor (a blocked call's CANCEL_FD).
+
+    The task owns the descriptor: it closes it when it ends, so no descriptor is ever closed while
+    trio waits on it, and a watch stopped before its task ran never waits at all.
+    """
 
     def __init__(self, fuse_fd: int, server: Server, nursery: trio.Nursery) -> None:
         self._fuse_fd = fuse_fd
-        # Closing may wait on another file system (a FUSE daemon, perhaps us): not on this thread.
-        self._close: Callable[[int], None] = getattr(server, "close_fd", os.close)
         self._server = server
         self._nursery = nursery
-        self._watched: set[int] = set()
+        self._watches: dict[int, _Watch] = {}
+        # Closing may wait on another file system (a FUSE daemon, perhaps us): not on this thread.
+        self._close: Callable[[int], None] = getattr(server, "close_fd", os.close)
 
     def sync(self) -> None:
         server = self._server
         while server.unwatch:
-            fd = server.unwatch.pop()
-            if fd in self._watched:
-                self._watched.discard(fd)
-                trio.lowlevel.notify_closing(fd)
-            self._close(fd)
+            watch = self._watches.pop(server.unwatch.pop(), None)
+            if watch is not None:
+                watch.stopped = True
+                if watch.scope is not None:
+                    watch.scope.cancel()
         while server.watch:
-            fd = server.watch.pop()
-            self._watched.add(fd)
-            self._nursery.start_soon(self._wait, fd)
+            watch = _Watch(server.watch.pop())
+            self._watches[watch.fd] = watch
+            self._nursery.start_soon(self._wait, watch)
 
-    async def _wait(self, fd: int) -> None:
+    async def _wait(self, watch: _Watch) -> None:
         try:
-            await trio.lowlevel.wait_readable(fd)
-        except trio.ClosedResourceError:
-            return
-        if fd in self._watched:
-            _write_all(self._fuse_fd, self._server.cancel_fd_ready(fd), "cancel fd")
-            self.sync()
+            if watch.stopped:
+                return
+            with trio.CancelScope() as watch.scope:
+                await trio.lowlevel.wait_readable(watch.fd)
+                if not watch.stopped:
+                    _write_all(self._fuse_fd, self._server.cancel_fd_ready(watch.fd), "cancel fd")
+                    self.sync()
+        except (OSError, trio.ClosedResourceError) as exc:
+            log.warning("watching cancel fd %d failed: %s", watch.fd, exc)
+        finally:
+            self._watches.pop(watch.fd, None)
+            self._close(watch.fd)
 
     def close_all(self) -> None:
-        for fd in self._watched:
-            trio.lowlevel.notify_closing(fd)
-            self._close(fd)
-        self._watched.clear()
+        for watch in self._watches.values():
+            watch.stopped = True
+            if watch.scope is not None:
+                watch.scope.cancel()
 
 
 async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[[], None] | None,
@@ -147,11 +165,11 @@ def _write_all(fd: int, messages: list[bytes], what: str | int) -> None:
             # kernel has already forgotten. Neither is an error of ours.
             if exc.errno == errno.ENOENT:
                 continue
-            if exc.errno in (errno.EINVAL, errno.EAGAIN):
-                log.warning("kernel refused a message for %s: %s",
-                            _name(what) if isinstance(what, int) else what, exc.strerror)
-                continue
-            raise
+            if exc.errno == errno.ENODEV:
+                return  # unmounted: the next read says so and ends the session
+            # Anything else costs this one message, never the daemon.
+            log.warning("kernel refused a message for %s: %s",
+                        _name(what) if isinstance(what, int) else what, exc.strerror)
 
 
 def _name(opcode: int) -> str:

@@ -19,7 +19,8 @@ static int sync_call(struct conn *from, uint64_t to, uint64_t cookie, uint64_t t
 	return send_msg(from->fd, m, KDBUS_SEND_SYNC_REPLY, NULL);
 }
 
-static void on_alarm(int sig) { (void)sig; }
+static volatile int alarms;
+static void on_alarm(int sig) { (void)sig; alarms++; }
 
 static struct conn byebye_conn;
 static void *byebye_later(void *arg)
@@ -66,16 +67,20 @@ int main(int argc, char **argv)
 
 	hello(&b, root_path, bus, 0);
 
-	/* EINTR: a signal without SA_RESTART interrupts the wait. */
-	struct sigaction sa = { .sa_handler = on_alarm };
+	/* A handled signal does not end the wait: as kdbus restarts the call, it keeps waiting (and
+	 * is not sent again); the handler runs once the call is over. */
+	struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
 	sigaction(SIGALRM, &sa, NULL);
+	alarms = 0;
 	alarm(1);
 	t0 = now_ns() / 1e9;
 	errno = 0;
-	CHECK(sync_call(&a, b.id, 2, 20000) < 0 && errno == EINTR, "interrupted sync call -> EINTR");
-	CHECK(now_ns() / 1e9 - t0 < 5, "EINTR came promptly");
-	CHECK(recv_msg(&b, &recv, KDBUS_RECV_DROP, 0) == 0, "drop the abandoned call");
-	OK("EINTR on a signal");
+	CHECK(sync_call(&a, b.id, 2, 2500) < 0 && errno == ETIMEDOUT, "signalled sync call -> ETIMEDOUT");
+	CHECK(now_ns() / 1e9 - t0 > 2, "it kept waiting through the signal");
+	CHECK(alarms == 1, "the handler ran");
+	CHECK(recv_msg(&b, &recv, KDBUS_RECV_DROP, 0) == 0, "the call was sent once");
+	CHECK(recv_msg(&b, &recv, KDBUS_RECV_DROP, 0) < 0 && errno == EAGAIN, "and only once");
+	OK("a handled signal: the call goes on");
 
 	/* A caller killed in a sync call exits at once (no D state). */
 	child = fork();
@@ -90,7 +95,25 @@ int main(int argc, char **argv)
 	t0 = now_ns() / 1e9;
 	CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status), "killed caller reaped");
 	CHECK(now_ns() / 1e9 - t0 < 3, "killed caller died promptly");
-	OK("SIGKILL during a sync call");
+	/* A SIGKILL after a handled signal (which left the call waiting) must not hang either. */
+	child = fork();
+	if (child == 0) {
+		struct sigaction usr = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
+		struct conn c;
+		sigaction(SIGUSR1, &usr, NULL);
+		hello(&c, root_path, bus, 0);
+		sync_call(&c, b.id, 5, 60000);
+		_exit(1);
+	}
+	usleep(300000);
+	kill(child, SIGUSR1);
+	usleep(200000);
+	kill(child, SIGKILL);
+	t0 = now_ns() / 1e9;
+	CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+	      "caller killed after a handled signal reaped");
+	CHECK(now_ns() / 1e9 - t0 < 3, "and died promptly");
+	OK("SIGKILL during a sync call, also after a handled signal");
 	while (recv_msg(&b, &recv, KDBUS_RECV_DROP, 0) == 0)
 		;
 

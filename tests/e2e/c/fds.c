@@ -178,6 +178,40 @@ int main(int argc, char **argv)
 	      "replier got ECOMM");
 	OK("sync reply with fds to a caller without ACCEPT_FD: ECOMM / EREMOTEIO");
 
+	/* Calls with a CANCEL_FD answered at once, many times: the daemon must not trip over a cancel
+	 * fd whose call is already over when it would start watching it. */
+	child = fork();
+	CHECK(child >= 0, "fork");
+	if (child == 0) {
+		struct pollfd pa = { .fd = a.fd, .events = POLLIN };
+		for (int n = 0; n < 40; n++) {
+			struct kdbus_cmd_recv r3;
+			while (recv_msg(&a, &r3, 0, 0) < 0)
+				if (poll(&pa, 1, 5000) != 1)
+					_exit(1);
+			struct kdbus_msg *call = (void *)(a.pool + r3.msg.offset);
+			struct kdbus_msg *ans = build_msg(msgbuf + 1024, call->src_id, NULL, NULL, 0, 0, 50);
+			ans->cookie_reply = call->cookie;
+			free_slice(a.fd, r3.msg.offset);
+			if (send_err(a.fd, ans) != 0)
+				_exit(2);
+		}
+		_exit(0);
+	}
+	memcpy((uint8_t *)cancel_item + KDBUS_ITEM_HEADER_SIZE, &cancel_efd, sizeof(int));
+	uint64_t drain;
+	if (read(cancel_efd, &drain, sizeof(drain)) < 0)
+		drain = 0;
+	for (int n = 0; n < 40; n++) {
+		m = build_msg(msgbuf, a.id, NULL, NULL, 0, KDBUS_MSG_EXPECT_REPLY, 100 + n);
+		m->timeout_ns = now_ns() + 5000000000ULL;
+		cmd->msg_address = (uintptr_t)m;
+		CHECK(ioctl(c.fd, KDBUS_CMD_SEND, cmd) == 0, "fast call %d with a cancel fd", n);
+		free_slice(c.fd, cmd->reply.offset);
+	}
+	CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, "fast replier");
+	OK("40 calls with a cancel fd answered at once");
+
 	close(control);
 	printf("fds: all checks passed\n");
 	return 0;
