@@ -54,6 +54,8 @@ ATTR_VALID_S = 3600
 # How soon a caller that was signalled during a synchronous call is checked for a fatal signal
 # again: a killed process cannot finish dying before its request is answered.
 INTERRUPT_RECHECK_NS = 100_000_000
+# F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE (Python's fcntl lacks the last one).
+F_SEAL_POOL = 0x0002 | 0x0004 | 0x0010
 
 
 @dataclass(slots=True, eq=False)
@@ -443,7 +445,7 @@ class Filesystem:
     def _back_with_memfd(self, opened: OpenFile) -> None:
         """Give the open a memfd the kernel reads and maps directly: the connection's pool."""
         assert self.fuse_fd is not None
-        memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC)
+        memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             # A mutable buffer makes fcntl.ioctl return the call's result: the backing id.
             backing_map = bytearray(p.BACKING_MAP.pack(memfd, 0, 0))
@@ -458,7 +460,13 @@ class Filesystem:
 
         def pool_memory(size: int) -> mmap.mmap:
             os.ftruncate(memfd, size)
-            return mmap.mmap(memfd, size)
+            pool = mmap.mmap(memfd, size)
+            # The daemon keeps its writable mapping; write(2) on the connection fd (which
+            # passthrough would send to the memfd) now fails, and the pool's size is fixed.
+            # A writable shared mapping cannot be refused this way: FUSE passthrough maps the memfd
+            # without shmem's seal check.
+            fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
+            return pool
 
         opened.handle.pool_memory = pool_memory
 
@@ -477,7 +485,8 @@ class Filesystem:
         return bytes(pool.buffer[offset : min(offset + size, pool.size)])
 
     def _write(self, request: Request) -> bytes:
-        raise KdbusError(errno.EACCES, "kdbus nodes are not writable; pools are read-only")
+        # kdbus files have no write operation, which the VFS answers with EINVAL.
+        raise KdbusError(errno.EINVAL, "kdbus nodes are not writable; pools are read-only")
 
     def _release(self, request: Request) -> bytes:
         fh = p.RELEASE_IN.unpack_from(request.body)[0]
