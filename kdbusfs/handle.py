@@ -556,7 +556,7 @@ def _send_message(conn: Connection, args: Args, caller: Caller, cancel_fd: int |
     if msg.is_broadcast:
         conn.bus.broadcast(conn, msg, process)
     else:
-        unicast(conn, msg, process, sync, now)
+        unicast(conn, msg, process, sync)
     if sync is not None:
         return Pending(sync, args.address, args.fields.msg_address)
     return None

@@ -165,7 +165,7 @@ class Bus:
                 self.domain.changed.append(monitor)
 
     # -- replies ------------------------------------------------------------------------------
-    def schedule_timeout(self, reply: Reply, now_ns: int) -> None:
+    def schedule_timeout(self, reply: Reply) -> None:
         self.domain.schedule(reply.deadline_ns, reply)
 
     def forget_reply(self, reply: Reply) -> None:

@@ -163,12 +163,6 @@ class Connection:
         self.bus.domain.changed.append(self)
         return piece.offset, piece.size
 
-    def require(self, *kinds: Kind) -> None:
-        if not self.active:
-            raise KdbusError(errno.ECONNRESET, f"connection {self.id} is disconnected")
-        if self.kind not in kinds:
-            raise KdbusError(errno.EOPNOTSUPP, f"not allowed on a {self.kind.value} connection")
-
     # -- queueing -----------------------------------------------------------------------------
     def _charge(self, user_key: int, size: int, fds: int) -> UserQuota:
         """Per-sending-user share of this pool (kdbus_conn_quota_inc)."""
@@ -387,8 +381,7 @@ def _last_item_padding(items: bytes) -> int:
         pos = nxt
 
 
-def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None,
-            now_ns: int) -> None:
+def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None) -> None:
     """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
     bus = src.bus
     dst, name_id = bus.resolve_destination(msg)
@@ -436,7 +429,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         dst.awaited.append(reply)
         if sync is not None:
             src.sync_waits.append(sync)
-        bus.schedule_timeout(reply, now_ns)
+        bus.schedule_timeout(reply)
 
 
 def _take_reply(caller: Connection, replier: Connection, cookie: int) -> Reply:

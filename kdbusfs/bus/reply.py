@@ -57,8 +57,3 @@ class Reply:
     sync: SyncWait | None = None
     # Set once the call was queued for the replier (an answer may then come).
     waiting: bool = True
-
-    def unlink(self) -> None:
-        self.waiting = False
-        if self in self.caller.trackers:
-            self.caller.trackers.remove(self)
