@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+from helpers import BASE, Conn, connect, make_bus, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.errors import KdbusError
 from kdbusfs.bus.message import stage_user
 from kdbusfs.fuse.codec import ProtocolError, parse_request
-
-from helpers import BASE, Conn, connect, make_bus, run
 
 ITEM_TYPES = [int(t) for t in Item] + [0, 17, 0x100E, 0x2001, 0x8007, 2**64 - 1]
 COMMANDS = [c for c in Cmd if c not in (Cmd.BUS_MAKE, Cmd.HELLO, Cmd.ENDPOINT_MAKE)]
