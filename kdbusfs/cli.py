@@ -11,6 +11,7 @@ import argparse
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import sys
 import time
@@ -223,11 +224,20 @@ def _log_to_syslog() -> None:
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
+def _raise_fd_limit() -> None:
+    """Each connection holds a descriptor or two in the daemon (its pool's memfd): allow as many
+    as the hard limit permits, not the usual soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(mountpoint: str, source: str, options: Options, debug: bool,
         ready: Callable[[], None] | None = None) -> None:
     # Hold SIGINT/SIGTERM until the session listens for them: one arriving while the mount comes up
     # must unmount it cleanly, not kill the daemon and leave a stale mount behind.
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    _raise_fd_limit()
     fuse_mount.check_mountpoint(mountpoint)
     overlay = sysfs.make_room(mountpoint)
     try:

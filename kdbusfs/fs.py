@@ -445,7 +445,12 @@ class Filesystem:
     def _back_with_memfd(self, opened: OpenFile) -> None:
         """Give the open a memfd the kernel reads and maps directly: the connection's pool."""
         assert self.fuse_fd is not None
-        memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except OSError as exc:
+            # Out of descriptors, say: this open's pool goes through the page cache instead.
+            log.warning("no memfd for a pool (%s); using the page cache for it", exc.strerror)
+            return
         try:
             # A mutable buffer makes fcntl.ioctl return the call's result: the backing id.
             backing_map = bytearray(p.BACKING_MAP.pack(memfd, 0, 0))

@@ -141,7 +141,8 @@ def init_out(kernel: InitIn, flags: int, max_write: int, max_readahead: int | No
     stack_depth = p.PASSTHROUGH_STACK_DEPTH if flags & p.PASSTHROUGH else 0
     out = p.INIT_OUT.pack(
         p.KERNEL_VERSION, minor, kernel.max_readahead if max_readahead is None else max_readahead,
-        flags & 0xFFFF_FFFF, 16, 12, max_write, 1, 0, 0, flags >> 32, stack_depth,
+        flags & 0xFFFF_FFFF, p.MAX_BACKGROUND, p.MAX_BACKGROUND, max_write, 1, 0, 0, flags >> 32,
+        stack_depth,
     )
     # Kernels before 7.23 expect the short (24-byte) reply.
     return out if minor >= 23 else out[:24]

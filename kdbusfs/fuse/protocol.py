@@ -106,6 +106,10 @@ IOCTL_DIR = 1 << 4
 POLL_SCHEDULE_NOTIFY = 1 << 0
 
 ROOT_ID = 1
+# RELEASE travels as a background request; past max_background the kernel parks it while later
+# requests overtake it, and a closed connection or bus would linger after close() returned. So no
+# background request is ever parked (u16 maximum).
+MAX_BACKGROUND = 0xFFFF
 
 IN_HEADER = struct.Struct("<IIQQIIIHH")      # len opcode unique nodeid uid gid pid total_extlen pad
 OUT_HEADER = struct.Struct("<IiQ")           # len error unique

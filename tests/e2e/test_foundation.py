@@ -158,3 +158,13 @@ def _daemons_serving(mountpoint: Path) -> list[int]:
         if b"kdbusfs" in argv and str(mountpoint).encode() in argv:
             found.append(int(entry))
     return found
+
+
+def test_close_is_visible_at_once_even_after_a_thousand_connections_left(
+    root_mount: Mount, bin_dir: Path,
+) -> None:
+    # A process leaving 1024 connections queues 1024 RELEASEs; none may be parked behind the next
+    # client's requests (the kernel parks background requests past max_background).
+    out = run_client(bin_dir / "limits", str(root_mount.path), "connections")
+    assert out.split() == ["1024", str(errno.EMFILE)]
+    assert "foundation: all checks passed" in run_client(bin_dir / "foundation", str(root_mount.path))

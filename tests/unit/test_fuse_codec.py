@@ -337,14 +337,15 @@ def test_init_out_is_64_bytes_for_current_kernels() -> None:
         struct.pack("<I", 38),        # minor
         struct.pack("<I", 0x20000),   # max_readahead: the kernel's
         struct.pack("<I", 0x000F),    # flags: ours AND the kernel's
-        struct.pack("<H", 16),        # max_background
-        struct.pack("<H", 12),        # congestion_threshold
+        struct.pack("<H", 0xFFFF),    # max_background: never park a RELEASE
+        struct.pack("<H", 0xFFFF),    # congestion_threshold
         struct.pack("<I", 0x20000),   # max_write
         struct.pack("<I", 1),         # time_gran
         struct.pack("<H", 0),         # max_pages
         struct.pack("<H", 0),         # map_alignment
         struct.pack("<I", 0),         # flags2
-        bytes(28),                    # unused[7]
+        struct.pack("<I", 0),         # max_stack_depth (no passthrough asked for)
+        bytes(24),                    # request_timeout, unused
     ])
 
 
