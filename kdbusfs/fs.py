@@ -318,7 +318,9 @@ class Filesystem:
             self.passthrough = True
         log.info("FUSE protocol %d.%d%s", kernel.major, kernel.minor,
                  ", pools by passthrough" if self.passthrough else "")
-        return codec.init_out(kernel, wanted, max_write=PAGE_SIZE)
+        # No readahead: it would lock page-cache pages of a pool in advance, and a NOTIFY_STORE
+        # into such a page would wait for a READ that this single thread has yet to answer.
+        return codec.init_out(kernel, wanted, max_write=PAGE_SIZE, max_readahead=0)
 
     def _lookup(self, request: Request) -> bytes:
         name = codec.name_arg(request.body)
