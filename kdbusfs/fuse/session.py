@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +43,10 @@ class Server(Protocol):
 async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = None,
                 debug: bool = False) -> None:
     """Serve the FUSE connection on `fd` until it is unmounted (the kernel then answers ENODEV)."""
+    writer = _StoreWriter(fd)
     async with trio.open_nursery() as nursery:
-        watches = _Watches(fd, server, nursery)
-        await _serve(fd, server, watches, on_ready, debug)
+        watches = _Watches(writer, server, nursery)
+        await _serve(fd, server, watches, writer, on_ready, debug)
         watches.close_all()
         nursery.cancel_scope.cancel()
 
@@ -62,8 +65,8 @@ class _Watches:
     trio waits on it, and a watch stopped before its task ran never waits at all.
     """
 
-    def __init__(self, fuse_fd: int, server: Server, nursery: trio.Nursery) -> None:
-        self._fuse_fd = fuse_fd
+    def __init__(self, writer: _StoreWriter, server: Server, nursery: trio.Nursery) -> None:
+        self._writer = writer
         self._server = server
         self._nursery = nursery
         self._watches: dict[int, _Watch] = {}
@@ -90,7 +93,7 @@ class _Watches:
             with trio.CancelScope() as watch.scope:
                 await trio.lowlevel.wait_readable(watch.fd)
                 if not watch.stopped:
-                    _write_all(self._fuse_fd, self._server.cancel_fd_ready(watch.fd), "cancel fd")
+                    self._writer.write_all(self._server.cancel_fd_ready(watch.fd), "cancel fd")
                     self.sync()
         except (OSError, trio.ClosedResourceError) as exc:
             log.warning("watching cancel fd %d failed: %s", watch.fd, exc)
@@ -105,8 +108,8 @@ class _Watches:
                 watch.scope.cancel()
 
 
-async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[[], None] | None,
-                 debug: bool) -> None:
+async def _serve(fd: int, server: Server, watches: _Watches, writer: _StoreWriter,
+                 on_ready: Callable[[], None] | None, debug: bool) -> None:
     os.set_blocking(fd, False)
     buf = bytearray(READ_BUFFER_SIZE)
     view = memoryview(buf)
@@ -124,7 +127,7 @@ async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[
                 with trio.move_on_after(delay):
                     await trio.lowlevel.wait_readable(fd)
                     continue
-            _write_all(fd, server.tick(), "timer")
+            writer.write_all(server.tick(), "timer")
             watches.sync()
             continue
         except InterruptedError:
@@ -144,7 +147,7 @@ async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[
         if debug:
             log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
-        _write_all(fd, server.handle(request), request.opcode)
+        writer.write_all(server.handle(request), request.opcode)
         if server.watch or server.unwatch:
             watches.sync()
         if request.opcode == p.Opcode.INIT and not ready_sent:
@@ -155,21 +158,63 @@ async def _serve(fd: int, server: Server, watches: _Watches, on_ready: Callable[
             return
 
 
-def _write_all(fd: int, messages: list[bytes], what: str | int) -> None:
-    """Write each message (one write per FUSE message); `what` names them in warnings."""
-    for message in messages:
-        try:
-            os.write(fd, message)
-        except OSError as exc:
-            # ENOENT: the request was interrupted and aborted, or a notification names a node the
-            # kernel has already forgotten. Neither is an error of ours.
-            if exc.errno == errno.ENOENT:
-                continue
-            if exc.errno == errno.ENODEV:
-                return  # unmounted: the next read says so and ends the session
-            # Anything else costs this one message, never the daemon.
+def _write_one(fd: int, message: bytes, what: str | int) -> None:
+    try:
+        os.write(fd, message)
+    except OSError as exc:
+        # ENOENT: the request was interrupted and aborted, or a notification names a node the
+        # kernel has already forgotten. ENODEV: unmounted, which the next read reports. Anything
+        # else costs this one message, never the daemon.
+        if exc.errno not in (errno.ENOENT, errno.ENODEV):
             log.warning("kernel refused a message for %s: %s",
                         _name(what) if isinstance(what, int) else what, exc.strerror)
+
+
+_STORE = p.Notify.STORE
+
+
+def _is_store(message: bytes) -> bool:
+    # A notification is a reply with unique 0 and the notify code in the error field.
+    return message[4] == _STORE and message[8:16] == b"\0" * 8 and message[5:8] == b"\0\0\0"
+
+
+class _StoreWriter:
+    """Writes FUSE_NOTIFY_STORE messages, and whatever must follow them, on a thread of its own.
+
+    A store into a page-cache page waits for that page's lock, which a READ of the page holds until
+    it is answered; the serving thread must stay free to answer it. Replies written after a store
+    keep their order by queueing behind it while any store is pending; READ replies never wait.
+    Mounts with passthrough pools never store and never start the thread.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.SimpleQueue[tuple[bytes, str | int]] = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def write_all(self, messages: list[bytes], what: str | int) -> None:
+        for message in messages:
+            if _is_store(message) or (self._pending and what != p.Opcode.READ):
+                self._enqueue(message, what)
+            else:
+                _write_one(self._fd, message, what)
+
+    def _enqueue(self, message: bytes, what: str | int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kdbusfs-stores", daemon=True)
+            self._thread.start()
+        with self._lock:
+            self._pending += 1
+        self._queue.put((message, what))
+
+    def _run(self) -> None:
+        while True:
+            message, what = self._queue.get()
+            _write_one(self._fd, message, what)
+            with self._lock:
+                self._pending -= 1
 
 
 def _name(opcode: int) -> str:

@@ -47,3 +47,13 @@ def test_fd_passing_checks_and_cancel_fd_on_user_mount(user_mount: Mount, bin_di
                                                        test_user: str) -> None:
     out = run_client(bin_dir / "fds", str(user_mount.path), user=test_user)
     assert "fds: all checks passed" in out
+
+
+def test_pool_bytes_stay_right_while_the_client_evicts_and_rereads_them(
+    user_mount: Mount, bin_dir: Path, test_user: str,
+) -> None:
+    # A user mount pushes pool bytes with NOTIFY_STORE while the client keeps its pages going out
+    # of and back into the page cache (READs in flight); every message must arrive intact and the
+    # daemon must not stall.
+    out = run_client(bin_dir / "pagelock", str(user_mount.path), user=test_user, timeout=120)
+    assert "pagelock: all checks passed" in out
