@@ -180,15 +180,23 @@ class Filesystem:
 
     def tick(self) -> list[bytes]:
         """Fire due deadlines; returns what to write (notifications, answers to blocked calls)."""
+        return self._outside_requests("handling a deadline", self._expire)
+
+    def _expire(self) -> None:
+        self.domain.expire(time.monotonic_ns())
+        if self._interrupted:
+            self._recheck_interrupted()
+
+    def _outside_requests(self, what: str, action: Callable[[], None]) -> list[bytes]:
+        """Run work no request asked for (timers, cancel fds) and return what it has to write."""
         self._out = []
         try:
-            self.domain.expire(time.monotonic_ns())
-            if self._interrupted:
-                self._recheck_interrupted()
+            action()
             if self.domain.changed or self.domain.completed:
                 self._flush()
         except Exception:
-            log.exception("handling a deadline failed unexpectedly")
+            # As for requests: a bug of ours must cost this one event, never the daemon.
+            log.exception("%s failed unexpectedly", what)
         return self._out
 
     def _flush(self) -> None:
@@ -221,16 +229,8 @@ class Filesystem:
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
-        self._out = []
-        try:
-            wait = self._cancel_fds.get(fd)
-            if wait is not None:
-                wait.cancel()
-            if self.domain.changed or self.domain.completed:
-                self._flush()
-        except Exception:
-            log.exception("cancelling a call failed unexpectedly")
-        return self._out
+        wait = self._cancel_fds.get(fd)
+        return self._outside_requests("cancelling a call", wait.cancel if wait else lambda: None)
 
     def _answer(self, wait: SyncWait) -> None:
         if wait.cancel_fd is not None and self._cancel_fds.pop(wait.cancel_fd, None) is not None:

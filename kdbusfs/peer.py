@@ -22,6 +22,7 @@ from typing import Any
 
 from .bus.errors import KdbusError
 from .bus.metadata import Creds
+from .fuse.mount import mountinfo
 
 log = logging.getLogger("kdbusfs.peer")
 
@@ -355,12 +356,7 @@ class MountTable:
 
     def device(self, mount_id: int) -> int | None:
         if mount_id not in self._devices:
-            self._devices.clear()
-            with open("/proc/self/mountinfo") as f:
-                for line in f:
-                    fields = line.split(maxsplit=3)
-                    major, minor = fields[2].split(":")
-                    self._devices[int(fields[0])] = os.makedev(int(major), int(minor))
+            self._devices = {m.mount_id: m.device for m in mountinfo()}
         return self._devices.get(mount_id)
 
 
@@ -473,12 +469,9 @@ class SenderFiles:
 def mount_device(mountpoint: str) -> int | None:
     """st_dev of the file system mounted at `mountpoint` (read from mountinfo, not by stat)."""
     try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                if fields[4] == mountpoint:
-                    major, minor = fields[2].split(":")
-                    return os.makedev(int(major), int(minor))
+        mounts = mountinfo()
     except OSError:
-        pass
-    return None
+        return None
+    # The last mount at a point is the one on top: ours, even over a stale one below it.
+    devices = [m.device for m in mounts if m.point == mountpoint]
+    return devices[-1] if devices else None

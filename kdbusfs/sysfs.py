@@ -17,7 +17,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .fuse.mount import MNT_DETACH, MountError, libc_mount, libc_umount
+from .fuse.mount import MNT_DETACH, MountError, libc_mount, libc_umount, mountinfo
 
 log = logging.getLogger("kdbusfs.sysfs")
 
@@ -30,27 +30,12 @@ MS_BIND = 4096
 MS_REC = 16384
 
 
-def mountinfo() -> list[tuple[str, str, str]]:
-    """(mount point, file system type, source) of every mount, in mount order."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            out.append((_unescape(fields[4]), fields[sep + 1], fields[sep + 2]))
-    return out
-
-
-def _unescape(path: str) -> str:
-    return path.encode().decode("unicode_escape") if "\\" in path else path
-
-
 def needs_overlay(mountpoint: str) -> bool:
     return os.path.dirname(mountpoint.rstrip("/")) == SYS_FS and not os.path.exists(mountpoint)
 
 
 def overlay_present() -> bool:
-    return any(point == SYS_FS and source == OVERLAY_SOURCE for point, _, source in mountinfo())
+    return any(m.point == SYS_FS and m.source == OVERLAY_SOURCE for m in mountinfo())
 
 
 @dataclass

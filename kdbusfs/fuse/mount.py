@@ -10,6 +10,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from typing import NamedTuple
 
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -38,14 +39,41 @@ def libc_umount(target: str, flags: int = 0) -> None:
         raise MountError(f"umount {target}: {os.strerror(ctypes.get_errno())}")
 
 
-def check_mountpoint(mountpoint: str) -> None:
-    """Refuse to mount over a live or stale FUSE mount, saying how to fix it."""
-    fstype = None
+class Mount(NamedTuple):
+    mount_id: int
+    device: int
+    point: str
+    fstype: str
+    source: str
+
+
+def mountinfo() -> list[Mount]:
+    """Every mount of this mount namespace, in mount order (/proc/self/mountinfo).
+
+    Read by name, never by stat: a stat of our own mount would be a request to ourselves.
+    """
+    out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            if fields[4] == mountpoint:
-                fstype = fields[fields.index("-") + 1]
+            sep = fields.index("-")
+            major, minor = fields[2].split(":")
+            out.append(Mount(int(fields[0]), os.makedev(int(major), int(minor)), _unescape(fields[4]),
+                             fields[sep + 1], fields[sep + 2]))
+    return out
+
+
+def _unescape(path: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes (\040 ...).
+    return path.encode().decode("unicode_escape") if "\\" in path else path
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse to mount over a live or stale FUSE mount, saying how to fix it."""
+    fstype = None
+    for mount in mountinfo():
+        if mount.point == mountpoint:
+            fstype = mount.fstype
     if fstype is None or not fstype.startswith("fuse"):
         return
     try:
