@@ -56,12 +56,8 @@ static void serve(struct conn *c, int ready)
 		r->dst_id = m->src_id;
 		r->cookie_reply = m->cookie;
 		r->cookie = m->cookie;
-		it = r->items;
-		it->type = KDBUS_ITEM_PAYLOAD_VEC;
-		it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_vec);
-		it->vec.address = (uintptr_t)&answer;
-		it->vec.size = sizeof(answer);
-		r->size = sizeof(*r) + it->size;
+		it = put_vec(r->items, &answer, sizeof(answer));
+		r->size = (uint8_t *)it - (uint8_t *)r;
 		struct kdbus_cmd_free f = { .size = sizeof(f), .offset = recv.msg.offset };
 		ioctl(c->fd, KDBUS_CMD_FREE, &f);
 		struct kdbus_cmd_send send = { .size = sizeof(send), .msg_address = (uintptr_t)r };
@@ -109,12 +105,7 @@ int main(int argc, char **argv)
 			it->type = KDBUS_ITEM_DST_NAME;
 			it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(NAME);
 			memcpy(it->str, NAME, sizeof(NAME));
-			it = KDBUS_ITEM_NEXT(it);
-			it->type = KDBUS_ITEM_PAYLOAD_VEC;
-			it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_vec);
-			it->vec.address = (uintptr_t)data;
-			it->vec.size = payload;
-			it = KDBUS_ITEM_NEXT(it);
+			it = put_vec(KDBUS_ITEM_NEXT(it), data, payload);
 			m->size = (uint8_t *)it - (uint8_t *)m;
 			struct kdbus_cmd_send send = { .size = sizeof(send), .flags = KDBUS_SEND_SYNC_REPLY,
 						       .msg_address = (uintptr_t)m };

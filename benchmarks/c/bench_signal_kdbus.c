@@ -84,12 +84,7 @@ int main(int argc, char **argv)
 		it->type = KDBUS_ITEM_BLOOM_FILTER;
 		it->size = KDBUS_ITEM_HEADER_SIZE + 8 + BLOOM;
 		((uint8_t *)it)[KDBUS_ITEM_HEADER_SIZE + 8] = 0x01;
-		it = KDBUS_ITEM_NEXT(it);
-		it->type = KDBUS_ITEM_PAYLOAD_VEC;
-		it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_vec);
-		it->vec.address = (uintptr_t)data;
-		it->vec.size = payload;
-		it = KDBUS_ITEM_NEXT(it);
+		it = put_vec(KDBUS_ITEM_NEXT(it), data, payload);
 		m->size = (uint8_t *)it - (uint8_t *)m;
 		struct kdbus_cmd_send send = { .size = sizeof(send), .msg_address = (uintptr_t)m };
 		if (ioctl(fd, KDBUS_CMD_SEND, &send) < 0) {

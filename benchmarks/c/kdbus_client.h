@@ -1,4 +1,5 @@
-/* What the kdbusfs benchmark clients share: making a bus, connecting with a mapped pool. */
+/* What the kdbusfs benchmark clients share: making a bus, connecting with a mapped pool,
+ * appending a payload vec to a message. */
 #ifndef BENCH_KDBUS_CLIENT_H
 #define BENCH_KDBUS_CLIENT_H
 
@@ -72,6 +73,16 @@ static inline struct conn connect_bus(const char *root, const char *bus, uint64_
 	struct kdbus_cmd_free f = { .size = sizeof(f), .offset = hello.offset };
 	ioctl(c.fd, KDBUS_CMD_FREE, &f);
 	return c;
+}
+
+/* Write a PAYLOAD_VEC item at `it`; returns where the next item goes. */
+static inline struct kdbus_item *put_vec(struct kdbus_item *it, const void *data, uint64_t len)
+{
+	it->type = KDBUS_ITEM_PAYLOAD_VEC;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_vec);
+	it->vec.address = (uintptr_t)data;
+	it->vec.size = len;
+	return KDBUS_ITEM_NEXT(it);
 }
 
 #endif
