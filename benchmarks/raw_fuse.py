@@ -10,13 +10,11 @@ import errno
 import stat
 import sys
 
-import trio
-
 from kdbusfs.fuse import codec
 from kdbusfs.fuse import mount as fuse_mount
 from kdbusfs.fuse import protocol as p
 from kdbusfs.fuse.codec import Attr, Request
-from kdbusfs.fuse.session import serve
+from kdbusfs.fuse.session import Session
 
 FILE_ID = 2
 
@@ -36,6 +34,9 @@ class RawServer:
 
     def tick(self) -> list[bytes]:
         return []
+
+    def close_fd(self, fd: int) -> None:
+        pass
 
 
 def handle(request: Request) -> list[bytes]:
@@ -67,7 +68,9 @@ def _attr(nodeid: int) -> Attr:
 def main() -> None:
     mountpoint = sys.argv[1]
     fd = fuse_mount.mount(mountpoint, "rawfuse", "rawfuse", allow_other=False)
-    trio.run(serve, fd, RawServer())
+    session = Session(fd, RawServer())
+    session.run()
+    session.close()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from . import __version__, install, sysfs
 from .bus.domain import Domain, DomainLimits
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
-from .fuse.session import serve
+from .fuse.session import Session
 from .peer import mount_device
 
 log = logging.getLogger("kdbusfs")
@@ -260,6 +260,15 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
 
 async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: bool,
                               ready: Callable[[], None] | None) -> None:
+    """Trio keeps the edge (signals, unmounting); the session serves on a thread of its own."""
+    session = Session(fd, fs, ready, debug)
+    try:
+        await _serve_session(session, mountpoint)
+    finally:
+        session.close()
+
+
+async def _serve_session(session: Session, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         async def on_signal() -> None:
             with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
@@ -270,9 +279,10 @@ async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: b
                         await trio.to_thread.run_sync(fuse_mount.unmount, mountpoint)
                     except fuse_mount.MountError as exc:
                         log.warning("%s", exc)
-                    nursery.cancel_scope.cancel()
+                    # A lazy unmount leaves the connection up while files are open: stop anyway.
+                    session.stop()
                     return
 
         nursery.start_soon(on_signal)
-        await serve(fd, fs, ready, debug)
+        await trio.to_thread.run_sync(session.run)
         nursery.cancel_scope.cancel()

@@ -1,4 +1,10 @@
-"""The FUSE session loop: read a request from /dev/fuse, serve it inline, write the answers."""
+"""The FUSE session loop: read a request from /dev/fuse, serve it inline, write the answers.
+
+The loop is plain blocking code meant for a thread of its own. Serving a small ioctl costs about as
+much Python as one trip through an event loop's scheduler, so the loop waits in epoll itself: per
+request one read and one write, plus one epoll_wait when idle. The edge around it (signals,
+unmounting) is the caller's business; stop() ends the loop from any thread.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,11 @@ import errno
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
-
-import trio
 
 from . import protocol as p
 from .codec import ProtocolError, Request, parse_request
@@ -39,123 +43,127 @@ class Server(Protocol):
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]: ...
 
-
-async def serve(fd: int, server: Server, on_ready: Callable[[], None] | None = None,
-                debug: bool = False) -> None:
-    """Serve the FUSE connection on `fd` until it is unmounted (the kernel then answers ENODEV)."""
-    writer = _StoreWriter(fd)
-    async with trio.open_nursery() as nursery:
-        watches = _Watches(writer, server, nursery)
-        await _serve(fd, server, watches, writer, on_ready, debug)
-        watches.close_all()
-        nursery.cancel_scope.cancel()
+    def close_fd(self, fd: int) -> None: ...
 
 
-@dataclass(eq=False)
-class _Watch:
-    fd: int
-    scope: trio.CancelScope | None = None
-    stopped: bool = False
+class Session:
+    """Serves one FUSE connection until it is unmounted (reads fail with ENODEV) or stopped.
 
-
-class _Watches:
-    """One task per watched descriptor (a blocked call's CANCEL_FD).
-
-    The task owns the descriptor: it closes it when it ends, so no descriptor is ever closed while
-    trio waits on it, and a watch stopped before its task ran never waits at all.
+    The owner calls run() on a thread, stop() from anywhere, and close() when both are over.
     """
 
-    def __init__(self, writer: _StoreWriter, server: Server, nursery: trio.Nursery) -> None:
-        self._writer = writer
+    def __init__(self, fd: int, server: Server, on_ready: Callable[[], None] | None = None,
+                 debug: bool = False) -> None:
+        self._fd = fd
         self._server = server
-        self._nursery = nursery
-        self._watches: dict[int, _Watch] = {}
-        # Closing may wait on another file system (a FUSE daemon, perhaps us): not on this thread.
-        self._close: Callable[[int], None] = getattr(server, "close_fd", os.close)
+        self._on_ready = on_ready
+        self._debug = debug
+        self._writer = _StoreWriter(fd)
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._epoll = select.epoll()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._epoll.register(self._stop_fd, select.EPOLLIN)
+        # Watched CANCEL_FDs (the daemon's duplicates), registered with the epoll above.
+        self._watched: set[int] = set()
+        self._stopped = False
 
-    def sync(self) -> None:
-        server = self._server
-        while server.unwatch:
-            watch = self._watches.pop(server.unwatch.pop(), None)
-            if watch is not None:
-                watch.stopped = True
-                if watch.scope is not None:
-                    watch.scope.cancel()
-        while server.watch:
-            watch = _Watch(server.watch.pop())
-            self._watches[watch.fd] = watch
-            self._nursery.start_soon(self._wait, watch)
+    def stop(self) -> None:
+        """End run() soon; safe from any thread, before, during or after run()."""
+        os.eventfd_write(self._stop_fd, 1)
 
-    async def _wait(self, watch: _Watch) -> None:
+    def close(self) -> None:
+        """Release the session's own descriptors, once run() has returned and stop() cannot come."""
+        self._epoll.close()
+        os.close(self._stop_fd)
+
+    def run(self) -> None:
+        fd, server, writer = self._fd, self._server, self._writer
+        os.set_blocking(fd, False)
+        buf = bytearray(READ_BUFFER_SIZE)
+        view = memoryview(buf)
         try:
-            if watch.stopped:
-                return
-            with trio.CancelScope() as watch.scope:
-                await trio.lowlevel.wait_readable(watch.fd)
-                if not watch.stopped:
-                    self._writer.write_all(self._server.cancel_fd_ready(watch.fd), "cancel fd")
-                    self.sync()
-        except (OSError, trio.ClosedResourceError) as exc:
-            log.warning("watching cancel fd %d failed: %s", watch.fd, exc)
-        finally:
-            self._watches.pop(watch.fd, None)
-            self._close(watch.fd)
-
-    def close_all(self) -> None:
-        for watch in self._watches.values():
-            watch.stopped = True
-            if watch.scope is not None:
-                watch.scope.cancel()
-
-
-async def _serve(fd: int, server: Server, watches: _Watches, writer: _StoreWriter,
-                 on_ready: Callable[[], None] | None, debug: bool) -> None:
-    os.set_blocking(fd, False)
-    buf = bytearray(READ_BUFFER_SIZE)
-    view = memoryview(buf)
-    ready_sent = False
-    while True:
-        try:
-            n = os.readv(fd, [buf])
-        except BlockingIOError:
-            deadline = server.next_deadline()
-            if deadline is None:
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            delay = (deadline - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                with trio.move_on_after(delay):
-                    await trio.lowlevel.wait_readable(fd)
+            while not self._stopped:
+                try:
+                    n = os.readv(fd, [buf])
+                except BlockingIOError:
+                    self._wait()
                     continue
-            writer.write_all(server.tick(), "timer")
-            watches.sync()
-            continue
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:  # the request was interrupted before we read it
-                continue
-            if exc.errno == errno.ENODEV:  # unmounted
-                log.info("file system unmounted")
-                return
-            raise
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:  # the request was interrupted before we read it
+                        continue
+                    if exc.errno == errno.ENODEV:  # unmounted
+                        log.info("file system unmounted")
+                        return
+                    raise
+                try:
+                    request = parse_request(view[:n])
+                except ProtocolError as exc:
+                    log.error("dropping unreadable request: %s", exc)
+                    continue
+                if self._debug:
+                    log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
+                              request.header.nodeid, request.header.pid)
+                writer.write_all(server.handle(request), request.opcode)
+                if server.watch or server.unwatch:
+                    self._sync_watches()
+                if request.opcode == p.Opcode.INIT and self._on_ready is not None:
+                    self._on_ready()
+                    self._on_ready = None
+                if request.opcode == p.Opcode.DESTROY:
+                    return
+        finally:
+            for watched in self._watched:
+                server.close_fd(watched)
+            self._watched.clear()
+
+    def _wait(self) -> None:
+        """Sleep until a request, a cancel fd, stop() or the next deadline; handle the latter three."""
+        server = self._server
+        deadline = server.next_deadline()
+        timeout = -1.0 if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
         try:
-            request = parse_request(view[:n])
-        except ProtocolError as exc:
-            log.error("dropping unreadable request: %s", exc)
-            continue
-        if debug:
-            log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
-                      request.header.nodeid, request.header.pid)
-        writer.write_all(server.handle(request), request.opcode)
-        if server.watch or server.unwatch:
-            watches.sync()
-        if request.opcode == p.Opcode.INIT and not ready_sent:
-            ready_sent = True
-            if on_ready is not None:
-                on_ready()
-        if request.opcode == p.Opcode.DESTROY:
+            events = self._epoll.poll(timeout)
+        except InterruptedError:
             return
+        for ready, _mask in events:
+            if ready == self._fd:
+                continue
+            if ready == self._stop_fd:
+                self._stopped = True
+                return
+            if ready in self._watched:
+                self._writer.write_all(server.cancel_fd_ready(ready), "cancel fd")
+                self._sync_watches()
+                # A cancel fd fires once, whether or not its call was still waiting.
+                self._unwatch(ready)
+        if deadline is not None and time.monotonic_ns() >= deadline:
+            self._writer.write_all(server.tick(), "timer")
+            self._sync_watches()
+
+    def _sync_watches(self) -> None:
+        # Watches first: a call may end before its cancel fd was ever watched.
+        server = self._server
+        while server.watch:
+            fd = server.watch.pop()
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except OSError as exc:
+                # Nothing will cancel this call early; its reply or timeout still ends it.
+                log.warning("cannot watch cancel fd %d: %s", fd, exc.strerror)
+                server.close_fd(fd)
+                continue
+            self._watched.add(fd)
+        while server.unwatch:
+            self._unwatch(server.unwatch.pop())
+
+    def _unwatch(self, fd: int) -> None:
+        if fd in self._watched:
+            self._watched.discard(fd)
+            self._epoll.unregister(fd)
+            # Closing may wait on another file system (a FUSE daemon, perhaps us): never here.
+            self._server.close_fd(fd)
 
 
 def _write_one(fd: int, message: bytes, what: str | int) -> None:

@@ -1,0 +1,156 @@
+"""The session loop's own duties, driven through a socketpair standing in for /dev/fuse.
+
+A datagram socket keeps the kernel's framing (one read, one request); what it cannot show (ENODEV
+on unmount, stores into page caches) the end-to-end tests cover through a real mount.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from kdbusfs.fuse import codec
+from kdbusfs.fuse import protocol as p
+from kdbusfs.fuse.codec import Request
+from kdbusfs.fuse.session import Session
+
+Kernel = tuple[socket.socket, socket.socket]
+
+
+class Recorder:
+    """A server that answers every request with an empty reply and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.watch: list[int] = []
+        self.unwatch: list[int] = []
+        self.handled: list[int] = []
+        self.cancelled: list[int] = []
+        self.closed: list[int] = []
+        self.ticks = 0
+        self.deadline: int | None = None
+
+    def handle(self, request: Request) -> list[bytes]:
+        self.handled.append(request.unique)
+        return [codec.reply(request.unique)]
+
+    def next_deadline(self) -> int | None:
+        return self.deadline
+
+    def tick(self) -> list[bytes]:
+        self.ticks += 1
+        self.deadline = None
+        return [codec.reply(999)]
+
+    def cancel_fd_ready(self, fd: int) -> list[bytes]:
+        self.cancelled.append(fd)
+        return []
+
+    def close_fd(self, fd: int) -> None:
+        self.closed.append(fd)
+        os.close(fd)
+
+
+def request(unique: int, opcode: int = p.Opcode.GETATTR) -> bytes:
+    return p.IN_HEADER.pack(p.IN_HEADER.size, opcode, unique, 1, 0, 0, 1, 0, 0)
+
+
+def unique_of(reply: bytes) -> int:
+    return int.from_bytes(reply[8:16], "little")
+
+
+@pytest.fixture
+def kernel() -> Iterator[Kernel]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def running(session: Session) -> threading.Thread:
+    thread = threading.Thread(target=session.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_requests_are_answered_in_order_and_stop_ends_the_loop(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    session = Session(ours.fileno(), server)
+    thread = running(session)
+    for unique in (1, 2, 3):
+        theirs.send(request(unique))
+    theirs.settimeout(5)
+    assert [unique_of(theirs.recv(4096)) for _ in range(3)] == [1, 2, 3]
+    session.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    session.stop()  # harmless once the loop is over
+    session.close()
+
+
+def test_a_due_deadline_ticks_without_any_request(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    server.deadline = time.monotonic_ns() + 50_000_000
+    session = Session(ours.fileno(), server)
+    thread = running(session)
+    theirs.settimeout(5)
+    assert unique_of(theirs.recv(4096)) == 999
+    assert server.ticks == 1
+    session.stop()
+    thread.join(5)
+    session.close()
+
+
+def test_a_cancel_fd_fires_once_and_is_closed(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    session = Session(ours.fileno(), server)
+    read_end, write_end = os.pipe()
+    server.watch.append(read_end)
+    thread = running(session)
+    # The server's lists are read after each request: one makes the loop take the watch.
+    theirs.send(request(1))
+    theirs.settimeout(5)
+    assert unique_of(theirs.recv(4096)) == 1
+    os.write(write_end, b"x")
+    deadline = time.monotonic() + 5
+    while not server.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.cancelled == [read_end]
+    assert server.closed == [read_end]
+    # Still serving, and the closed watch never fires again.
+    theirs.send(request(2))
+    assert unique_of(theirs.recv(4096)) == 2
+    assert server.cancelled == [read_end]
+    session.stop()
+    thread.join(5)
+    session.close()
+    os.close(write_end)
+
+
+def test_a_watch_ended_before_it_started_is_closed_not_leaked(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    session = Session(ours.fileno(), server)
+    read_end, write_end = os.pipe()
+    # The call ended within the same request that started it.
+    server.watch.append(read_end)
+    server.unwatch.append(read_end)
+    thread = running(session)
+    theirs.send(request(1))
+    theirs.settimeout(5)
+    assert unique_of(theirs.recv(4096)) == 1
+    assert server.closed == [read_end]
+    theirs.send(request(2))
+    assert unique_of(theirs.recv(4096)) == 2
+    assert server.cancelled == []
+    session.stop()
+    thread.join(5)
+    session.close()
+    os.close(write_end)
