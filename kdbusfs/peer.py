@@ -32,19 +32,20 @@ USER_ADDRESS_LIMIT = 1 << 56
 _own_userns = os.stat("/proc/self/ns/user").st_ino
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_VM_ARGS: list[type[Any]] = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
-                             ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
+# Every argument is a plain integer (the iovecs are packed by hand into one buffer): ctypes converts
+# those far cheaper than structures passed by reference, and this is on every message's path.
+_VM_ARGS: list[type[Any]] = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
+                             ctypes.c_ulong, ctypes.c_ulong]
 _process_vm_readv = _libc.process_vm_readv
 _process_vm_readv.argtypes = _VM_ARGS
 _process_vm_readv.restype = ctypes.c_ssize_t
 _process_vm_writev = _libc.process_vm_writev
 _process_vm_writev.argtypes = _VM_ARGS
 _process_vm_writev.restype = ctypes.c_ssize_t
+# Two struct iovec {base, len}: the local one, then the remote one.
+_IOVECS = struct.Struct("<QQQQ")
+_BOUNCE_SIZE = 64 * 1024
 
 
 class ProcessMemory:
@@ -56,14 +57,18 @@ class ProcessMemory:
     """
 
     def __init__(self) -> None:
-        self._local = _IoVec()
-        self._remote = _IoVec()
-        self._buffer = ctypes.create_string_buffer(64 * 1024)
+        self._iovecs = ctypes.create_string_buffer(_IOVECS.size)
+        self._iovecs_view = memoryview(self._iovecs).cast("B")
+        self._local_iov = ctypes.addressof(self._iovecs)
+        self._remote_iov = self._local_iov + 16
+        # Small transfers bounce through here: one buffer, no allocation per call.
+        self._bounce = ctypes.create_string_buffer(_BOUNCE_SIZE)
+        self._bounce_view = memoryview(self._bounce).cast("B")
+        self._bounce_address = ctypes.addressof(self._bounce)
 
-    def _transfer(self, call: object, tid: int, local: int, remote: int, size: int) -> int:
-        self._local.base, self._local.len = local, size
-        self._remote.base, self._remote.len = remote, size
-        done = call(tid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)  # type: ignore[operator]
+    def _transfer(self, call: Any, tid: int, local: int, remote: int, size: int) -> int:
+        _IOVECS.pack_into(self._iovecs_view, 0, local, size, remote, size)
+        done: int = call(tid, self._local_iov, 1, self._remote_iov, 1, 0)
         if done < 0:
             err = ctypes.get_errno()
             if err == errno.EPERM:
@@ -73,17 +78,23 @@ class ProcessMemory:
             if err == errno.ESRCH:
                 raise KdbusError(errno.ESRCH, f"task {tid} is gone")
             raise KdbusError(errno.EFAULT, f"{size} bytes at {remote:#x} of task {tid}: {os.strerror(err)}")
-        return int(done)
+        return done
 
     def read(self, tid: int, address: int, size: int) -> bytes:
         if size == 0:
             return b""
         if address + size > USER_ADDRESS_LIMIT:
             raise KdbusError(errno.EFAULT, f"read of {size} bytes at {address:#x} outside user space")
-        buffer = self._buffer if size <= len(self._buffer) else ctypes.create_string_buffer(size)
-        if self._transfer(_process_vm_readv, tid, ctypes.addressof(buffer), address, size) != size:
+        if size <= _BOUNCE_SIZE:
+            done = self._transfer(_process_vm_readv, tid, self._bounce_address, address, size)
+            data = self._bounce_view[:size].tobytes()
+        else:
+            large = ctypes.create_string_buffer(size)
+            done = self._transfer(_process_vm_readv, tid, ctypes.addressof(large), address, size)
+            data = large.raw
+        if done != size:
             raise KdbusError(errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
-        return buffer.raw[:size]
+        return data
 
     def read_into(self, tid: int, address: int, size: int, buffer: object, offset: int) -> None:
         """Copy caller memory straight into `buffer` (a pool) at `offset`: no intermediate copy."""
@@ -91,12 +102,13 @@ class ProcessMemory:
             return
         if address + size > USER_ADDRESS_LIMIT:
             raise KdbusError(errno.EFAULT, f"read of {size} bytes at {address:#x} outside user space")
-        target = (ctypes.c_char * size).from_buffer(buffer, offset)  # type: ignore[arg-type]
-        try:
-            done = self._transfer(_process_vm_readv, tid, ctypes.addressof(target), address, size)
-        finally:
-            del target
-        if done != size:
+        if offset + size > len(buffer):  # type: ignore[arg-type]
+            raise ValueError(f"{size} bytes at {offset} do not fit the buffer")
+        # The address of one byte is all we need: no array type per size, no export kept.
+        anchor = ctypes.c_char.from_buffer(buffer, offset)  # type: ignore[arg-type]
+        local = ctypes.addressof(anchor)
+        del anchor
+        if self._transfer(_process_vm_readv, tid, local, address, size) != size:
             raise KdbusError(errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
 
     def write(self, tid: int, address: int, data: bytes) -> None:
@@ -105,8 +117,12 @@ class ProcessMemory:
             return
         if address + size > USER_ADDRESS_LIMIT:
             raise KdbusError(errno.EFAULT, f"write at {address:#x} outside user space")
-        source = ctypes.c_char_p(data)
-        local = ctypes.cast(source, ctypes.c_void_p).value or 0
+        if size <= _BOUNCE_SIZE:
+            self._bounce_view[:size] = data
+            local = self._bounce_address
+        else:
+            source = ctypes.create_string_buffer(data, size)
+            local = ctypes.addressof(source)
         if self._transfer(_process_vm_writev, tid, local, address, size) != size:
             raise KdbusError(errno.EFAULT, f"short write of {size} bytes at {address:#x} of task {tid}")
 
