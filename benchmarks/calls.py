@@ -7,6 +7,12 @@ send_with_reply_and_block with a byte array (c/bench_dbus.c); unix: a socketpair
 Each figure is the median of several timed runs. Every process (daemons and clients) is placed the
 same way for a whole row: all pinned to CPU 0, then unpinned.
 
+The "FUSE floor" column is the most any FUSE daemon in Python could reach with this client pattern:
+the raw FUSE round-trip rate (raw_fuse.py, which answers each ioctl with no work at all) divided
+by the FUSE requests one kdbus call costs: the caller's SEND and FREE, and the callee's RECV that
+finds nothing, one POLL, the RECV of the call, its FREE and the SEND of the reply (counted in the
+daemon: 7.0 per call).
+
 Needs root (the kdbusfs mount), gcc, dbus-daemon and libdbus-1-dev:
     apt-get install -y gcc dbus-daemon libdbus-1-dev pkg-config
 usage: python benchmarks/calls.py [--seconds S] [--runs N] [--payloads 8,4096,65536,1048576]
@@ -25,8 +31,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ioctl_rate import raw_round_trips
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# FUSE requests per kdbus call with bench_kdbus.c's pattern (see the module's docstring).
+FUSE_REQUESTS_PER_CALL = 7
 
 DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -116,6 +126,7 @@ def main() -> None:
         work = Path(tmp)
         bins = build(work)
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
+            floor = raw_round_trips(work, pin, args.seconds, args.runs) / FUSE_REQUESTS_PER_CALL
             with buses(work, pin) as (mnt, sock):
                 for size in payloads:
                     unix = median_rate([*pin, str(bins["bench_unix"]), str(size), str(args.seconds)],
@@ -124,12 +135,14 @@ def main() -> None:
                                         str(args.seconds)], args.runs)
                     kdbusfs = median_rate([*pin, str(bins["bench_kdbus"]), str(mnt), str(size),
                                            str(args.seconds)], args.runs)
-                    rows.append((label, size, unix, dbus, kdbusfs))
+                    rows.append((label, size, unix, dbus, floor, kdbusfs))
     print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s\n")
-    print("| placement | payload | unix socket | dbus-daemon | kdbusfs | kdbusfs / dbus-daemon |")
-    print("|---|---|---|---|---|---|")
-    for label, size, unix, dbus, kdbusfs in rows:
-        print(f"| {label} | {size} B | {unix:.0f} | {dbus:.0f} | {kdbusfs:.0f} | {kdbusfs / dbus:.2f}x |")
+    print("| placement | payload | unix socket | dbus-daemon | FUSE floor | kdbusfs | kdbusfs / dbus-daemon "
+          "| kdbusfs / floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, size, unix, dbus, floor, kdbusfs in rows:
+        print(f"| {label} | {size} B | {unix:.0f} | {dbus:.0f} | {floor:.0f} | {kdbusfs:.0f} "
+              f"| {kdbusfs / dbus:.2f}x | {kdbusfs / floor:.2f}x |")
 
 
 if __name__ == "__main__":

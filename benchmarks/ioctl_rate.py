@@ -58,6 +58,19 @@ def measure(binary: Path, mode: str, path: Path, pin: list[str], seconds: float,
     return statistics.median(rates)
 
 
+def raw_round_trips(work: Path, pin: list[str], seconds: float, runs: int) -> float:
+    """FUSE ioctl round trips per second through the raw floor server (raw_fuse.py), placed with
+    `pin`: what any FUSE daemon written in Python pays per request before doing any work."""
+    binary = build(work)
+    mountpoint = work / "raw"
+    mountpoint.mkdir(exist_ok=True)
+    raw = start([sys.executable, str(HERE / "raw_fuse.py"), str(mountpoint)], mountpoint, pin)
+    try:
+        return measure(binary, "raw", mountpoint / "f", pin, seconds, runs)
+    finally:
+        stop(raw, mountpoint)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one timed run")

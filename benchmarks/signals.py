@@ -6,6 +6,10 @@ at most 64 signals in flight per subscriber, so nothing is dropped on either bus
 deliveries per second (signals x subscribers / elapsed), median of several runs, every process
 pinned to CPU 0, then unpinned.
 
+The "FUSE floor" column bounds any FUSE daemon in Python: each delivery costs at least the
+subscriber's RECV and FREE plus its share of the sender's SEND, 2 + 1/subscribers requests at the
+raw FUSE round-trip rate (raw_fuse.py, no work per request; wake-ups not even counted).
+
 Needs root, gcc, dbus-daemon, libdbus-1-dev, pkg-config.
 usage: python benchmarks/signals.py [--count N] [--runs N] [--payloads 8,4096,65536] [--subscribers 1,10]
 """
@@ -19,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from calls import buses
+from ioctl_rate import raw_round_trips
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,18 +59,21 @@ def main() -> None:
         work = Path(tmp)
         kdbus_bin, dbus_bin = build(work)
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
+            raw = raw_round_trips(work, pin, 2.0, args.runs)
             with buses(work, pin) as (mnt, sock):
                 for subs in (int(n) for n in args.subscribers.split(",")):
                     for size in (int(p) for p in args.payloads.split(",")):
                         common = [str(subs), str(size), str(args.count)]
                         d = rate([*pin, str(dbus_bin), f"unix:path={sock}", *common], args.runs)
                         k = rate([*pin, str(kdbus_bin), str(mnt), *common], args.runs)
-                        rows.append((label, subs, size, d, k))
+                        rows.append((label, subs, size, d, raw / (2 + 1 / subs), k))
     print(f"deliveries per second, median of {args.runs} runs of {args.count} signals\n")
-    print("| placement | subscribers | payload | dbus-daemon | kdbusfs | kdbusfs / dbus-daemon |")
-    print("|---|---|---|---|---|---|")
-    for label, subs, size, d, k in rows:
-        print(f"| {label} | {subs} | {size} B | {d:.0f} | {k:.0f} | {k / d:.2f}x |")
+    print("| placement | subscribers | payload | dbus-daemon | FUSE floor | kdbusfs | kdbusfs / dbus-daemon "
+          "| kdbusfs / floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, subs, size, d, floor, k in rows:
+        print(f"| {label} | {subs} | {size} B | {d:.0f} | {floor:.0f} | {k:.0f} | {k / d:.2f}x "
+              f"| {k / floor:.2f}x |")
 
 
 if __name__ == "__main__":
