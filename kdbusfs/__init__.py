@@ -4,7 +4,7 @@ Layers, inside out:
     abi/      the kdbus UAPI: numbers, struct layouts, the item codec
     bus/      the kdbus model (domain, bus, endpoint, connection, pool, ...), no I/O
     handle.py open kdbus files and the one KDBUS_CMD_* dispatch table
-    fuse/     the FUSE protocol codec (no I/O), the trio session loop, mounting
+    fuse/     the FUSE protocol codec (no I/O), the serving loop, mounting
     fs.py     the tree of nodes and the FUSE operations on it
     peer.py   the calling process: its memory and credentials
     cli.py    the `kdbusfs` command
