@@ -30,12 +30,13 @@ from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
 from .bus.limits import PAGE_SIZE
+from .bus.metadata import DAEMON_USERNS
 from .bus.reply import SyncWait
 from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
-from .peer import ProcessMemory, RequestCaller, closer, dying, read_creds
+from .peer import ProcessMemory, RequestCaller, closer, dying, read_creds, user_namespace
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -431,7 +432,7 @@ class Filesystem:
                 raise KdbusError(errno.EISDIR, "not an endpoint")
             if not (endpoint.active and endpoint.bus.active):
                 raise KdbusError(errno.ESHUTDOWN, f"endpoint {endpoint.name} is going away")
-            handle = Handle(endpoint, opener)
+            handle = Handle(endpoint, opener, opener_userns=user_namespace(h.pid) if h.pid else DAEMON_USERNS)
             open_flags = 0
         fh = self._next_fh
         self._next_fh += 1

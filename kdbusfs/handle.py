@@ -50,7 +50,7 @@ from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
 from .bus.message import MSG_FLAGS, SenderFiles, stage_user
-from .bus.metadata import Creds, Process, Snapshot, sanitize_attach_flags
+from .bus.metadata import DAEMON_USERNS, Creds, Process, Snapshot, UserNamespace, View, sanitize_attach_flags
 from .bus.names import ACQUIRE_FLAGS, is_valid_name
 from .bus.policy import may_own, may_see, may_see_name, parse_upload
 from .bus.reply import SyncWait
@@ -112,6 +112,8 @@ class Handle:
     endpoint: Endpoint | None = None
     # Where a connection made on this handle keeps its pool (the edge may map a shared file).
     pool_memory: Callable[[int], mmap.mmap] | None = None
+    # The user namespace of the opener's credentials: its connection sees ids through it.
+    opener_userns: UserNamespace = DAEMON_USERNS
 
     @property
     def domain(self) -> Domain:
@@ -258,6 +260,8 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
             opener = replace(opener, uid=snapshot.creds_.uid)
     else:
         snapshot = Snapshot.capture(_only(caller.process(), attach_send))
+    process = caller.process()
+    view = View(handle.opener_userns, process.pidns(), process.root())
     name_item = args.item(Item.NAME)
     name = name_item.string if name_item else None
     if name is not None and not is_valid_name(name, allow_wildcard=True):
@@ -266,6 +270,7 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
     conn = Connection.hello(
         endpoint, opener, snapshot, f.flags & HELLO_FLAGS, attach_send, attach_recv,
         f.pool_size, description_item.string if description_item else None, name, handle.pool_memory,
+        view,
     )
     if opener is not handle.opener:
         conn.opener = handle.opener
@@ -313,9 +318,10 @@ class _Only:
         return self._process.creds()
 
     def __getattr__(self, name: str) -> object:
-        flag = _FACT_FLAGS[name]
         getter = getattr(self._process, name)
-        return getter if self._mask & flag else (lambda: None)
+        flag = _FACT_FLAGS.get(name)
+        # Namespace facts are never shown, only used to translate what is.
+        return getter if flag is None or self._mask & flag else (lambda: None)
 
 
 _FACT_FLAGS = {"tid_comm": Attach.TID_COMM, "pid_comm": Attach.PID_COMM, "exe": Attach.EXE,

@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from .bus.errors import KdbusError
-from .bus.metadata import Creds
+from .bus.metadata import DAEMON_USERNS, Creds, IdMap, NsPids, UserNamespace
 from .fuse.mount import mountinfo
 
 log = logging.getLogger("kdbusfs.peer")
@@ -29,7 +29,12 @@ log = logging.getLogger("kdbusfs.peer")
 # Highest user-space address on x86-64 with 5-level paging; anything above is the kernel's.
 USER_ADDRESS_LIMIT = 1 << 56
 
-_own_userns = os.stat("/proc/self/ns/user").st_ino
+# The daemon's own namespaces: ids and pids from /proc are as seen from these.
+_OWN_NS = {kind: os.stat(f"/proc/self/ns/{kind}").st_ino for kind in ("user", "pid", "mnt")}
+_own_userns = _OWN_NS["user"]
+# ioctl(2) requests on nsfs descriptors (linux/nsfs.h): _IO(0xb7, 0x2) and _IO(0xb7, 0x4).
+NS_GET_PARENT = 0xB702
+NS_GET_OWNER_UID = 0xB704
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -199,6 +204,66 @@ def _read_text(path: str, limit: int = 4096) -> bytes | None:
 _CAP_LAST_CAP = int((_read_text("/proc/sys/kernel/cap_last_cap") or b"40").strip())
 
 
+def _namespace_path(tid: int, kind: str, owners: list[int] | None = None) -> tuple[int, ...]:
+    """The task's namespace of `kind` and its ancestors below the daemon's, outermost first; with
+    `owners`, also the owner uid of each (user namespaces)."""
+    try:
+        if os.stat(f"/proc/{tid}/ns/{kind}").st_ino == _OWN_NS[kind]:
+            return ()
+        fd = os.open(f"/proc/{tid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ()
+    path: list[int] = []
+    found_owners: list[int] = []
+    try:
+        while True:
+            inode = os.fstat(fd).st_ino
+            if inode == _OWN_NS[kind]:
+                break
+            path.append(inode)
+            if owners is not None:
+                uid = bytearray(4)
+                fcntl.ioctl(fd, NS_GET_OWNER_UID, uid, True)
+                found_owners.append(int.from_bytes(uid, "little"))
+            try:
+                parent = fcntl.ioctl(fd, NS_GET_PARENT)
+            except OSError:
+                break  # EPERM: the top of what the daemon may see
+            os.close(fd)
+            fd = parent
+    except OSError as exc:
+        log.warning("cannot place the %s namespace of task %d: %s", kind, tid, exc.strerror)
+    finally:
+        os.close(fd)
+    if owners is not None:
+        owners.extend(reversed(found_owners))
+    return tuple(reversed(path))
+
+
+def _id_map(tid: int, name: str) -> IdMap:
+    raw = _read_text(f"/proc/{tid}/{name}") or b""
+    ranges = []
+    for line in raw.splitlines():
+        fields = line.split()
+        if len(fields) == 3:
+            inside, outside, count = (int(x) for x in fields)
+            ranges.append((inside, outside, count))
+    return IdMap(tuple(ranges))
+
+
+def user_namespace(tid: int) -> UserNamespace:
+    """The user namespace a task lives in, with what is needed to show ids and caps inside it."""
+    owners: list[int] = []
+    path = _namespace_path(tid, "user", owners)
+    if not path:
+        return DAEMON_USERNS
+    return UserNamespace(path, tuple(owners), _id_map(tid, "uid_map"), _id_map(tid, "gid_map"))
+
+
+def _ids(line: bytes) -> tuple[int, ...]:
+    return tuple(int(x) for x in line.split())
+
+
 class ProcProcess:
     """A task's process facts from /proc, each read the first time it is asked for."""
 
@@ -277,6 +342,37 @@ class ProcProcess:
             self._cache["audit"] = None if session is None or login is None else \
                 (int(session) & 0xFFFFFFFF, int(login) & 0xFFFFFFFF)
         return self._cache["audit"]  # type: ignore[return-value]
+
+    def userns(self) -> UserNamespace:
+        if "userns" not in self._cache:
+            self._cache["userns"] = user_namespace(self.tid)
+        return self._cache["userns"]  # type: ignore[return-value]
+
+    def pidns(self) -> tuple[int, ...]:
+        if "pidns" not in self._cache:
+            self._cache["pidns"] = _namespace_path(self.tid, "pid")
+        return self._cache["pidns"]  # type: ignore[return-value]
+
+    def ns_pids(self) -> NsPids:
+        if "ns_pids" not in self._cache:
+            creds = self.creds()
+            status = _read_text(f"/proc/{self.tid}/status", 8192) or b""
+            tgids = _ids(_field(status, b"\nNStgid:")) or (creds.pid,)
+            tids = _ids(_field(status, b"\nNSpid:")) or (creds.tid,)
+            parent = _read_text(f"/proc/{creds.ppid}/status", 8192) if creds.ppid else None
+            parent_tgids = _ids(_field(parent, b"\nNStgid:")) if parent else ()
+            self._cache["ns_pids"] = (tgids, tids, parent_tgids)
+        return self._cache["ns_pids"]  # type: ignore[return-value]
+
+    def root(self) -> tuple[int, str] | None:
+        if "root" not in self._cache:
+            try:
+                # readlink, never stat: the root may be a directory of this very mount.
+                self._cache["root"] = (os.stat(f"/proc/{self.tid}/ns/mnt").st_ino,
+                                       os.readlink(f"/proc/{self.tid}/root"))
+            except OSError:
+                self._cache["root"] = None
+        return self._cache["root"]  # type: ignore[return-value]
 
 
 class RequestCaller:

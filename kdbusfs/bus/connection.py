@@ -28,7 +28,7 @@ from .domain import User
 from .endpoint import Endpoint
 from .errors import KdbusError
 from .match import MatchDb
-from .metadata import CAP_IPC_OWNER, Creds, Process, Snapshot, render
+from .metadata import CAP_IPC_OWNER, DAEMON_VIEW, IMPLICIT, Creds, Process, Snapshot, View, render
 from .pool import Pool, Slice
 from .queue import KERNEL_USER, Entry, Queue, UserQuota
 from .reply import Reply, SyncWait
@@ -103,13 +103,15 @@ class Connection:
     sync_waits: list[SyncWait] = field(default_factory=list)
     # Ordinary connections only: which signals and notifications they take.
     matches: MatchDb | None = None
+    # How this connection sees other tasks' ids (its namespaces).
+    view: View = DAEMON_VIEW
 
     @classmethod
     def hello(
         cls, endpoint: Endpoint, opener: Creds, snapshot: Snapshot, flags: int,
         attach_flags_send: int, attach_flags_recv: int, pool_size: int,
         description: str | None, name: str | None,
-        pool_memory: Callable[[int], mmap.mmap] | None = None,
+        pool_memory: Callable[[int], mmap.mmap] | None = None, view: View = DAEMON_VIEW,
     ) -> Connection:
         bus = endpoint.bus
         if not (bus.active and endpoint.active and bus.domain.active):
@@ -138,6 +140,7 @@ class Connection:
             attach_flags_send=attach_flags_send, attach_flags_recv=attach_flags_recv,
             pool=pool, opener=opener, snapshot=snapshot, user=user,
             description=description, owner=owner, privileged=is_privileged(endpoint, opener),
+            view=view,
         )
         if kind is Kind.ORDINARY:
             conn.matches = MatchDb()
@@ -204,7 +207,11 @@ class Connection:
             names = [(r.flags, r.entry.name) for r in self.bus.names.owned_names(sender)]
         if sender.snapshot.faked:
             process = None
-        return render(process, mask, names, sender.description, msg.timestamp)
+        elif process is not None and mask & ~(sender.attach_flags_send | IMPLICIT) \
+                and not self.view.sees(process):
+            # What the sender did not offer is shown only to those who could read it in /proc.
+            mask &= sender.attach_flags_send | IMPLICIT
+        return render(process, mask, names, sender.description, msg.timestamp, view=self.view)
 
     def enqueue(self, msg: msgs.Staged, sender: Connection | None, process: Process | None,
                 reply: Reply | None = None, name_id: int | None = None) -> Entry:
@@ -340,7 +347,7 @@ class Connection:
         mask = attach_flags & target.attach_flags_send
         names = [(r.flags, r.entry.name) for r in self.bus.names.owned_names(target)]
         items = render(target.snapshot, mask & ~Attach.TIMESTAMP, names, target.description,
-                       faked=target.snapshot.faked)
+                       faked=target.snapshot.faked, view=self.view)
         return structs.INFO.pack(structs.INFO.size + len(items), target.id, target.flags) + items
 
     def bus_creator_info(self, attach_flags: int) -> bytes:

@@ -1,7 +1,12 @@
 """Who a caller is: the credentials and process facts kdbus records and attaches.
 
 The edge (kdbusfs.peer) reads them from /proc when a file is opened or a command runs, lazily: a
-`Process` answers only what a receiver asked for. The model stores and renders them as items.
+`Process` answers only what a receiver asked for. The model stores and renders them as items, each
+receiver seeing ids through its own user and pid namespaces (a `View`).
+
+Ids and pids from the edge are as the daemon sees them. Namespaces are named by their nsfs inode
+numbers and placed by their path: the namespaces from just below the daemon's own down to the
+task's, outermost first; the empty path is the daemon's namespace itself.
 """
 
 from __future__ import annotations
@@ -19,6 +24,109 @@ CAP_IPC_OWNER = 15
 IMPLICIT = Attach.TIMESTAMP | Attach.CREDS | Attach.PIDS | Attach.AUXGROUPS | Attach.NAMES | \
     Attach.CONN_DESCRIPTION
 PROCESS_ITEMS = ATTACH_ALL & ~(Attach.TIMESTAMP | Attach.NAMES | Attach.CONN_DESCRIPTION)
+
+
+@dataclass(frozen=True, slots=True)
+class IdMap:
+    """A user namespace's uid_map or gid_map as the daemon reads it: (inside, outside, count) ranges."""
+
+    ranges: tuple[tuple[int, int, int], ...] = ()
+
+    def inside(self, outside: int) -> int | None:
+        for first_inside, first_outside, count in self.ranges:
+            if first_outside <= outside < first_outside + count:
+                return first_inside + outside - first_outside
+        return None
+
+
+# Ids a namespace cannot represent show as the overflow id (the kernel's default overflowuid and
+# overflowgid); kdbus's "unset" (faked creds without a value) stays unset in every namespace.
+OVERFLOW_ID = 65534
+UNSET_ID = 0xFFFF_FFFF
+
+
+@dataclass(frozen=True, slots=True)
+class UserNamespace:
+    """A user namespace: its path, the owner (euid) of each namespace on it, and its id maps."""
+
+    path: tuple[int, ...] = ()
+    owners: tuple[int, ...] = ()
+    uid_map: IdMap = IdMap()
+    gid_map: IdMap = IdMap()
+
+    def uid(self, uid: int) -> int:
+        return _map_id(self.uid_map, uid) if self.path else uid
+
+    def gid(self, gid: int) -> int:
+        return _map_id(self.gid_map, gid) if self.path else gid
+
+
+def _map_id(id_map: IdMap, value: int) -> int:
+    if value == UNSET_ID:
+        return value
+    inside = id_map.inside(value)
+    return OVERFLOW_ID if inside is None else inside
+
+
+DAEMON_USERNS = UserNamespace()
+# A thread's ids in each pid namespace from the daemon's down to its own: (tgid, tid, parent's tgid),
+# as the NStgid/NSpid lines of /proc/PID/status list them.
+NsPids = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """How a receiver sees other tasks (KDBUS-SPEC.md §8.4): the user namespace of the credentials
+    that opened its file, the pid namespace and root directory of the task that called HELLO."""
+
+    userns: UserNamespace = DAEMON_USERNS
+    pidns: tuple[int, ...] = ()
+    # (mount namespace inode, root directory path); None: not recorded, EXE always shown.
+    root: tuple[int, str] | None = None
+
+    def sees(self, process: Process) -> bool:
+        """Whether `process` is visible in this pid namespace (it lives in it or below it)."""
+        depth = len(self.pidns)
+        return not depth or process.pidns()[:depth] == self.pidns
+
+    def pids(self, creds: Creds, process: Process) -> tuple[int, int, int]:
+        depth = len(self.pidns)
+        if not depth:
+            return creds.pid, creds.tid, creds.ppid
+        if process.pidns()[:depth] != self.pidns:
+            return 0, 0, 0
+        tgids, tids, parent_tgids = process.ns_pids()
+        # A parent lives in the thread's pid namespace or an ancestor of it.
+        parent = parent_tgids[depth] if len(parent_tgids) > depth else 0
+        return tgids[depth], tids[depth], parent
+
+    def caps(self, caps: bytes, euid: int, process: Process) -> bytes:
+        """Capability sets mean something only from the sender's user namespace downwards."""
+        sender = process.userns().path
+        mine = self.userns.path
+        if sender == mine:
+            return caps
+        if mine[: len(sender)] != sender:
+            # Not below the sender's namespace: none of its capabilities apply here.
+            return caps[:4] + bytes(32)
+        if self.userns.owners[len(sender)] == euid:
+            # The sender created the namespace on our path: it holds every capability below it.
+            last_cap = int.from_bytes(caps[:4], "little")
+            full = (1 << (last_cap + 1)) - 1
+            sets = b"".join(_cap_set(bits) for bits in (0, full, full, full))
+            return caps[:4] + sets
+        return caps
+
+    def shows_exe(self, process: Process) -> bool:
+        return self.root is None or process.root() == self.root
+
+
+def _cap_set(bits: int) -> bytes:
+    # One kdbus capability set: two u32 words, low first.
+    return (bits & 0xFFFF_FFFF).to_bytes(4, "little") + (bits >> 32).to_bytes(4, "little")
+
+
+DAEMON_VIEW = View()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +177,14 @@ class Process(Protocol):
 
     def audit(self) -> tuple[int, int] | None: ...
 
+    def userns(self) -> UserNamespace: ...
+
+    def pidns(self) -> tuple[int, ...]: ...
+
+    def ns_pids(self) -> NsPids: ...
+
+    def root(self) -> tuple[int, str] | None: ...
+
 
 @dataclass(slots=True)
 class Snapshot:
@@ -82,6 +198,10 @@ class Snapshot:
     cgroup_: str | None = None
     caps_: bytes | None = None
     audit_: tuple[int, int] | None = None
+    userns_: UserNamespace = DAEMON_USERNS
+    pidns_: tuple[int, ...] = ()
+    ns_pids_: NsPids | None = None
+    root_: tuple[int, str] | None = None
     # Faked credentials (HELLO by a bus owner) carry no other process facts.
     faked: bool = False
     # Which of (CREDS, PIDS) a faked snapshot states.
@@ -89,8 +209,10 @@ class Snapshot:
 
     @classmethod
     def capture(cls, process: Process) -> Snapshot:
+        pidns = process.pidns()
         return cls(process.creds(), process.tid_comm(), process.pid_comm(), process.exe(),
-                   process.cmdline(), process.cgroup(), process.caps(), process.audit())
+                   process.cmdline(), process.cgroup(), process.caps(), process.audit(),
+                   process.userns(), pidns, process.ns_pids() if pidns else None, process.root())
 
     def creds(self) -> Creds:
         return self.creds_
@@ -116,6 +238,21 @@ class Snapshot:
     def audit(self) -> tuple[int, int] | None:
         return self.audit_
 
+    def userns(self) -> UserNamespace:
+        return self.userns_
+
+    def pidns(self) -> tuple[int, ...]:
+        return self.pidns_
+
+    def ns_pids(self) -> NsPids:
+        if self.ns_pids_ is None:
+            creds = self.creds_
+            return (creds.pid,), (creds.tid,), (creds.ppid,)
+        return self.ns_pids_
+
+    def root(self) -> tuple[int, str] | None:
+        return self.root_
+
 
 def sanitize_attach_flags(value: int) -> int | None:
     """~0 means "all"; any other bit outside the known set is invalid (returns None)."""
@@ -128,36 +265,49 @@ def sanitize_attach_flags(value: int) -> int | None:
 
 def render(process: Process | None, mask: int, names: list[tuple[int, str]] = (),  # type: ignore[assignment]
            description: str | None = None, timestamp: tuple[int, int, int] | None = None,
-           faked: bool = False) -> bytes:
-    """The metadata items selected by `mask`, in kdbus's order; each padded to 8 bytes."""
+           faked: bool = False, view: View = DAEMON_VIEW) -> bytes:
+    """The metadata items selected by `mask`, in kdbus's order, as `view` sees them; each padded
+    to 8 bytes."""
     out = []
     if process is not None and mask & PROCESS_ITEMS:
         creds = process.creds()
+        userns = view.userns
         if faked:
             stated = process.faked_items  # type: ignore[attr-defined]
             mask &= ~((0 if stated[0] else Attach.CREDS) | (0 if stated[1] else Attach.PIDS))
         if mask & Attach.CREDS:
+            uid, gid = userns.uid, userns.gid
             out.append(item(Item.CREDS, structs.CREDS.pack(
-                creds.uid, creds.euid, creds.suid, creds.fsuid,
-                creds.gid, creds.egid, creds.sgid, creds.fsgid)))
+                uid(creds.uid), uid(creds.euid), uid(creds.suid), uid(creds.fsuid),
+                gid(creds.gid), gid(creds.egid), gid(creds.sgid), gid(creds.fsgid))))
         if mask & Attach.PIDS:
-            out.append(item(Item.PIDS, structs.PIDS.pack(creds.pid, creds.tid, creds.ppid)))
+            # Faked pids were stated by the HELLO caller and stay as they are.
+            pids = (creds.pid, creds.tid, creds.ppid) if faked else view.pids(creds, process)
+            out.append(item(Item.PIDS, structs.PIDS.pack(*pids)))
         if not faked:
             if mask & Attach.AUXGROUPS and creds.groups:
-                out.append(item(Item.AUXGROUPS, b"".join(g.to_bytes(8, "little") for g in creds.groups)))
+                out.append(item(Item.AUXGROUPS, b"".join(userns.gid(g).to_bytes(8, "little")
+                                                         for g in creds.groups)))
             for flag, item_type, getter in _STRINGS:
                 if mask & flag:
+                    if flag == Attach.EXE and not view.shows_exe(process):
+                        continue
                     value = getter(process)
                     if value is not None:
                         out.append(string_item(item_type, value))
             if mask & Attach.CAPS:
                 caps = process.caps()
                 if caps is not None:
-                    out.append(item(Item.CAPS, caps))
+                    out.append(item(Item.CAPS, view.caps(caps, creds.euid, process)))
             if mask & Attach.AUDIT:
                 audit = process.audit()
                 if audit is not None:
-                    out.append(item(Item.AUDIT, structs.AUDIT.pack(*audit)))
+                    session, loginuid = audit
+                    if userns.path and loginuid != UNSET_ID:
+                        # The login uid is mapped without the overflow id: unmapped is unset.
+                        inside = userns.uid_map.inside(loginuid)
+                        loginuid = UNSET_ID if inside is None else inside
+                    out.append(item(Item.AUDIT, structs.AUDIT.pack(session, loginuid)))
     if mask & Attach.NAMES:
         for flags, name in names:
             out.append(item(Item.OWNED_NAME, flags.to_bytes(8, "little") + name.encode() + b"\0"))

@@ -25,7 +25,7 @@ from .harness import (
 )
 
 CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals",
-           "update", "endpoint", "pagelock")
+           "update", "endpoint", "pagelock", "namespaces")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -57,3 +57,11 @@ def test_pool_bytes_stay_right_while_the_client_evicts_and_rereads_them(
     # daemon must not stall.
     out = run_client(bin_dir / "pagelock", str(user_mount.path), user=test_user, timeout=120)
     assert "pagelock: all checks passed" in out
+
+
+def test_metadata_is_seen_through_the_receivers_namespaces(root_mount: Mount, bin_dir: Path) -> None:
+    # User, pid and mount namespaces: ids mapped or overflowed, pids hidden, capabilities by the
+    # namespace creator rule, EXE only between equal roots.
+    out = run_client(bin_dir / "namespaces", str(root_mount.path))
+    assert "namespaces: all checks passed" in out
+    assert root_mount.alive()
