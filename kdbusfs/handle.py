@@ -326,7 +326,7 @@ class _Only:
 
 _FACT_FLAGS = {"tid_comm": Attach.TID_COMM, "pid_comm": Attach.PID_COMM, "exe": Attach.EXE,
                "cmdline": Attach.CMDLINE, "cgroup": Attach.CGROUP, "caps": Attach.CAPS,
-               "audit": Attach.AUDIT}
+               "seclabel": Attach.SECLABEL, "audit": Attach.AUDIT}
 
 
 def _only(process: Process, mask: int) -> Process:
@@ -348,7 +348,9 @@ def _faked_snapshot(args: Args) -> Snapshot:
         pids = structs.PIDS.struct.unpack(pids_item.payload)
     uid, euid, suid, fsuid, gid, egid, sgid, fsgid = ids
     creds = Creds(pids[0], pids[1], pids[2], uid, euid, suid, fsuid, gid, egid, sgid, fsgid)
-    return Snapshot(creds, faked=True, faked_items=(Item.CREDS in args.items, Item.PIDS in args.items))
+    label = args.item(Item.SECLABEL)
+    return Snapshot(creds, seclabel_=label.string if label else None, faked=True,
+                    faked_items=(Item.CREDS in args.items, Item.PIDS in args.items))
 
 
 # -- connection commands ------------------------------------------------------------------------

@@ -343,6 +343,14 @@ class ProcProcess:
                 (int(session) & 0xFFFFFFFF, int(login) & 0xFFFFFFFF)
         return self._cache["audit"]  # type: ignore[return-value]
 
+    def seclabel(self) -> str | None:
+        if "seclabel" not in self._cache:
+            # EINVAL without a security module: kdbus then attaches no SECLABEL either.
+            raw = _read_text(f"/proc/{self.tid}/attr/current")
+            label = raw.rstrip(b"\n\0").decode("utf-8", "replace") if raw else ""
+            self._cache["seclabel"] = label or None
+        return self._cache["seclabel"]  # type: ignore[return-value]
+
     def userns(self) -> UserNamespace:
         if "userns" not in self._cache:
             self._cache["userns"] = user_namespace(self.tid)

@@ -177,6 +177,8 @@ class Process(Protocol):
 
     def audit(self) -> tuple[int, int] | None: ...
 
+    def seclabel(self) -> str | None: ...
+
     def userns(self) -> UserNamespace: ...
 
     def pidns(self) -> tuple[int, ...]: ...
@@ -198,6 +200,7 @@ class Snapshot:
     cgroup_: str | None = None
     caps_: bytes | None = None
     audit_: tuple[int, int] | None = None
+    seclabel_: str | None = None
     userns_: UserNamespace = DAEMON_USERNS
     pidns_: tuple[int, ...] = ()
     ns_pids_: NsPids | None = None
@@ -212,7 +215,8 @@ class Snapshot:
         pidns = process.pidns()
         return cls(process.creds(), process.tid_comm(), process.pid_comm(), process.exe(),
                    process.cmdline(), process.cgroup(), process.caps(), process.audit(),
-                   process.userns(), pidns, process.ns_pids() if pidns else None, process.root())
+                   process.seclabel(), process.userns(), pidns, process.ns_pids() if pidns else None,
+                   process.root())
 
     def creds(self) -> Creds:
         return self.creds_
@@ -237,6 +241,9 @@ class Snapshot:
 
     def audit(self) -> tuple[int, int] | None:
         return self.audit_
+
+    def seclabel(self) -> str | None:
+        return self.seclabel_
 
     def userns(self) -> UserNamespace:
         return self.userns_
@@ -299,6 +306,12 @@ def render(process: Process | None, mask: int, names: list[tuple[int, str]] = ()
                 caps = process.caps()
                 if caps is not None:
                     out.append(item(Item.CAPS, view.caps(caps, creds.euid, process)))
+        if mask & Attach.SECLABEL:
+            # The only process fact a faked identity may state besides creds and pids.
+            label = process.seclabel()
+            if label is not None:
+                out.append(string_item(Item.SECLABEL, label))
+        if not faked:
             if mask & Attach.AUDIT:
                 audit = process.audit()
                 if audit is not None:

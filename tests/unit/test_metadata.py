@@ -141,3 +141,18 @@ def test_items_the_sender_did_not_offer_need_visibility_in_the_receivers_pid_nam
     got = set(items(conn.metadata_for(msg, shy.handle.conn, process)))
     assert {Item.CREDS, Item.PIDS, Item.AUXGROUPS} <= got
     assert not got & {Item.TID_COMM, Item.CAPS, Item.EXE, Item.AUDIT}
+
+
+def test_seclabel_comes_between_caps_and_audit_and_may_be_faked() -> None:
+    labelled = Snapshot(sender().creds_, caps_=caps_bytes(0, 0, 0, 0), audit_=(1, 2),
+                        seclabel_="system_u:system_r:init_t:s0")
+    data = render(labelled, Attach.CAPS | Attach.SECLABEL | Attach.AUDIT)
+    order = list(items(data))
+    assert order == [Item.CAPS, Item.SECLABEL, Item.AUDIT]
+    assert items(data)[Item.SECLABEL] == b"system_u:system_r:init_t:s0\0"
+    # Without a security module there is no label, and no item.
+    assert Item.SECLABEL not in items(render(sender(), Attach.SECLABEL))
+    # A faked identity states only creds, pids and the label.
+    faked = Snapshot(sender().creds_, seclabel_="faked", faked=True, faked_items=(True, False))
+    got = items(render(faked, ALL | Attach.SECLABEL, faked=True))
+    assert list(got) == [Item.CREDS, Item.SECLABEL]

@@ -5,6 +5,7 @@
  *    namespace holds every capability inside it). A gets B's ids as they are outside (65534),
  *    B's real pids, and no capabilities (B's are only valid in its own namespace).
  *  - C lives in another mount namespace: EXE is dropped both ways (the roots differ).
+ *  - D is root's connection with faked creds and a faked SECLABEL: CONN_INFO shows exactly those.
  * usage: namespaces MOUNT_ROOT */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -99,6 +100,54 @@ static void check_exe(const struct kdbus_msg *m, int present, const char *who)
 {
 	CHECK(!find_item(m, KDBUS_ITEM_EXE) == !present, "%s: EXE %s", who, present ? "missing" : "present");
 	OK("%s: EXE %s", who, present ? "attached" : "dropped");
+}
+
+/* HELLO with faked creds and label (the bus owner may), then CONN_INFO about it from A. */
+static void check_faked(const char *root, const char *bus, struct conn *a)
+{
+	static const char label[] = "faked_u:faked_r:faked_t";
+	uint64_t buf[128] = {0};
+	struct kdbus_cmd_hello *h = (void *)buf;
+	struct kdbus_item *it = h->items;
+	int fd = open_bus(root, bus);
+	CHECK(fd >= 0, "open bus");
+	h->attach_flags_send = _KDBUS_ATTACH_ALL;
+	h->attach_flags_recv = _KDBUS_ATTACH_ALL;
+	h->pool_size = POOL_SIZE;
+	it->type = KDBUS_ITEM_CREDS;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_creds);
+	it->creds = (struct kdbus_creds){ 11, 12, 13, 14, 21, 22, 23, 24 };
+	it = KDBUS_ITEM_NEXT(it);
+	it->type = KDBUS_ITEM_SECLABEL;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(label);
+	memcpy(it->str, label, sizeof(label));
+	it = KDBUS_ITEM_NEXT(it);
+	h->size = (uint8_t *)it - (uint8_t *)h;
+	CHECK(ioctl(fd, KDBUS_CMD_HELLO, h) == 0, "HELLO with faked creds and label");
+
+	struct kdbus_cmd_info info = { .size = sizeof(info), .id = h->id,
+				       .attach_flags = KDBUS_ATTACH_CREDS | KDBUS_ATTACH_PIDS |
+						       KDBUS_ATTACH_SECLABEL | KDBUS_ATTACH_PID_COMM };
+	CHECK(ioctl(a->fd, KDBUS_CMD_CONN_INFO, &info) == 0, "CONN_INFO about the faked connection");
+	const struct kdbus_info *got = (const void *)(a->pool + info.offset);
+	const struct kdbus_item *shown;
+	int creds = 0, labels = 0, others = 0;
+	KDBUS_FOREACH(shown, got->items, got->size - offsetof(struct kdbus_info, items)) {
+		if (shown->type == KDBUS_ITEM_CREDS) {
+			creds++;
+			CHECK(shown->creds.uid == 11 && shown->creds.fsgid == 24, "faked creds shown as stated");
+		} else if (shown->type == KDBUS_ITEM_SECLABEL) {
+			labels++;
+			CHECK(strcmp(shown->str, label) == 0, "faked label shown as stated: %s", shown->str);
+		} else {
+			others++;
+		}
+	}
+	CHECK(creds == 1 && labels == 1 && others == 0, "CONN_INFO items: %d creds, %d labels, %d others",
+	      creds, labels, others);
+	OK("faked creds and SECLABEL in CONN_INFO, nothing else");
+	free_slice(a->fd, info.offset);
+	close(fd);
 }
 
 int main(int argc, char **argv)
@@ -207,6 +256,7 @@ int main(int argc, char **argv)
 	free_slice(a.fd, offset);
 	CHECK(waitpid(other, &status, 0) == other && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	      "C's checks passed");
+	check_faked(root, bus, &a);
 	close(control);
 	printf("namespaces: all checks passed\n");
 	return 0;
