@@ -29,8 +29,17 @@ log = logging.getLogger("kdbusfs.peer")
 # Highest user-space address on x86-64 with 5-level paging; anything above is the kernel's.
 USER_ADDRESS_LIMIT = 1 << 56
 
+
+def _own_namespace(kind: str) -> int:
+    try:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:
+        # No nsfs to compare with: every task then counts as living in the daemon's namespaces.
+        return 0
+
+
 # The daemon's own namespaces: ids and pids from /proc are as seen from these.
-_OWN_NS = {kind: os.stat(f"/proc/self/ns/{kind}").st_ino for kind in ("user", "pid", "mnt")}
+_OWN_NS = {kind: _own_namespace(kind) for kind in ("user", "pid", "mnt")}
 _own_userns = _OWN_NS["user"]
 # ioctl(2) requests on nsfs descriptors (linux/nsfs.h): _IO(0xb7, 0x2) and _IO(0xb7, 0x4).
 NS_GET_PARENT = 0xB702
@@ -208,7 +217,7 @@ def _namespace_path(tid: int, kind: str, owners: list[int] | None = None) -> tup
     """The task's namespace of `kind` and its ancestors below the daemon's, outermost first; with
     `owners`, also the owner uid of each (user namespaces)."""
     try:
-        if os.stat(f"/proc/{tid}/ns/{kind}").st_ino == _OWN_NS[kind]:
+        if not _OWN_NS[kind] or os.stat(f"/proc/{tid}/ns/{kind}").st_ino == _OWN_NS[kind]:
             return ()
         fd = os.open(f"/proc/{tid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
