@@ -229,11 +229,11 @@ def _namespace_path(tid: int, kind: str, owners: list[int] | None = None) -> tup
             inode = os.fstat(fd).st_ino
             if inode == _OWN_NS[kind]:
                 break
-            path.append(inode)
             if owners is not None:
                 uid = bytearray(4)
                 fcntl.ioctl(fd, NS_GET_OWNER_UID, uid, True)
                 found_owners.append(int.from_bytes(uid, "little"))
+            path.append(inode)
             try:
                 parent = fcntl.ioctl(fd, NS_GET_PARENT)
             except OSError:

@@ -96,6 +96,9 @@ class View:
         if process.pidns()[:depth] != self.pidns:
             return 0, 0, 0
         tgids, tids, parent_tgids = process.ns_pids()
+        if len(tgids) <= depth or len(tids) <= depth:
+            # The task went away before its ids could be read.
+            return 0, 0, 0
         # A parent lives in the thread's pid namespace or an ancestor of it.
         parent = parent_tgids[depth] if len(parent_tgids) > depth else 0
         return tgids[depth], tids[depth], parent
@@ -109,7 +112,8 @@ class View:
         if mine[: len(sender)] != sender:
             # Not below the sender's namespace: none of its capabilities apply here.
             return caps[:4] + bytes(32)
-        if self.userns.owners[len(sender)] == euid:
+        owners = self.userns.owners
+        if len(owners) > len(sender) and owners[len(sender)] == euid:
             # The sender created the namespace on our path: it holds every capability below it.
             last_cap = int.from_bytes(caps[:4], "little")
             full = (1 << (last_cap + 1)) - 1

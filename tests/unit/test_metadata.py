@@ -156,3 +156,9 @@ def test_seclabel_comes_between_caps_and_audit_and_may_be_faked() -> None:
     faked = Snapshot(sender().creds_, seclabel_="faked", faked=True, faked_items=(True, False))
     got = items(render(faked, ALL | Attach.SECLABEL, faked=True))
     assert list(got) == [Item.CREDS, Item.SECLABEL]
+
+
+def test_a_task_gone_before_its_ids_were_read_shows_zero_pids() -> None:
+    # Its pid namespace was read, its status no longer: ids at the receiver's depth are missing.
+    gone = sender(pidns=(60,), ns_pids=((100,), (101,), ()))
+    assert structs.PIDS.struct.unpack(items(render(gone, ALL, view=CHILD_VIEW))[Item.PIDS]) == (0, 0, 0)
