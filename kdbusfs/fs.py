@@ -70,6 +70,7 @@ class Node:
 
 
 _ANSWER = struct.Struct("<QQQQQ")
+_IOCTL_IN_SIZE = p.IOCTL_IN.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,7 +529,7 @@ class Filesystem:
         handle = opened.handle
         h = request.header
         caller = RequestCaller(self.memory, h.pid, h.uid, h.gid, self.device)
-        in_data = bytes(request.body[p.IOCTL_IN.size : p.IOCTL_IN.size + in_size])
+        in_data = request.body[_IOCTL_IN_SIZE : _IOCTL_IN_SIZE + in_size].tobytes()
         was_connected = handle.type is HandleType.CONNECTED
         try:
             out = ioctl(handle, cmd, arg, in_data, caller)

@@ -310,8 +310,16 @@ def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
         buf[meta_at : meta_at + len(meta)] = meta
     payload_at = offset + payload_start
     if msg.n_payload:
-        # Zeros first: NULL vecs, memfd padding and the tail are zero; data vecs overwrite theirs.
-        buf[payload_at : offset + size] = bytes(offset + size - payload_at)
+        # Only what no data vec covers is zeroed (NULL vecs' and memfds' padding, the tail): a
+        # slice may hold an earlier message's bytes, and big payloads should be written once.
+        zero_from = payload_at
+        for stream, _address, length in msg.vecs:
+            start = payload_at + stream
+            if start > zero_from:
+                buf[zero_from:start] = bytes(start - zero_from)
+            zero_from = start + length
+        if offset + size > zero_from:
+            buf[zero_from : offset + size] = bytes(offset + size - zero_from)
         if msg.source is not None:
             src_pool, src_at = msg.source
             for stream, _address, length in msg.vecs:

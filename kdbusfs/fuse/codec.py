@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import protocol as p
@@ -18,18 +17,17 @@ class Header(NamedTuple):
     pid: int
 
 
-@dataclass(slots=True)
 class Request:
-    header: Header
-    body: memoryview
+    """One request: its header and the body after it (extensions cut off)."""
 
-    @property
-    def opcode(self) -> int:
-        return self.header.opcode
+    # Plain slots, no properties: every request's opcode and unique are read several times.
+    __slots__ = ("header", "body", "opcode", "unique")
 
-    @property
-    def unique(self) -> int:
-        return self.header.unique
+    def __init__(self, header: Header, body: memoryview) -> None:
+        self.header = header
+        self.body = body
+        self.opcode = header.opcode
+        self.unique = header.unique
 
 
 class ProtocolError(Exception):
@@ -40,11 +38,18 @@ def parse_request(buf: bytes | bytearray | memoryview) -> Request:
     view = memoryview(buf)
     if len(view) < p.IN_HEADER.size:
         raise ProtocolError(f"request of {len(view)} bytes is shorter than its header")
-    length, opcode, unique, nodeid, uid, gid, pid, extlen, _ = p.IN_HEADER.unpack_from(view)
+    fields = _IN_HEADER.unpack_from(view)
+    length = fields[0]
     if length != len(view):
         raise ProtocolError(f"header says {length} bytes, read {len(view)}")
-    end = length - extlen * 8
-    return Request(Header(length, opcode, unique, nodeid, uid, gid, pid), view[p.IN_HEADER.size : end])
+    end = length - fields[7] * 8
+    # tuple.__new__ skips the named tuple's Python-level __new__.
+    return Request(_new_tuple(Header, fields[:7]), view[_IN_HEADER_SIZE:end])
+
+
+_IN_HEADER = p.IN_HEADER
+_IN_HEADER_SIZE = p.IN_HEADER.size
+_new_tuple = tuple.__new__
 
 
 def name_arg(body: memoryview) -> bytes:
