@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import queue
+import select
 import socket
 import struct
 import threading
@@ -477,15 +478,33 @@ class MountTable:
     """Maps mount ids (from fdinfo) to devices (from mountinfo), so files are placed by name only.
 
     kdbusfs must not fstat, poll or close a descriptor of its own mount on its serving thread: each
-    of those is a FUSE request to itself.
+    of those is a FUSE request to itself. The table is read again only when the kernel says the
+    mount table changed (POLLPRI on an open mountinfo): ids of internal mounts (pipes, sockets,
+    memfds) are never listed, and looking for them must not mean reading mountinfo every time.
     """
 
     def __init__(self) -> None:
         self._devices: dict[int, int] = {}
+        self._file: int | None = None
+        self._poll = select.poll()
+
+    def _changed(self) -> bool:
+        if self._file is None:
+            self._file = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+            self._poll.register(self._file, select.POLLPRI | select.POLLERR)
+            return True
+        return bool(self._poll.poll(0))
 
     def device(self, mount_id: int) -> int | None:
-        if mount_id not in self._devices:
-            self._devices = {m.mount_id: m.device for m in mountinfo()}
+        if self._changed():
+            assert self._file is not None
+            # Reading the open file from its start is also what acknowledges the change.
+            os.lseek(self._file, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(self._file, 65536):
+                chunks.append(chunk)
+            text = b"".join(chunks).decode("utf-8", "surrogateescape")
+            self._devices = {m.mount_id: m.device for m in mountinfo(text)}
         return self._devices.get(mount_id)
 
 
@@ -518,8 +537,9 @@ class SenderFiles:
     def _is_kdbus(self, pid: int, fd: int) -> bool:
         return self._kdbus_dev is not None and _fd_device(pid, fd) == self._kdbus_dev
 
-    def grab(self, fd: int) -> int:
-        """A duplicate of the sender's `fd`; EBADF if it is closed."""
+    def grab(self, fd: int, recheck: bool = True) -> int:
+        """A duplicate of the sender's `fd` (close-on-exec, as pidfd_getfd makes it); EBADF if it
+        is closed. Unless told not to, a kdbus file swapped in after the check by name is refused."""
         if fd < 0:
             raise KdbusError(errno.EBADF, f"negative fd {fd}")
         if self._pidfd is None:
@@ -534,8 +554,7 @@ class SenderFiles:
                 raise KdbusError(errno.EPERM, f"no access to the descriptors of task {self._pid}")
             raise KdbusError(errno.EBADF, f"sender has no fd {fd} ({os.strerror(err)})")
         copy = int(got)
-        os.set_inheritable(copy, False)
-        if self._is_kdbus(os.getpid(), copy):
+        if recheck and self._is_kdbus(os.getpid(), copy):
             # Swapped in after the check by name: refuse it, and let the closer send the FLUSH.
             closer.close(copy)
             raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file")
@@ -560,21 +579,22 @@ class SenderFiles:
                 closer.close(copy)
 
     def check_memfd(self, fd: int, start: int, size: int) -> None:
-        if fd >= 0 and self._is_kdbus(self._pid, fd):
-            raise KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd")
-        copy = self.grab(fd)
+        # No placing by name first: F_GET_SEALS touches no file system (it fails for anything but
+        # shmem, kdbus files included, with the errno kdbus gives them), and once it succeeds the
+        # copy is shmem, which may be fstat'ed and closed right here.
+        copy = self.grab(fd, recheck=False)
         try:
-            try:
-                seals = fcntl.fcntl(copy, F_GET_SEALS)
-            except OSError:
-                raise KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd") from None
+            seals = fcntl.fcntl(copy, F_GET_SEALS)
+        except OSError:
+            closer.close(copy)
+            raise KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd") from None
+        try:
             if seals & REQUIRED_SEALS != REQUIRED_SEALS:
                 raise KdbusError(errno.ETXTBSY, f"memfd {fd} is not sealed (seals {seals:#x})")
-            # A memfd is shmem, never a FUSE file: fstat is safe here.
             if start + size > os.fstat(copy).st_size:
                 raise KdbusError(errno.EFAULT, f"memfd {fd}: range {start}+{size} past its end")
         finally:
-            closer.close(copy)
+            os.close(copy)
 
     def pollable(self, fd: int) -> int:
         """A duplicate of a CANCEL_FD to watch: EBADF if closed, EINVAL if it cannot be polled."""

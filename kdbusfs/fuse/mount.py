@@ -47,19 +47,21 @@ class Mount(NamedTuple):
     source: str
 
 
-def mountinfo() -> list[Mount]:
-    """Every mount of this mount namespace, in mount order (/proc/self/mountinfo).
+def mountinfo(text: str | None = None) -> list[Mount]:
+    """Every mount of this mount namespace, in mount order (/proc/self/mountinfo, or its `text`).
 
     Read by name, never by stat: a stat of our own mount would be a request to ourselves.
     """
+    if text is None:
+        with open("/proc/self/mountinfo") as f:
+            text = f.read()
     out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            major, minor = fields[2].split(":")
-            out.append(Mount(int(fields[0]), os.makedev(int(major), int(minor)), _unescape(fields[4]),
-                             fields[sep + 1], fields[sep + 2]))
+    for line in text.splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        major, minor = fields[2].split(":")
+        out.append(Mount(int(fields[0]), os.makedev(int(major), int(minor)), _unescape(fields[4]),
+                         fields[sep + 1], fields[sep + 2]))
     return out
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from kdbusfs.fuse.mount import libc_mount, libc_umount, mountinfo
+from kdbusfs.peer import MountTable
+
 from .clients import run_client
 from .harness import REPO, is_mounted, start_daemon, wait_for, world_tempdir
 
@@ -217,3 +220,19 @@ def test_installed_helpers_are_executable_and_point_at_kdbusfs(tmp_path: Path) -
     assert stat.S_IMODE(helper.stat().st_mode) == 0o755
     assert 'KDBUSFS="${KDBUSFS:-/opt/x/kdbusfs}"' in helper.read_text()
     assert (root / "sbin/mount.kdbusfs").read_text() == helper.read_text()
+
+
+def test_the_mount_table_learns_of_new_mounts_without_rereading_on_every_miss(tmp_path: Path) -> None:
+    # kdbusfs places passed descriptors by mount id; the table it keeps must follow mounts made
+    # after it was read (a bind mount of a kdbus mount, say).
+    table = MountTable()
+    assert table.device(2**31 - 1) is None
+    target = tmp_path / "fresh"
+    target.mkdir()
+    libc_mount("none", str(target), "tmpfs", 0, None)
+    try:
+        fresh = [m for m in mountinfo() if m.point == str(target)][-1]
+        assert table.device(fresh.mount_id) == fresh.device
+    finally:
+        libc_umount(str(target))
+    assert table.device(fresh.mount_id) is None
