@@ -63,8 +63,10 @@ class Session:
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
         self._epoll.register(self._stop_fd, select.EPOLLIN)
-        # Watched CANCEL_FDs (the daemon's duplicates), registered with the epoll above.
-        self._watched: set[int] = set()
+        # Watched CANCEL_FDs (the daemon's duplicates) and whether each is registered with the
+        # epoll above. One that cannot be registered stays open, unwatched, until its call ends,
+        # so that its number is not reused while the server still knows it.
+        self._watched: dict[int, bool] = {}
         self._stopped = False
 
     def stop(self) -> None:
@@ -133,7 +135,7 @@ class Session:
             if ready == self._stop_fd:
                 self._stopped = True
                 return
-            if ready in self._watched:
+            if self._watched.get(ready):
                 self._writer.write_all(server.cancel_fd_ready(ready), "cancel fd")
                 self._sync_watches()
                 # A cancel fd fires once, whether or not its call was still waiting.
@@ -152,18 +154,20 @@ class Session:
             except OSError as exc:
                 # Nothing will cancel this call early; its reply or timeout still ends it.
                 log.warning("cannot watch cancel fd %d: %s", fd, exc.strerror)
-                server.close_fd(fd)
+                self._watched[fd] = False
                 continue
-            self._watched.add(fd)
+            self._watched[fd] = True
         while server.unwatch:
             self._unwatch(server.unwatch.pop())
 
     def _unwatch(self, fd: int) -> None:
-        if fd in self._watched:
-            self._watched.discard(fd)
+        registered = self._watched.pop(fd, None)
+        if registered is None:
+            return
+        if registered:
             self._epoll.unregister(fd)
-            # Closing may wait on another file system (a FUSE daemon, perhaps us): never here.
-            self._server.close_fd(fd)
+        # Closing may wait on another file system (a FUSE daemon, perhaps us): never here.
+        self._server.close_fd(fd)
 
 
 def _write_one(fd: int, message: bytes, what: str | int) -> None:

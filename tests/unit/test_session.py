@@ -155,3 +155,28 @@ def test_a_watch_ended_before_it_started_is_closed_not_leaked(kernel: Kernel) ->
     thread.join(5)
     session.close()
     os.close(write_end)
+
+
+def test_a_cancel_fd_that_cannot_be_polled_stays_open_until_its_call_ends(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    session = Session(ours.fileno(), server)
+    # epoll refuses regular files.
+    unpollable = os.open("/proc/self/cmdline", os.O_RDONLY)
+    server.watch.append(unpollable)
+    thread = running(session)
+    theirs.send(request(1))
+    theirs.settimeout(5)
+    assert unique_of(theirs.recv(4096)) == 1
+    theirs.send(request(2))
+    assert unique_of(theirs.recv(4096)) == 2
+    assert server.closed == []
+    server.unwatch.append(unpollable)
+    theirs.send(request(3))
+    assert unique_of(theirs.recv(4096)) == 3
+    theirs.send(request(4))
+    assert unique_of(theirs.recv(4096)) == 4
+    assert server.closed == [unpollable]
+    session.stop()
+    thread.join(5)
+    session.close()
