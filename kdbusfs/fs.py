@@ -30,7 +30,7 @@ from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
 from .bus.limits import PAGE_SIZE
-from .bus.metadata import DAEMON_USERNS
+from .bus.metadata import UNKNOWN_USERNS
 from .bus.reply import SyncWait
 from .fuse import codec
 from .fuse import protocol as p
@@ -433,7 +433,9 @@ class Filesystem:
                 raise KdbusError(errno.EISDIR, "not an endpoint")
             if not (endpoint.active and endpoint.bus.active):
                 raise KdbusError(errno.ESHUTDOWN, f"endpoint {endpoint.name} is going away")
-            handle = Handle(endpoint, opener, opener_userns=user_namespace(h.pid) if h.pid else DAEMON_USERNS)
+            # No pid: a task the mount's pid namespace cannot see, nor can we see its namespaces.
+            userns = user_namespace(h.pid) if h.pid else UNKNOWN_USERNS
+            handle = Handle(endpoint, opener, opener_userns=userns)
             open_flags = 0
         fh = self._next_fh
         self._next_fh += 1

@@ -50,7 +50,16 @@ from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
 from .bus.message import MSG_FLAGS, SenderFiles, stage_user
-from .bus.metadata import DAEMON_USERNS, Creds, Process, Snapshot, UserNamespace, View, sanitize_attach_flags
+from .bus.metadata import (
+    DAEMON_USERNS,
+    UNKNOWN_ROOT,
+    Creds,
+    Process,
+    Snapshot,
+    UserNamespace,
+    View,
+    sanitize_attach_flags,
+)
 from .bus.names import ACQUIRE_FLAGS, is_valid_name
 from .bus.policy import may_own, may_see, may_see_name, parse_upload
 from .bus.reply import SyncWait
@@ -261,7 +270,7 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
     else:
         snapshot = Snapshot.capture(_only(caller.process(), attach_send))
     process = caller.process()
-    view = View(handle.opener_userns, process.pidns(), process.root())
+    view = View(handle.opener_userns, process.pidns(), process.root() or UNKNOWN_ROOT)
     name_item = args.item(Item.NAME)
     name = name_item.string if name_item else None
     if name is not None and not is_valid_name(name, allow_wildcard=True):

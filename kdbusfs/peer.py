@@ -22,7 +22,7 @@ import threading
 from typing import Any
 
 from .bus.errors import KdbusError
-from .bus.metadata import DAEMON_USERNS, Creds, IdMap, NsPids, UserNamespace
+from .bus.metadata import DAEMON_USERNS, UNKNOWN_NS, Creds, IdMap, NsPids, UserNamespace
 from .fuse.mount import mountinfo
 
 log = logging.getLogger("kdbusfs.peer")
@@ -216,13 +216,15 @@ _CAP_LAST_CAP = int((_read_text("/proc/sys/kernel/cap_last_cap") or b"40").strip
 
 def _namespace_path(tid: int, kind: str, owners: list[int] | None = None) -> tuple[int, ...]:
     """The task's namespace of `kind` and its ancestors below the daemon's, outermost first; with
-    `owners`, also the owner uid of each (user namespaces)."""
+    `owners`, also the owner uid of each (user namespaces). (UNKNOWN_NS,) if it cannot be read."""
+    if not _OWN_NS[kind]:
+        return ()  # no nsfs here at all: everyone shares the daemon's view
     try:
-        if not _OWN_NS[kind] or os.stat(f"/proc/{tid}/ns/{kind}").st_ino == _OWN_NS[kind]:
+        if os.stat(f"/proc/{tid}/ns/{kind}").st_ino == _OWN_NS[kind]:
             return ()
         fd = os.open(f"/proc/{tid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return ()
+        return (UNKNOWN_NS,)
     path: list[int] = []
     found_owners: list[int] = []
     try:
@@ -243,6 +245,7 @@ def _namespace_path(tid: int, kind: str, owners: list[int] | None = None) -> tup
             fd = parent
     except OSError as exc:
         log.warning("cannot place the %s namespace of task %d: %s", kind, tid, exc.strerror)
+        return (UNKNOWN_NS,)
     finally:
         os.close(fd)
     if owners is not None:
@@ -267,6 +270,8 @@ def user_namespace(tid: int) -> UserNamespace:
     path = _namespace_path(tid, "user", owners)
     if not path:
         return DAEMON_USERNS
+    if UNKNOWN_NS in path:
+        return UserNamespace(path)
     return UserNamespace(path, tuple(owners), _id_map(tid, "uid_map"), _id_map(tid, "gid_map"))
 
 
@@ -498,7 +503,7 @@ class MountTable:
     def device(self, mount_id: int) -> int | None:
         if self._changed():
             assert self._file is not None
-            # Reading the open file from its start is also what acknowledges the change.
+            # The poll that reported the change also acknowledged it; read the new table.
             os.lseek(self._file, 0, os.SEEK_SET)
             chunks = []
             while chunk := os.read(self._file, 65536):
@@ -602,7 +607,11 @@ class SenderFiles:
             # Polling our own file would be a request to ourselves.
             raise KdbusError(errno.EINVAL, f"cancel fd {fd} is a kdbus file")
         copy = self.grab(fd)
-        link = os.readlink(f"/proc/self/fd/{copy}")
+        try:
+            link = os.readlink(f"/proc/self/fd/{copy}")
+        except OSError:
+            closer.close(copy)
+            raise KdbusError(errno.EBADF, f"cancel fd {fd} cannot be placed") from None
         if link.startswith("/") and not link.startswith("/dev/"):
             # A file or directory on a file system: regular files have no poll in kdbus's sense.
             closer.close(copy)

@@ -355,7 +355,7 @@ class Connection:
         items = string_item(Item.MAKE_NAME, bus.name)
         mask = attach_flags & bus.creator_attach & ~(Attach.TIMESTAMP | Attach.NAMES |
                                                      Attach.CONN_DESCRIPTION)
-        items += render(bus.creator, mask)
+        items += render(bus.creator, mask, view=self.view)
         return structs.INFO.pack(structs.INFO.size + len(items), bus.id, bus.bus_flags) + items
 
     def reply_slice(self, msg: msgs.Staged, sender: Connection, process: Process | None) -> tuple[int, int]:

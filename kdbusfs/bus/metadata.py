@@ -69,6 +69,11 @@ def _map_id(id_map: IdMap, value: int) -> int:
 
 
 DAEMON_USERNS = UserNamespace()
+# A namespace that could not be read (nsfs inode numbers are never 0): it sees nothing of others
+# (ids overflow, pids 0, no capabilities, no EXE) and is seen only from the daemon's namespaces.
+UNKNOWN_NS = 0
+UNKNOWN_USERNS = UserNamespace((UNKNOWN_NS,))
+UNKNOWN_ROOT = (UNKNOWN_NS, "")
 # A thread's ids in each pid namespace from the daemon's down to its own: (tgid, tid, parent's tgid),
 # as the NStgid/NSpid lines of /proc/PID/status list them.
 NsPids = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
@@ -87,13 +92,15 @@ class View:
     def sees(self, process: Process) -> bool:
         """Whether `process` is visible in this pid namespace (it lives in it or below it)."""
         depth = len(self.pidns)
-        return not depth or process.pidns()[:depth] == self.pidns
+        if not depth:
+            return True
+        return UNKNOWN_NS not in self.pidns and process.pidns()[:depth] == self.pidns
 
     def pids(self, creds: Creds, process: Process) -> tuple[int, int, int]:
         depth = len(self.pidns)
         if not depth:
             return creds.pid, creds.tid, creds.ppid
-        if process.pidns()[:depth] != self.pidns:
+        if not self.sees(process):
             return 0, 0, 0
         tgids, tids, parent_tgids = process.ns_pids()
         if len(tgids) <= depth or len(tids) <= depth:
@@ -107,6 +114,8 @@ class View:
         """Capability sets mean something only from the sender's user namespace downwards."""
         sender = process.userns().path
         mine = self.userns.path
+        if UNKNOWN_NS in mine or UNKNOWN_NS in sender:
+            return caps[:4] + bytes(32)
         if sender == mine:
             return caps
         if mine[: len(sender)] != sender:

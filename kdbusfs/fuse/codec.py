@@ -43,6 +43,8 @@ def parse_request(buf: bytes | bytearray | memoryview) -> Request:
     if length != len(view):
         raise ProtocolError(f"header says {length} bytes, read {len(view)}")
     end = length - fields[7] * 8
+    if end < _IN_HEADER_SIZE:
+        raise ProtocolError(f"extensions of {fields[7] * 8} bytes do not fit a {length}-byte request")
     # tuple.__new__ skips the named tuple's Python-level __new__.
     return Request(_new_tuple(Header, fields[:7]), view[_IN_HEADER_SIZE:end])
 

@@ -26,6 +26,9 @@ log = logging.getLogger("kdbusfs.session")
 # Large enough for any request the kernel may send with the max_write we negotiate (the kernel
 # rejects smaller buffers), allocated once: a fresh buffer per request costs page faults.
 READ_BUFFER_SIZE = 128 * 1024 + 4096
+# Deadlines are looked at whenever the loop runs out of requests, and also after this many
+# requests in a row: a steady stream must not hold back timeouts.
+DEADLINE_CHECK_EVERY = 64
 
 
 class Server(Protocol):
@@ -71,6 +74,8 @@ class Session:
 
     def stop(self) -> None:
         """End run() soon; safe from any thread, before, during or after run()."""
+        # The flag ends a loop that never runs out of requests; the eventfd wakes an idle one.
+        self._stopped = True
         os.eventfd_write(self._stop_fd, 1)
 
     def close(self) -> None:
@@ -83,6 +88,7 @@ class Session:
         os.set_blocking(fd, False)
         buf = bytearray(READ_BUFFER_SIZE)
         view = memoryview(buf)
+        served = 0
         try:
             while not self._stopped:
                 try:
@@ -110,6 +116,9 @@ class Session:
                 writer.write_all(server.handle(request), request.opcode)
                 if server.watch or server.unwatch:
                     self._sync_watches()
+                served += 1
+                if served % DEADLINE_CHECK_EVERY == 0:
+                    self._tick_if_due()
                 if request.opcode == p.Opcode.INIT and self._on_ready is not None:
                     self._on_ready()
                     self._on_ready = None
@@ -141,8 +150,16 @@ class Session:
                 # A cancel fd fires once, whether or not its call was still waiting.
                 self._unwatch(ready)
         if deadline is not None and time.monotonic_ns() >= deadline:
-            self._writer.write_all(server.tick(), "timer")
-            self._sync_watches()
+            self._tick()
+
+    def _tick_if_due(self) -> None:
+        deadline = self._server.next_deadline()
+        if deadline is not None and time.monotonic_ns() >= deadline:
+            self._tick()
+
+    def _tick(self) -> None:
+        self._writer.write_all(self._server.tick(), "timer")
+        self._sync_watches()
 
     def _sync_watches(self) -> None:
         # Watches first: a call may end before its cancel fd was ever watched.

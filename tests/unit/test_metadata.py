@@ -13,6 +13,9 @@ from kdbusfs.bus.message import stage_user
 from kdbusfs.bus.metadata import (
     DAEMON_VIEW,
     OVERFLOW_ID,
+    UNKNOWN_NS,
+    UNKNOWN_ROOT,
+    UNKNOWN_USERNS,
     UNSET_ID,
     Creds,
     IdMap,
@@ -134,10 +137,11 @@ def test_items_the_sender_did_not_offer_need_visibility_in_the_receivers_pid_nam
     assert conn is not None and shy.handle.conn is not None
     process = sender()
     # Same pid namespace: /proc would show it all, so all of it is attached.
+    conn.view = View(root=process.root())
     shown = set(items(conn.metadata_for(msg, shy.handle.conn, process)))
     assert {Item.TID_COMM, Item.CAPS, Item.EXE} <= shown
     # Receiver in a pid namespace the sender is not in: only the implicit items.
-    conn.view = View(pidns=(60,))
+    conn.view = View(pidns=(60,), root=process.root())
     got = set(items(conn.metadata_for(msg, shy.handle.conn, process)))
     assert {Item.CREDS, Item.PIDS, Item.AUXGROUPS} <= got
     assert not got & {Item.TID_COMM, Item.CAPS, Item.EXE, Item.AUDIT}
@@ -162,3 +166,27 @@ def test_a_task_gone_before_its_ids_were_read_shows_zero_pids() -> None:
     # Its pid namespace was read, its status no longer: ids at the receiver's depth are missing.
     gone = sender(pidns=(60,), ns_pids=((100,), (101,), ()))
     assert structs.PIDS.struct.unpack(items(render(gone, ALL, view=CHILD_VIEW))[Item.PIDS]) == (0, 0, 0)
+
+
+def test_a_receiver_whose_namespaces_could_not_be_read_sees_nothing_of_others() -> None:
+    unknown = View(UNKNOWN_USERNS, (UNKNOWN_NS,), UNKNOWN_ROOT)
+    got = items(render(sender(uid=0, pidns=(UNKNOWN_NS,), ns_pids=((100, 1), (101, 1), (99, 1))),
+                       ALL, view=unknown))
+    assert set(structs.CREDS.struct.unpack(got[Item.CREDS])) == {OVERFLOW_ID}
+    assert structs.PIDS.struct.unpack(got[Item.PIDS]) == (0, 0, 0)
+    assert got[Item.CAPS] == caps_bytes(0, 0, 0, 0)
+    assert Item.EXE not in got
+    # A sender whose namespaces could not be read shows no capabilities either.
+    assert items(render(sender(userns=(UNKNOWN_NS,)), ALL))[Item.CAPS] == caps_bytes(0, 0, 0, 0)
+
+
+def test_bus_creator_info_is_translated_for_the_asking_connection() -> None:
+    bus = make_bus(Domain()).bus
+    assert bus is not None
+    asking = connect(bus).handle.conn
+    assert asking is not None
+    bus.creator_attach = int(Attach.CREDS)
+    asking.view = CHILD_VIEW
+    record = asking.bus_creator_info(int(Attach.CREDS))
+    creds = items(record[structs.INFO.size:])[Item.CREDS]
+    assert set(structs.CREDS.struct.unpack(creds)) == {OVERFLOW_ID}

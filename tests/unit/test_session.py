@@ -17,7 +17,7 @@ import pytest
 from kdbusfs.fuse import codec
 from kdbusfs.fuse import protocol as p
 from kdbusfs.fuse.codec import Request
-from kdbusfs.fuse.session import Session
+from kdbusfs.fuse.session import DEADLINE_CHECK_EVERY, Session
 
 Kernel = tuple[socket.socket, socket.socket]
 
@@ -177,6 +177,25 @@ def test_a_cancel_fd_that_cannot_be_polled_stays_open_until_its_call_ends(kernel
     theirs.send(request(4))
     assert unique_of(theirs.recv(4096)) == 4
     assert server.closed == [unpollable]
+    session.stop()
+    thread.join(5)
+    session.close()
+
+
+def test_a_steady_stream_of_requests_does_not_hold_back_a_due_deadline(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    server.deadline = time.monotonic_ns() - 1  # already due
+    session = Session(ours.fileno(), server)
+    count = DEADLINE_CHECK_EVERY * 2
+    # Queued before the loop starts: it never runs out of requests until all are served.
+    for unique in range(1, count + 1):
+        theirs.send(request(unique))
+    thread = running(session)
+    theirs.settimeout(5)
+    answers = [unique_of(theirs.recv(4096)) for _ in range(count + 1)]
+    assert 999 in answers[: DEADLINE_CHECK_EVERY + 1]
+    assert server.ticks == 1
     session.stop()
     thread.join(5)
     session.close()
