@@ -1,0 +1,210 @@
+"""The daemon's Python cost of one 8-byte synchronous call, without the kernel or other processes.
+
+Replays, through Filesystem.handle, the seven FUSE requests one call costs with bench_kdbus.c's
+pattern (the callee's RECV that finds nothing, its POLL, the caller's SEND, the callee's RECV,
+FREE and SEND of the reply, the caller's FREE), with this process standing in for both clients:
+their structs live in this process's memory, which the daemon reads with process_vm_readv as it
+would read a client's. Pools are memfds as on a root mount (passthrough), only never registered
+with a FUSE connection. What the live benchmarks add on top is the kernel's share: FUSE round
+trips and context switches (calls.py's "FUSE floor" column).
+
+Prints microseconds per call for each request type, the median of several runs. No root needed.
+usage: python benchmarks/python_cost.py [--calls N] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import mmap
+import os
+import statistics
+import struct
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kdbusfs.abi import structs  # noqa: E402
+from kdbusfs.abi.constants import Cmd, Item  # noqa: E402
+from kdbusfs.abi.items import item, string_item  # noqa: E402
+from kdbusfs.abi.structs import Layout  # noqa: E402
+from kdbusfs.bus.domain import Domain  # noqa: E402
+from kdbusfs.fs import F_SEAL_POOL, Filesystem, OpenFile  # noqa: E402
+from kdbusfs.fuse import protocol as p  # noqa: E402
+from kdbusfs.fuse.codec import parse_request  # noqa: E402
+
+NAME = "org.kdbusfs.Bench"
+POOL_SIZE = 1 << 20
+EAGAIN = 11
+
+
+class UnmountedFilesystem(Filesystem):
+    """Pools are memfds as with passthrough, with no FUSE connection to register them with."""
+
+    def _back_with_memfd(self, opened: OpenFile) -> None:
+        memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        opened.backing_fd, opened.backing_id = memfd, 1
+
+        def pool_memory(size: int) -> mmap.mmap:
+            os.ftruncate(memfd, size)
+            pool = mmap.mmap(memfd, size)
+            fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
+            return pool
+
+        opened.handle.pool_memory = pool_memory
+
+
+class Replay:
+    """A file system and two connected "clients" whose structs live in this process."""
+
+    def __init__(self) -> None:
+        self.fs = UnmountedFilesystem(Domain())
+        self.pid = os.getpid()
+        self.unique = 0
+        self.memory = ctypes.create_string_buffer(1 << 16)
+        self.base = ctypes.addressof(self.memory)
+        self.request(p.Opcode.INIT, 0, p.INIT_IN.pack(p.KERNEL_VERSION, p.KERNEL_MINOR_VERSION, 0, 0))
+        self.fs.passthrough = True
+        control = self.open(self.lookup(p.ROOT_ID, b"control"))
+        make = cmd(structs.CMD, item(Item.BLOOM_PARAMETER, structs.BLOOM_PARAMETER.pack(64, 1))
+                   + string_item(Item.MAKE_NAME, f"{os.geteuid()}-replay"))
+        self.ioctl(control, Cmd.BUS_MAKE, self.place(0, make), make[:24])
+        self.bus_dir = self.lookup(p.ROOT_ID, f"{os.geteuid()}-replay".encode())
+        self.caller, self.callee = self.connect(), self.connect()
+        acquire = cmd(structs.CMD, string_item(Item.NAME, NAME))
+        self.ioctl(self.callee, Cmd.NAME_ACQUIRE, self.place(0x300, acquire), acquire[:24])
+        self.payload = self.place(0x8000, b"\1" * 8)
+        self.cookie = 0
+
+    def place(self, offset: int, data: bytes) -> int:
+        ctypes.memmove(self.base + offset, data, len(data))
+        return self.base + offset
+
+    def request(self, opcode: int, nodeid: int, body: bytes) -> list[bytes]:
+        self.unique += 1
+        header = p.IN_HEADER.pack(p.IN_HEADER.size + len(body), opcode, self.unique, nodeid, 0, 0,
+                                  self.pid, 0, 0)
+        return self.fs.handle(parse_request(header + body))
+
+    def answer(self, out: list[bytes]) -> tuple[int, bytes]:
+        _length, error, _unique = p.OUT_HEADER.unpack_from(out[-1])
+        return -error, out[-1][p.OUT_HEADER.size :]
+
+    def lookup(self, parent: int, name: bytes) -> int:
+        err, body = self.answer(self.request(p.Opcode.LOOKUP, parent, name + b"\0"))
+        assert err == 0, err
+        return int(struct.unpack_from("<Q", body)[0])
+
+    def open(self, nodeid: int) -> int:
+        err, body = self.answer(self.request(p.Opcode.OPEN, nodeid, p.OPEN_IN.pack(os.O_RDWR, 0)))
+        assert err == 0, err
+        return int(struct.unpack_from("<Q", body)[0])
+
+    def ioctl(self, fh: int, command: int, address: int, in_data: bytes = b"", out_size: int = 0,
+              expect: int = 0) -> bytes:
+        out = self.request(p.Opcode.IOCTL, 0, p.IOCTL_IN.pack(fh, 0, command, address, len(in_data),
+                                                              out_size) + in_data)
+        err, body = self.answer(out)
+        assert err == expect, (command, err)
+        return body
+
+    def connect(self) -> int:
+        fh = self.open(self.lookup(self.bus_dir, b"bus"))
+        hello = cmd(structs.CMD_HELLO, pool_size=POOL_SIZE)
+        self.ioctl(fh, Cmd.HELLO, self.place(0x100, hello), hello, len(hello))
+        return fh
+
+    def call(self, timings: dict[str, float]) -> None:
+        """One synchronous call, each request timed under its own name."""
+        self.cookie += 1
+        clock = time.perf_counter
+        recv = cmd(structs.CMD_RECV)
+        recv_at = self.place(0x2000, recv)
+        t = clock()
+        self.ioctl(self.callee, Cmd.RECV, recv_at, out_size=len(recv), expect=EAGAIN)
+        timings["callee RECV (nothing)"] += clock() - t
+        t = clock()
+        self.request(p.Opcode.POLL, 0, p.POLL_IN.pack(self.callee, 7, p.POLL_SCHEDULE_NOTIFY, 1))
+        timings["callee POLL"] += clock() - t
+        message = cmd(structs.MSG, string_item(Item.DST_NAME, NAME) + vec(self.payload, 8), flags=1,
+                      payload_type=0xBB, cookie=self.cookie,
+                      timeout_ns=time.monotonic_ns() + 5_000_000_000)
+        send = cmd(structs.CMD_SEND, flags=1, msg_address=self.place(0x1000, message))
+        send_at = self.place(0x1800, send)
+        t = clock()
+        self.request(p.Opcode.IOCTL, 0, p.IOCTL_IN.pack(self.caller, 0, Cmd.SEND, send_at, len(send), 0)
+                     + send)
+        timings["caller SEND (sync)"] += clock() - t
+        self.place(0x2000, recv)
+        t = clock()
+        got = self.ioctl(self.callee, Cmd.RECV, recv_at, out_size=len(recv))
+        timings["callee RECV"] += clock() - t
+        offset = struct.unpack_from("<Q", got, p.IOCTL_OUT.size + 40)[0]
+        free = cmd(structs.CMD_FREE, offset=offset)
+        t = clock()
+        self.ioctl(self.callee, Cmd.FREE, self.place(0x2100, free), free)
+        timings["callee FREE"] += clock() - t
+        reply = cmd(structs.MSG, vec(self.payload, 8), payload_type=0xBB, dst_id=self.caller_id,
+                    cookie=self.cookie, timeout_ns=self.cookie)
+        reply_send = cmd(structs.CMD_SEND, msg_address=self.place(0x3000, reply))
+        t = clock()
+        out = self.request(p.Opcode.IOCTL, 0, p.IOCTL_IN.pack(self.callee, 0, Cmd.SEND,
+                                                              self.place(0x3800, reply_send),
+                                                              len(reply_send), 0) + reply_send)
+        timings["callee SEND (reply)"] += clock() - t
+        assert len(out) == 2, "the reply did not end the caller's SEND"
+        reply_offset = struct.unpack_from("<Q", self.memory, 0x1800 + 32)[0]
+        free = cmd(structs.CMD_FREE, offset=reply_offset)
+        t = clock()
+        self.ioctl(self.caller, Cmd.FREE, self.place(0x2100, free), free)
+        timings["caller FREE"] += clock() - t
+
+    @property
+    def caller_id(self) -> int:
+        conn = self.fs._files[self.caller].handle.conn  # a benchmark may look inside
+        assert conn is not None
+        return conn.id
+
+
+def cmd(layout: Layout, items: bytes = b"", **fields: int) -> bytes:
+    names: tuple[str, ...] = layout.tuple._fields  # type: ignore[attr-defined]
+    values: dict[str, int | bytes] = {name: bytes(16) if name == "id128" else 0 for name in names}
+    values["size"] = layout.size + len(items)
+    values.update(fields)
+    return layout.pack(*values.values()) + items
+
+
+def vec(address: int, size: int) -> bytes:
+    return item(Item.PAYLOAD_VEC, struct.pack("<QQ", size, address))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per run")
+    parser.add_argument("--runs", type=int, default=7, help="runs (the median is printed)")
+    args = parser.parse_args()
+    replay = Replay()
+    warm: dict[str, float] = defaultdict(float)
+    for _ in range(1000):
+        replay.call(warm)
+    runs = []
+    for _ in range(args.runs):
+        timings: dict[str, float] = defaultdict(float)
+        for _ in range(args.calls):
+            replay.call(timings)
+        runs.append(timings)
+    print(f"Python per 8-byte sync call, median of {args.runs} runs of {args.calls} calls\n")
+    print("| request | µs per call |")
+    print("|---|---|")
+    for name in runs[0]:
+        print(f"| {name} | {statistics.median(r[name] for r in runs) / args.calls * 1e6:.1f} |")
+    total = statistics.median(sum(r.values()) for r in runs) / args.calls * 1e6
+    print(f"| **all seven** | **{total:.1f}** |")
+
+
+if __name__ == "__main__":
+    main()
