@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import fcntl
-import mmap
 import os
 import statistics
 import struct
@@ -33,7 +31,7 @@ from kdbusfs.abi.constants import Cmd, Item  # noqa: E402
 from kdbusfs.abi.items import item, string_item  # noqa: E402
 from kdbusfs.abi.structs import Layout  # noqa: E402
 from kdbusfs.bus.domain import Domain  # noqa: E402
-from kdbusfs.fs import F_SEAL_POOL, Filesystem, OpenFile  # noqa: E402
+from kdbusfs.fs import Filesystem  # noqa: E402
 from kdbusfs.fuse import protocol as p  # noqa: E402
 from kdbusfs.fuse.codec import parse_request  # noqa: E402
 
@@ -45,17 +43,8 @@ EAGAIN = 11
 class UnmountedFilesystem(Filesystem):
     """Pools are memfds as with passthrough, with no FUSE connection to register them with."""
 
-    def _back_with_memfd(self, opened: OpenFile) -> None:
-        memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        opened.backing_fd, opened.backing_id = memfd, 1
-
-        def pool_memory(size: int) -> mmap.mmap:
-            os.ftruncate(memfd, size)
-            pool = mmap.mmap(memfd, size)
-            fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
-            return pool
-
-        opened.handle.pool_memory = pool_memory
+    def _register_backing(self, memfd: int) -> int:
+        return 1
 
 
 class Replay:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import mmap
 import os
@@ -450,7 +451,6 @@ class Filesystem:
 
     def _back_with_memfd(self, opened: OpenFile) -> None:
         """Give the open a memfd the kernel reads and maps directly: the connection's pool."""
-        assert self.fuse_fd is not None
         try:
             memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as exc:
@@ -458,9 +458,7 @@ class Filesystem:
             log.warning("no memfd for a pool (%s); using the page cache for it", exc.strerror)
             return
         try:
-            # A mutable buffer makes fcntl.ioctl return the call's result: the backing id.
-            backing_map = bytearray(p.BACKING_MAP.pack(memfd, 0, 0))
-            backing_id = fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_OPEN, backing_map, True)
+            backing_id = self._register_backing(memfd)
         except OSError as exc:
             os.close(memfd)
             log.warning("passthrough unavailable (%s): pools go through the page cache", exc.strerror)
@@ -468,18 +466,15 @@ class Filesystem:
             return
         opened.backing_fd = memfd
         opened.backing_id = backing_id
+        opened.handle.pool_memory = functools.partial(_map_pool, memfd)
 
-        def pool_memory(size: int) -> mmap.mmap:
-            os.ftruncate(memfd, size)
-            pool = mmap.mmap(memfd, size)
-            # The daemon keeps its writable mapping; write(2) on the connection fd (which
-            # passthrough would send to the memfd) now fails, and the pool's size is fixed.
-            # A writable shared mapping cannot be refused this way: FUSE passthrough maps the memfd
-            # without shmem's seal check.
-            fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
-            return pool
-
-        opened.handle.pool_memory = pool_memory
+    def _register_backing(self, memfd: int) -> int:
+        """Register `memfd` with the FUSE connection as a backing file; returns its backing id."""
+        assert self.fuse_fd is not None
+        # A mutable buffer makes fcntl.ioctl return the call's result: the backing id.
+        backing_map = bytearray(p.BACKING_MAP.pack(memfd, 0, 0))
+        backing_id: int = fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_OPEN, backing_map, True)
+        return backing_id
 
     def _file(self, fh: int) -> OpenFile:
         found = self._files.get(fh)
@@ -608,6 +603,17 @@ class Filesystem:
     def shutdown(self) -> None:
         self.domain.shutdown()
         self.memory.close()
+
+
+def _map_pool(memfd: int, size: int) -> mmap.mmap:
+    """A pool of `size` bytes in `memfd`, which the client maps through passthrough."""
+    os.ftruncate(memfd, size)
+    pool = mmap.mmap(memfd, size)
+    # The daemon keeps its writable mapping; write(2) on the connection fd (which passthrough
+    # would send to the memfd) now fails, and the pool's size is fixed. A writable shared mapping
+    # cannot be refused this way: FUSE passthrough maps the memfd without shmem's seal check.
+    fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
+    return pool
 
 
 def _opname(opcode: int) -> str:
