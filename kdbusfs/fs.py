@@ -121,6 +121,9 @@ class Filesystem:
         self._pending: dict[int, SyncWait] = {}
         # Blocked calls whose caller got a (so far) non-fatal signal.
         self._interrupted: dict[int, SyncWait] = {}
+        # When they are next re-checked: a fixed time, so that asking for the next deadline twice
+        # gives the same answer.
+        self._recheck_at = 0
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
             p.Opcode.INIT: self._init,
             p.Opcode.LOOKUP: self._lookup,
@@ -177,7 +180,7 @@ class Filesystem:
         """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
         deadline = self.domain.next_deadline()
         if self._interrupted:
-            recheck = time.monotonic_ns() + INTERRUPT_RECHECK_NS
+            recheck = self._recheck_at
             deadline = recheck if deadline is None else min(deadline, recheck)
         return deadline
 
@@ -186,9 +189,11 @@ class Filesystem:
         return self._outside_requests("handling a deadline", self._expire)
 
     def _expire(self) -> None:
-        self.domain.expire(time.monotonic_ns())
+        now = time.monotonic_ns()
+        self.domain.expire(now)
         if self._interrupted:
             self._recheck_interrupted()
+            self._recheck_at = now + INTERRUPT_RECHECK_NS
 
     def _outside_requests(self, what: str, action: Callable[[], None]) -> list[bytes]:
         """Run work no request asked for (timers, cancel fds) and return what it has to write."""
@@ -588,6 +593,8 @@ class Filesystem:
             if dying(token.tid):
                 wait.finish(errno.EINTR)
             else:
+                if not self._interrupted:
+                    self._recheck_at = time.monotonic_ns() + INTERRUPT_RECHECK_NS
                 self._interrupted[unique] = wait
         return None
 

@@ -142,24 +142,19 @@ class Session:
             if ready == self._fd:
                 continue
             if ready == self._stop_fd:
-                self._stopped = True
-                return
+                return  # stop() has set the flag; this only woke us
             if self._watched.get(ready):
                 self._writer.write_all(server.cancel_fd_ready(ready), "cancel fd")
                 self._sync_watches()
                 # A cancel fd fires once, whether or not its call was still waiting.
                 self._unwatch(ready)
-        if deadline is not None and time.monotonic_ns() >= deadline:
-            self._tick()
+        self._tick_if_due()
 
     def _tick_if_due(self) -> None:
         deadline = self._server.next_deadline()
         if deadline is not None and time.monotonic_ns() >= deadline:
-            self._tick()
-
-    def _tick(self) -> None:
-        self._writer.write_all(self._server.tick(), "timer")
-        self._sync_watches()
+            self._writer.write_all(self._server.tick(), "timer")
+            self._sync_watches()
 
     def _sync_watches(self) -> None:
         # Watches first: a call may end before its cancel fd was ever watched.
