@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -66,136 +67,116 @@ def unique_of(reply: bytes) -> int:
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.settimeout(5)
     yield ours, theirs
     ours.close()
     theirs.close()
 
 
-def running(session: Session) -> threading.Thread:
+@contextmanager
+def serving(ours: socket.socket, server: Recorder) -> Iterator[Session]:
+    """The session running on a thread of its own; stopped, joined and closed afterwards."""
+    session = Session(ours.fileno(), server)
     thread = threading.Thread(target=session.run, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield session
+    finally:
+        session.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+        session.close()
+
+
+def ask(theirs: socket.socket, unique: int) -> int:
+    """Send one request and return the unique of the answer that comes back."""
+    theirs.send(request(unique))
+    return unique_of(theirs.recv(4096))
 
 
 def test_requests_are_answered_in_order_and_stop_ends_the_loop(kernel: Kernel) -> None:
     ours, theirs = kernel
-    server = Recorder()
-    session = Session(ours.fileno(), server)
-    thread = running(session)
-    for unique in (1, 2, 3):
-        theirs.send(request(unique))
-    theirs.settimeout(5)
-    assert [unique_of(theirs.recv(4096)) for _ in range(3)] == [1, 2, 3]
-    session.stop()
-    thread.join(5)
-    assert not thread.is_alive()
-    session.stop()  # harmless once the loop is over
-    session.close()
+    with serving(ours, Recorder()) as session:
+        for unique in (1, 2, 3):
+            theirs.send(request(unique))
+        assert [unique_of(theirs.recv(4096)) for _ in range(3)] == [1, 2, 3]
+        session.stop()
+    # serving() stops it once more: harmless once the loop is over.
 
 
 def test_a_due_deadline_ticks_without_any_request(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
     server.deadline = time.monotonic_ns() + 50_000_000
-    session = Session(ours.fileno(), server)
-    thread = running(session)
-    theirs.settimeout(5)
-    assert unique_of(theirs.recv(4096)) == 999
-    assert server.ticks == 1
-    session.stop()
-    thread.join(5)
-    session.close()
+    with serving(ours, server):
+        assert unique_of(theirs.recv(4096)) == 999
+        assert server.ticks == 1
 
 
 def test_a_cancel_fd_fires_once_and_is_closed(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
-    session = Session(ours.fileno(), server)
     read_end, write_end = os.pipe()
     server.watch.append(read_end)
-    thread = running(session)
-    # The server's lists are read after each request: one makes the loop take the watch.
-    theirs.send(request(1))
-    theirs.settimeout(5)
-    assert unique_of(theirs.recv(4096)) == 1
-    os.write(write_end, b"x")
-    deadline = time.monotonic() + 5
-    while not server.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.cancelled == [read_end]
-    assert server.closed == [read_end]
-    # Still serving, and the closed watch never fires again.
-    theirs.send(request(2))
-    assert unique_of(theirs.recv(4096)) == 2
-    assert server.cancelled == [read_end]
-    session.stop()
-    thread.join(5)
-    session.close()
+    with serving(ours, server):
+        # The server's lists are read after each request: one makes the loop take the watch.
+        assert ask(theirs, 1) == 1
+        os.write(write_end, b"x")
+        deadline = time.monotonic() + 5
+        while not server.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.cancelled == [read_end]
+        assert server.closed == [read_end]
+        # Still serving, and the closed watch never fires again.
+        assert ask(theirs, 2) == 2
+        assert server.cancelled == [read_end]
     os.close(write_end)
 
 
 def test_a_watch_ended_before_it_started_is_closed_not_leaked(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
-    session = Session(ours.fileno(), server)
     read_end, write_end = os.pipe()
     # The call ended within the same request that started it.
     server.watch.append(read_end)
     server.unwatch.append(read_end)
-    thread = running(session)
-    theirs.send(request(1))
-    theirs.settimeout(5)
-    assert unique_of(theirs.recv(4096)) == 1
-    # Watches are taken after the reply is written: the next reply proves they were.
-    theirs.send(request(2))
-    assert unique_of(theirs.recv(4096)) == 2
-    assert server.closed == [read_end]
-    assert server.cancelled == []
-    session.stop()
-    thread.join(5)
-    session.close()
+    with serving(ours, server):
+        assert ask(theirs, 1) == 1
+        # Watches are taken after the reply is written: the next reply proves they were.
+        assert ask(theirs, 2) == 2
+        assert server.closed == [read_end]
+        assert server.cancelled == []
     os.close(write_end)
 
 
 def test_a_cancel_fd_that_cannot_be_polled_stays_open_until_its_call_ends(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
-    session = Session(ours.fileno(), server)
     # epoll refuses regular files.
     unpollable = os.open("/proc/self/cmdline", os.O_RDONLY)
     server.watch.append(unpollable)
-    thread = running(session)
-    theirs.send(request(1))
-    theirs.settimeout(5)
-    assert unique_of(theirs.recv(4096)) == 1
-    theirs.send(request(2))
-    assert unique_of(theirs.recv(4096)) == 2
-    assert server.closed == []
-    server.unwatch.append(unpollable)
-    theirs.send(request(3))
-    assert unique_of(theirs.recv(4096)) == 3
-    theirs.send(request(4))
-    assert unique_of(theirs.recv(4096)) == 4
-    assert server.closed == [unpollable]
-    session.stop()
-    thread.join(5)
-    session.close()
+    with serving(ours, server):
+        assert ask(theirs, 1) == 1
+        assert ask(theirs, 2) == 2
+        assert server.closed == []
+        server.unwatch.append(unpollable)
+        assert ask(theirs, 3) == 3
+        assert ask(theirs, 4) == 4
+        assert server.closed == [unpollable]
 
 
 def test_a_steady_stream_of_requests_does_not_hold_back_a_due_deadline(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
     server.deadline = time.monotonic_ns() - 1  # already due
-    session = Session(ours.fileno(), server)
     count = DEADLINE_CHECK_EVERY * 2
-    # Queued before the loop starts: it never runs out of requests until all are served.
+    # Queued before the loop starts: it never runs out of requests until all are served. (A
+    # socket with a timeout refuses to queue this many: send them blocking.)
+    theirs.settimeout(None)
     for unique in range(1, count + 1):
         theirs.send(request(unique))
-    thread = running(session)
     theirs.settimeout(5)
-    answers = [unique_of(theirs.recv(4096)) for _ in range(count + 1)]
-    assert 999 in answers[: DEADLINE_CHECK_EVERY + 1]
-    assert server.ticks == 1
-    session.stop()
-    thread.join(5)
-    session.close()
+    with serving(ours, server):
+        answers = [unique_of(theirs.recv(4096)) for _ in range(count + 1)]
+        assert 999 in answers[: DEADLINE_CHECK_EVERY + 1]
+        assert server.ticks == 1
