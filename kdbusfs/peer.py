@@ -41,7 +41,6 @@ def _own_namespace(kind: str) -> int:
 
 # The daemon's own namespaces: ids and pids from /proc are as seen from these.
 _OWN_NS = {kind: _own_namespace(kind) for kind in ("user", "pid", "mnt")}
-_own_userns = _OWN_NS["user"]
 # ioctl(2) requests on nsfs descriptors (linux/nsfs.h): _IO(0xb7, 0x2) and _IO(0xb7, 0x4).
 NS_GET_PARENT = 0xB702
 NS_GET_OWNER_UID = 0xB704
@@ -150,7 +149,7 @@ _SIGKILL_BIT = 1 << 8
 
 def dying(tid: int) -> bool:
     """Whether a task is gone or has a fatal signal pending (SIGKILL, as fatal signals become)."""
-    status = _read_text(f"/proc/{tid}/status", 8192)
+    status = _read_status(tid)
     if status is None:
         return True
     for key in (b"\nSigPnd:", b"\nShdPnd:"):
@@ -170,13 +169,15 @@ def _field(status: bytes, key: bytes) -> bytes:
 
 def read_creds(tid: int, fsuid: int, fsgid: int) -> Creds:
     """A task's identity from /proc; falls back to the request's fsuid/fsgid if the task is gone."""
-    try:
-        fd = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            status = os.read(fd, 8192)
-        finally:
-            os.close(fd)
-    except OSError:
+    return _creds_from_status(tid, fsuid, fsgid, _read_status(tid))
+
+
+def _read_status(tid: int) -> bytes | None:
+    return _read_text(f"/proc/{tid}/status", 8192)
+
+
+def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None) -> Creds:
+    if status is None:
         return Creds.for_ids(fsuid, fsgid, tid)
     uids = [int(x) for x in _field(status, b"\nUid:").split()] or [fsuid] * 4
     gids = [int(x) for x in _field(status, b"\nGid:").split()] or [fsgid] * 4
@@ -185,7 +186,7 @@ def read_creds(tid: int, fsuid: int, fsgid: int) -> Creds:
     if caps:
         # Capabilities count only in the daemon's user namespace (the domain's).
         try:
-            in_domain_userns = os.stat(f"/proc/{tid}/ns/user").st_ino == _own_userns
+            in_domain_userns = os.stat(f"/proc/{tid}/ns/user").st_ino == _OWN_NS["user"]
         except OSError:
             in_domain_userns = False
     return Creds(
@@ -293,8 +294,14 @@ class ProcProcess:
 
     def creds(self) -> Creds:
         if self._creds is None:
-            self._creds = read_creds(self.tid, self._fsuid, self._fsgid)
+            self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, self._status())
         return self._creds
+
+    def _status(self) -> bytes | None:
+        # Creds, capabilities and namespace pids all come from it: one read per request.
+        if "status" not in self._cache:
+            self._cache["status"] = _read_status(self.tid)
+        return self._cache["status"]  # type: ignore[return-value]
 
     def _pid(self) -> int:
         return self.creds().pid
@@ -338,7 +345,7 @@ class ProcProcess:
 
     def caps(self) -> bytes | None:
         if "caps" not in self._cache:
-            status = _read_text(f"/proc/{self.tid}/status", 8192)
+            status = self._status()
             value = None
             if status:
                 words = []
@@ -379,10 +386,10 @@ class ProcProcess:
     def ns_pids(self) -> NsPids:
         if "ns_pids" not in self._cache:
             creds = self.creds()
-            status = _read_text(f"/proc/{self.tid}/status", 8192) or b""
+            status = self._status() or b""
             tgids = _ids(_field(status, b"\nNStgid:")) or (creds.pid,)
             tids = _ids(_field(status, b"\nNSpid:")) or (creds.tid,)
-            parent = _read_text(f"/proc/{creds.ppid}/status", 8192) if creds.ppid else None
+            parent = _read_status(creds.ppid) if creds.ppid else None
             parent_tgids = _ids(_field(parent, b"\nNStgid:")) if parent else ()
             self._cache["ns_pids"] = (tgids, tids, parent_tgids)
         return self._cache["ns_pids"]  # type: ignore[return-value]
