@@ -5,6 +5,7 @@
  *    namespace holds every capability inside it). A gets B's ids as they are outside (65534),
  *    B's real pids, and no capabilities (B's are only valid in its own namespace).
  *  - C lives in another mount namespace: EXE is dropped both ways (the roots differ).
+ *  - BUS_CREATOR_INFO shows the creator (root) to B as 65534 and to A as 0.
  *  - D is root's connection with faked creds and a faked SECLABEL: CONN_INFO shows exactly those.
  * usage: namespaces MOUNT_ROOT */
 #define _GNU_SOURCE
@@ -102,6 +103,26 @@ static void check_exe(const struct kdbus_msg *m, int present, const char *who)
 	OK("%s: EXE %s", who, present ? "attached" : "dropped");
 }
 
+/* BUS_CREATOR_INFO with CREDS: the creator's ids as `c` sees them. */
+static void check_creator(struct conn *c, uint64_t want, const char *who)
+{
+	struct kdbus_cmd_info info = { .size = sizeof(info), .attach_flags = KDBUS_ATTACH_CREDS };
+	CHECK(ioctl(c->fd, KDBUS_CMD_BUS_CREATOR_INFO, &info) == 0, "%s: BUS_CREATOR_INFO", who);
+	const struct kdbus_info *got = (const void *)(c->pool + info.offset);
+	const struct kdbus_item *shown;
+	int found = 0;
+	KDBUS_FOREACH(shown, got->items, got->size - offsetof(struct kdbus_info, items))
+		if (shown->type == KDBUS_ITEM_CREDS) {
+			found = 1;
+			CHECK(shown->creds.uid == want && shown->creds.egid == want,
+			      "%s: creator uid %llu, want %llu", who, (unsigned long long)shown->creds.uid,
+			      (unsigned long long)want);
+		}
+	CHECK(found, "%s: CREDS item", who);
+	OK("%s: creator's ids are %llu", who, (unsigned long long)want);
+	free_slice(c->fd, info.offset);
+}
+
 /* HELLO with faked creds and label (the bus owner may), then CONN_INFO about it from A. */
 static void check_faked(const char *root, const char *bus, struct conn *a)
 {
@@ -164,8 +185,14 @@ int main(int argc, char **argv)
 	int control = open(path, O_RDWR | O_CLOEXEC);
 	CHECK(control >= 0, "open control");
 	/* World access: B is uid 65534 outside its namespace. */
-	CHECK(ioctl(control, KDBUS_CMD_BUS_MAKE, make_bus_cmd(buf, bus, KDBUS_MAKE_ACCESS_WORLD)) == 0,
-	      "BUS_MAKE");
+	/* The creator lets BUS_CREATOR_INFO show its creds. */
+	struct kdbus_cmd *make = make_bus_cmd(buf, bus, KDBUS_MAKE_ACCESS_WORLD);
+	struct kdbus_item *attach = item_at(make, make->size);
+	attach->type = KDBUS_ITEM_ATTACH_FLAGS_SEND;
+	attach->size = KDBUS_ITEM_HEADER_SIZE + sizeof(uint64_t);
+	attach->data64[0] = KDBUS_ATTACH_CREDS;
+	make->size += attach->size;
+	CHECK(ioctl(control, KDBUS_CMD_BUS_MAKE, make) == 0, "BUS_MAKE");
 	hello(&a, root, bus, 0);
 
 	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "r");
@@ -200,6 +227,7 @@ int main(int argc, char **argv)
 			check_exe(m, 1, "B, same root as A");
 			uint64_t cookie = m->cookie;
 			free_slice(b.fd, offset);
+			check_creator(&b, OVERFLOW, "B asks about root's bus");
 			send_to(&b, a.id, cookie);
 			_exit(0);
 		}
@@ -256,6 +284,7 @@ int main(int argc, char **argv)
 	free_slice(a.fd, offset);
 	CHECK(waitpid(other, &status, 0) == other && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	      "C's checks passed");
+	check_creator(&a, 0, "A asks about its own bus");
 	check_faked(root, bus, &a);
 	close(control);
 	printf("namespaces: all checks passed\n");
