@@ -214,15 +214,19 @@ class Connection:
         return render(process, mask, names, sender.description, msg.timestamp, view=self.view)
 
     def enqueue(self, msg: msgs.Staged, sender: Connection | None, process: Process | None,
-                reply: Reply | None = None, name_id: int | None = None) -> Entry:
-        """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert)."""
+                reply: Reply | None = None, name_id: int | None = None, movable: bool = False) -> Entry:
+        """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert).
+
+        A `movable` message (sent to a name with an activator) may later move to another pool, so
+        the daemon keeps its bytes: the pool they are written to is this client's to scribble on.
+        """
         if not self.active:
             raise KdbusError(errno.ECONNRESET, f"destination {self.id} is disconnected")
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
         meta = self.metadata_for(msg, sender, process)
         layout = msgs.layout_size(msg, meta, _last_item_padding(meta))
-        _, payload_start, size = layout
+        size = layout[2]
         user_key = KERNEL_USER if sender is None else sender.user_key
         self._charge(user_key, size, msg.n_fds)
         try:
@@ -230,19 +234,32 @@ class Connection:
         except KdbusError:
             self._uncharge(user_key, size, msg.n_fds)
             raise
+        kept: bytes | None = None
         try:
-            msgs.write(msg, self.pool, piece.offset, meta, layout)
+            if movable:
+                private = bytearray(size)
+                msgs.render(msg, private, 0, meta, layout)
+                self.pool.write(piece, private)
+                kept = bytes(private)
+            else:
+                msgs.write(msg, self.pool, piece.offset, meta, layout)
         except KdbusError:
             self.pool.release_bus_ref(piece)
             self._uncharge(user_key, size, msg.n_fds)
             raise
-        if msg.source is None and msg.vecs:
-            msg.source = (self.pool, piece.offset + payload_start)
         entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
-                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots))
+                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept)
         self.queue.add(entry)
         self.bus.domain.changed.append(self)
         return entry
+
+    def keep_copies(self, name_id: int) -> None:
+        """Messages queued through `name_id` may move from now on (an activator came for the name):
+        keep their bytes, as they are in the pool now, out of the client's reach."""
+        for entry in self.queue.entries.values():
+            if entry.name_id == name_id and entry.kept is None:
+                start = entry.slice.offset
+                entry.kept = bytes(self.pool.buffer[start : start + entry.slice.size])
 
     def _dequeue(self, entry: Entry) -> None:
         self.queue.remove(entry)
@@ -254,12 +271,14 @@ class Connection:
         """Unqueue `entry` to move it elsewhere; the caller releases its slice afterwards."""
         self._dequeue(entry)
 
-    def adopt_entry(self, entry: Entry, source: Pool) -> None:
-        """Queue a message moved from another connection: its bytes are copied into this pool."""
+    def adopt_entry(self, entry: Entry) -> None:
+        """Queue a message moved from another connection, from the bytes the daemon kept of it."""
         if not self.active:
             raise KdbusError(errno.ECONNRESET, f"connection {self.id} is disconnected")
         if entry.fds and not self.flags & HELLO_ACCEPT_FD:
             raise KdbusError(errno.ECOMM, f"connection {self.id} does not accept fds")
+        if entry.kept is None:
+            raise AssertionError("a message moved between pools without a kept copy")
         size = entry.slice.size
         self._charge(entry.user_key, size, entry.fds)
         try:
@@ -267,10 +286,10 @@ class Connection:
         except KdbusError:
             self._uncharge(entry.user_key, size, entry.fds)
             raise
-        start = entry.slice.offset
-        self.pool.write(piece, source.buffer[start : start + size])
+        self.pool.write(piece, entry.kept)
         moved = Entry(piece, entry.priority, entry.src_id, entry.cookie, entry.user_key, entry.fds,
-                      entry.reply, entry.name_id, entry.expects_reply, incomplete_fds=entry.incomplete_fds)
+                      entry.reply, entry.name_id, entry.expects_reply, incomplete_fds=entry.incomplete_fds,
+                      kept=entry.kept)
         self.queue.add(moved)
         self.bus.domain.changed.append(self)
 
@@ -391,7 +410,10 @@ def _last_item_padding(items: bytes) -> int:
 def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None) -> None:
     """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
     bus = src.bus
-    dst, name_id = bus.resolve_destination(msg)
+    dst, via = bus.resolve_destination(msg)
+    name_id = via.name_id if via is not None else None
+    # Messages through a name with an activator can move between pools as the name does.
+    movable = via is not None and via.activator is not None
     if msg.is_reply:
         answered = _take_reply(dst, src, msg.timeout_or_reply)
         if answered.sync is not None and answered.sync.done:
@@ -416,7 +438,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         bus.to_monitors(msg, src, process)
         if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
             try:
-                dst.enqueue(msg, src, process, name_id=name_id)
+                dst.enqueue(msg, src, process, name_id=name_id, movable=movable)
             except KdbusError as exc:
                 log.debug("unicast signal to %d dropped: %s", dst.id, exc)
         return
@@ -429,7 +451,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                                            f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
         reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
     bus.to_monitors(msg, src, process)
-    entry = dst.enqueue(msg, src, process, reply, name_id)
+    entry = dst.enqueue(msg, src, process, reply, name_id, movable)
     del entry
     if reply is not None:
         src.trackers.append(reply)

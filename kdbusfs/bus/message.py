@@ -10,12 +10,16 @@ What a receiver finds in its slice (KDBUS-SPEC.md §5.10):
     payload stream              data vecs back to back; size % 8 zeros per NULL vec and per memfd
     zero padding to 8
 
-Payload bytes are read from the sender's memory straight into the receiver's pool: one copy.
+Payload bytes are read from the sender's memory straight into the first receiver's pool: one copy.
+Further receivers (broadcasts, monitors) get theirs from a private copy read once more from the
+sender, never from a pool: a client can write to its own pool mapping (FUSE cannot refuse a
+writable shared mapping), so pool bytes are output only.
 """
 
 from __future__ import annotations
 
 import errno
+import mmap
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +53,8 @@ _ZEROS = bytes(8)
 
 # Reads `size` bytes of the sender's memory at `address` into `buffer[offset:offset + size]`.
 ReadInto = Callable[[int, int, object, int], None]
+# Where a message is laid out: a pool's mapping, or daemon-private bytes.
+Buffer = mmap.mmap | bytearray
 
 
 class SenderFiles(Protocol):
@@ -91,8 +97,9 @@ class Staged:
     seqnum: int = 0
     timestamp: tuple[int, int, int] | None = None
     read_into: ReadInto | None = None
-    # Where payload bytes can be copied from once one receiver has them (broadcasts, moves).
-    source: tuple[Pool, int] | None = None
+    # Receivers written so far, and the payload stream read privately for the second and later ones.
+    emitted: int = 0
+    payload_copy: bytearray | None = None
 
     @property
     def msg_size(self) -> int:
@@ -290,9 +297,14 @@ def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
           layout: tuple[int, int, int]) -> None:
     """Lay the message out in `pool` at `offset` (the slice is allocated and large enough);
     `layout` is what layout_size() says for this receiver."""
+    render(msg, pool.buffer, offset, meta, layout)
+    pool.dirty.append((offset, offset + layout[2]))
+
+
+def render(msg: Staged, buf: Buffer, offset: int, meta: bytes, layout: tuple[int, int, int]) -> None:
+    """write() into any buffer: a pool, or daemon-private bytes a message is kept in."""
     msg_size, payload_start, size = layout
     items = msg.items
-    buf = pool.buffer
     _HEADER.pack_into(buf, offset, msg_size, msg.flags, msg.priority, msg.dst_id, msg.src_id,
                       msg.payload_type, msg.cookie, msg.timeout_or_reply)
     items_at = offset + _MSG_SIZE
@@ -320,12 +332,26 @@ def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
             zero_from = start + length
         if offset + size > zero_from:
             buf[zero_from : offset + size] = bytes(offset + size - zero_from)
-        if msg.source is not None:
-            src_pool, src_at = msg.source
-            for stream, _address, length in msg.vecs:
-                buf[payload_at + stream : payload_at + stream + length] = \
-                    src_pool.buffer[src_at + stream : src_at + stream + length]
-        elif msg.read_into is not None:
-            for stream, address, length in msg.vecs:
-                msg.read_into(address, length, buf, payload_at + stream)
-    pool.dirty.append((offset, offset + size))
+        if msg.vecs:
+            _copy_payload(msg, buf, payload_at)
+
+
+def _copy_payload(msg: Staged, buf: Buffer, payload_at: int) -> None:
+    """The data vecs into `buf`: the first receiver's straight from the sender, later ones from a
+    private copy (never from an earlier receiver's pool, which that receiver can write to)."""
+    read_into = msg.read_into
+    if read_into is None:
+        raise AssertionError("a message with data vecs and no sender memory")
+    copy = msg.payload_copy
+    if copy is None and msg.emitted:
+        copy = msg.payload_copy = bytearray(msg.n_payload)
+        for stream, address, length in msg.vecs:
+            read_into(address, length, copy, stream)
+    msg.emitted += 1
+    if copy is None:
+        for stream, address, length in msg.vecs:
+            read_into(address, length, buf, payload_at + stream)
+        return
+    view = memoryview(copy)
+    for stream, _address, length in msg.vecs:
+        buf[payload_at + stream : payload_at + stream + length] = view[stream : stream + length]

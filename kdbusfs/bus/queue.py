@@ -39,6 +39,9 @@ class Entry:
     peeked: bool = False
     # The message passed descriptors that could not be installed in the receiver.
     incomplete_fds: bool = False
+    # The slice's bytes as the daemon wrote them, for a message that may move to another pool
+    # (through an activator's name): the pool itself is writable by its client.
+    kept: bytes | None = None
 
 
 @dataclass(slots=True)

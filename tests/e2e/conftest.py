@@ -25,7 +25,7 @@ from .harness import (
 )
 
 CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals",
-           "update", "endpoint", "pagelock", "namespaces")
+           "update", "endpoint", "pagelock", "namespaces", "scribble")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -34,3 +34,19 @@ def test_custom_endpoints_and_their_policy(root_mount: Mount, bin_dir: Path) -> 
 def test_custom_endpoints_on_a_user_mount(user_mount: Mount, bin_dir: Path, test_user: str) -> None:
     out = run_client(bin_dir / "endpoint", str(user_mount.path), user=test_user)
     assert "endpoint: all checks passed" in out
+
+
+def test_no_client_can_change_what_another_receives_on_root_mount(root_mount: Mount, bin_dir: Path) -> None:
+    # The root mount's pools are memfds the client maps; a writable mapping cannot be refused, so
+    # broadcasts, monitors and activator hand-overs must never copy out of a pool.
+    out = run_client(bin_dir / "scribble", str(root_mount.path), "1000", timeout=180)
+    assert "scribble: all checks passed" in out
+    assert root_mount.alive()
+
+
+def test_no_client_can_change_what_another_receives_on_user_mount(
+    user_mount: Mount, bin_dir: Path, test_user: str,
+) -> None:
+    out = run_client(bin_dir / "scribble", str(user_mount.path), "1000", user=test_user, timeout=180)
+    assert "scribble: all checks passed" in out
+    assert user_mount.alive()
