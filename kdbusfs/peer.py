@@ -421,7 +421,8 @@ class RequestCaller:
 
     def files(self) -> SenderFiles:
         if self._files is None:
-            self._files = SenderFiles(self.process().creds().pid, self._kdbus_dev)
+            # The calling thread's descriptors: its thread-group leader may have exited already.
+            self._files = SenderFiles(self.tid, self._kdbus_dev)
         return self._files
 
     def close_fd(self, fd: int) -> None:
@@ -532,6 +533,24 @@ def _fd_device(pid: int, fd: int) -> int | None:
     return _mounts.device(int(mount_id)) if mount_id else None
 
 
+# pidfd_open(2) flag: a pidfd for the thread itself, not its thread group (Linux 6.9).
+PIDFD_THREAD = os.O_EXCL
+
+
+def _thread_pidfd(tid: int) -> int:
+    """A pidfd of the sending thread, whose fd table stays reachable after its leader exits."""
+    try:
+        return os.pidfd_open(tid, PIDFD_THREAD)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise KdbusError(errno.EBADF, f"sender {tid} is gone ({exc.strerror})") from None
+    try:
+        # A kernel without PIDFD_THREAD: only a thread-group leader can be opened.
+        return os.pidfd_open(tid)
+    except OSError as exc:
+        raise KdbusError(errno.EBADF, f"sender {tid} is gone ({exc.strerror})") from None
+
+
 class SenderFiles:
     """The sender's descriptors, checked as kdbus checks them.
 
@@ -541,8 +560,8 @@ class SenderFiles:
     receivers find -1 where the numbers would be, and INCOMPLETE_FDS in RECV's flags.
     """
 
-    def __init__(self, pid: int, kdbus_dev: int | None) -> None:
-        self._pid = pid
+    def __init__(self, tid: int, kdbus_dev: int | None) -> None:
+        self._tid = tid
         self._kdbus_dev = kdbus_dev
         self._pidfd: int | None = None
 
@@ -555,15 +574,12 @@ class SenderFiles:
         if fd < 0:
             raise KdbusError(errno.EBADF, f"negative fd {fd}")
         if self._pidfd is None:
-            try:
-                self._pidfd = os.pidfd_open(self._pid)
-            except OSError as exc:
-                raise KdbusError(errno.EBADF, f"sender {self._pid} is gone ({exc.strerror})") from None
+            self._pidfd = _thread_pidfd(self._tid)
         got = _libc.syscall(_SYS_PIDFD_GETFD, self._pidfd, fd, 0)
         if got < 0:
             err = ctypes.get_errno()
             if err == errno.EPERM:
-                raise KdbusError(errno.EPERM, f"no access to the descriptors of task {self._pid}")
+                raise KdbusError(errno.EPERM, f"no access to the descriptors of task {self._tid}")
             raise KdbusError(errno.EBADF, f"sender has no fd {fd} ({os.strerror(err)})")
         copy = int(got)
         if recheck and self._is_kdbus(os.getpid(), copy):
@@ -574,7 +590,7 @@ class SenderFiles:
 
     def check_fds(self, fds: list[int]) -> None:
         for fd in fds:
-            if self._is_kdbus(self._pid, fd):
+            if self._is_kdbus(self._tid, fd):
                 raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
             copy = self.grab(fd)
             try:
@@ -610,7 +626,7 @@ class SenderFiles:
 
     def pollable(self, fd: int) -> int:
         """A duplicate of a CANCEL_FD to watch: EBADF if closed, EINVAL if it cannot be polled."""
-        if fd >= 0 and self._is_kdbus(self._pid, fd):
+        if fd >= 0 and self._is_kdbus(self._tid, fd):
             # Polling our own file would be a request to ourselves.
             raise KdbusError(errno.EINVAL, f"cancel fd {fd} is a kdbus file")
         copy = self.grab(fd)

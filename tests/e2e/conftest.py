@@ -25,7 +25,8 @@ from .harness import (
 )
 
 CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals",
-           "update", "endpoint", "pagelock", "namespaces", "scribble")
+           "update", "endpoint", "pagelock", "namespaces", "scribble",
+           "orphan")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -65,3 +65,15 @@ def test_metadata_is_seen_through_the_receivers_namespaces(root_mount: Mount, bi
     out = run_client(bin_dir / "namespaces", str(root_mount.path))
     assert "namespaces: all checks passed" in out
     assert root_mount.alive()
+
+
+def test_a_thread_whose_leader_exited_passes_fds_on_root_mount(root_mount: Mount, bin_dir: Path) -> None:
+    out = run_client(bin_dir / "orphan", str(root_mount.path))
+    assert "orphan: all checks passed" in out
+
+
+def test_a_thread_whose_leader_exited_passes_fds_on_user_mount(
+    user_mount: Mount, bin_dir: Path, test_user: str,
+) -> None:
+    out = run_client(bin_dir / "orphan", str(user_mount.path), user=test_user)
+    assert "orphan: all checks passed" in out
