@@ -168,7 +168,7 @@ def unmount(mountpoint: str) -> int:
 def _log_to_stderr(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
-        format="kdbusfs[%(process)d]: %(name)s: %(message)s",
+        format="kdbusfs[%(process)d]: %(levelname)s: %(name)s: %(message)s",
     )
 
 

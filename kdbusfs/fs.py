@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .bus.bus import Bus
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
-from .bus.errors import KdbusError
+from .bus.errors import KdbusError, LimitReached
 from .bus.limits import PAGE_SIZE
 from .bus.metadata import UNKNOWN_USERNS
 from .bus.reply import SyncWait
@@ -37,6 +37,7 @@ from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
+from .limitlog import LimitLog
 from .peer import ProcessMemory, RequestCaller, closer, dying, read_creds, user_namespace
 
 log = logging.getLogger("kdbusfs.fs")
@@ -117,6 +118,7 @@ class Filesystem:
         self._next_fh = 1
         self._files: dict[int, OpenFile] = {}
         self._files_by_conn: dict[int, OpenFile] = {}
+        self._limit_log = LimitLog()
         self.initialized = False
         self._pending: dict[int, SyncWait] = {}
         # Blocked calls whose caller got a (so far) non-fatal signal.
@@ -160,6 +162,10 @@ class Filesystem:
         try:
             payload = op(request)
         except KdbusError as exc:
+            if isinstance(exc, LimitReached):
+                warning = self._limit_log.hit(exc, time.monotonic())
+                if warning is not None:
+                    log.warning("%s", warning)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s failed: %s", _opname(request.opcode), exc)
             reply: bytes | None = codec.reply_error(unique, exc.errno)

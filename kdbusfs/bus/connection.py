@@ -26,7 +26,7 @@ from . import limits
 from . import message as msgs
 from .domain import User
 from .endpoint import Endpoint
-from .errors import KdbusError
+from .errors import KdbusError, LimitReached
 from .match import MatchDb
 from .metadata import CAP_IPC_OWNER, DAEMON_VIEW, IMPLICIT, Creds, Process, Snapshot, View, render
 from .pool import Pool, Slice
@@ -60,6 +60,12 @@ def kind_of(flags: int) -> Kind:
     if special == HELLO_POLICY_HOLDER:
         return Kind.POLICY_HOLDER
     return Kind.ORDINARY
+
+
+# What raises a pool quota: it scales with the receiving client's pool, chosen at its HELLO.
+_BY_POOL_SIZE = ("it grows with the receiving client's pool size (HELLO pool_size, up to the mount "
+                 "option max_pool_size)")
+_FIXED = "kdbus fixes it"
 
 
 def is_privileged(endpoint: Endpoint, opener: Creds) -> bool:
@@ -121,7 +127,9 @@ class Connection:
             raise KdbusError(errno.EINVAL, f"pool size {pool_size} is not a positive multiple of a page")
         max_pool = bus.domain.limits.max_pool_size
         if pool_size > max_pool:
-            raise KdbusError(errno.EINVAL, f"pool size {pool_size} exceeds this mount's {max_pool}")
+            raise LimitReached(errno.EINVAL, f"pool size {pool_size} exceeds this mount's {max_pool}",
+                               "pool size", max_pool, "raise it with the mount option max_pool_size=BYTES",
+                               opener.uid)
         if kind in (Kind.ACTIVATOR, Kind.POLICY_HOLDER):
             if name is None:
                 raise KdbusError(errno.EINVAL, f"{kind.value} needs a NAME item")
@@ -175,18 +183,30 @@ class Connection:
         available = self.pool.size // 2
         accounted = self.pool.accounted_size
         if available < accounted:
-            raise KdbusError(errno.ENOBUFS, f"connection {self.id}: incoming half of the pool is full")
+            raise self._quota_error(errno.ENOBUFS, "incoming half of the pool is full", user_key,
+                                    "queued bytes per receiver", available, _BY_POOL_SIZE)
         share = (available - accounted + quota.memory) // 3
         if share < quota.memory or share - quota.memory < size:
-            raise KdbusError(errno.ENOBUFS, f"connection {self.id}: sender's pool share is used up")
+            raise self._quota_error(errno.ENOBUFS, f"sender's pool share is used up ({size} more bytes)",
+                                    user_key, "queued bytes per receiver and sending user", share,
+                                    _BY_POOL_SIZE)
         if quota.msgs >= limits.CONN_MAX_MSGS:
-            raise KdbusError(errno.ENOBUFS, f"connection {self.id}: {limits.CONN_MAX_MSGS} messages queued")
+            raise self._quota_error(errno.ENOBUFS, f"{limits.CONN_MAX_MSGS} messages queued", user_key,
+                                    "queued messages per receiver and sending user", limits.CONN_MAX_MSGS,
+                                    _FIXED)
         if quota.fds + fds > limits.CONN_MAX_FDS_PER_USER:
-            raise KdbusError(errno.EMFILE, f"connection {self.id}: too many fds in flight")
+            raise self._quota_error(errno.EMFILE, "too many fds in flight", user_key,
+                                    "fds in flight per receiver and sending user",
+                                    limits.CONN_MAX_FDS_PER_USER, _FIXED)
         quota.memory += size
         quota.fds += fds
         quota.msgs += 1
         return quota
+
+    def _quota_error(self, err: int, why: str, user_key: int, limit: str, value: int,
+                     raised_by: str) -> LimitReached:
+        return LimitReached(err, f"connection {self.id}: {why}", limit, value, raised_by,
+                            user_key if user_key >= 0 else None)
 
     def _uncharge(self, user_key: int, size: int, fds: int) -> None:
         quota = self.quota[user_key]
@@ -231,9 +251,10 @@ class Connection:
         self._charge(user_key, size, msg.n_fds)
         try:
             piece = self.pool.alloc(size, accounted=True)
-        except KdbusError:
+        except KdbusError as exc:
             self._uncharge(user_key, size, msg.n_fds)
-            raise
+            raise self._quota_error(exc.errno, exc.why, user_key, "free space in a receiver's pool",
+                                    self.pool.size, _BY_POOL_SIZE) from None
         kept: bytes | None = None
         try:
             if movable:

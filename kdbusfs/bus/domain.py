@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import limits
-from .errors import KdbusError
+from .errors import LimitReached
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -38,12 +38,16 @@ class User:
 
     def charge_bus(self) -> None:
         if self.buses >= self.limits.max_buses:
-            raise KdbusError(errno.EMFILE, f"uid {self.uid} already owns {self.buses} buses")
+            raise LimitReached(errno.EMFILE, f"uid {self.uid} already owns {self.buses} buses",
+                               "buses per user", self.limits.max_buses,
+                               "raise it with the mount option max_buses=N", self.uid)
         self.buses += 1
 
     def charge_connection(self) -> None:
         if self.connections >= self.limits.max_connections:
-            raise KdbusError(errno.EMFILE, f"user {self.uid} already has {self.connections} connections")
+            raise LimitReached(errno.EMFILE, f"user {self.uid} already has {self.connections} connections",
+                               "connections per user", self.limits.max_connections,
+                               "raise it with the mount option max_connections=N", self.uid)
         self.connections += 1
 
 

@@ -15,3 +15,19 @@ class KdbusError(Exception):
 
     def __str__(self) -> str:
         return f"{errno.errorcode.get(self.errno, self.errno)}: {self.why}"
+
+
+class LimitReached(KdbusError):
+    """A resource limit stopped a command: not bad input, so the operator is told (in bursts).
+
+    `limit` names it as an operator knows it, `value` is its value where it was hit, `raised_by`
+    says what raises it (a mount option, or the client's own choice where kdbus fixes the rest),
+    and `uid` is the user who hit it (None: a custom endpoint's anonymous users; -1: the kernel).
+    """
+
+    def __init__(self, err: int, why: str, limit: str, value: int, raised_by: str, uid: int | None) -> None:
+        super().__init__(err, why)
+        self.limit = limit
+        self.value = value
+        self.raised_by = raised_by
+        self.uid = uid

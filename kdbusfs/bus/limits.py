@@ -37,3 +37,9 @@ PAGE_SIZE = 4096
 # kdbusfs: a pool is memory the daemon allocates for a client; refuse sizes no client needs
 # (kdbus had no bound, but its pool was pageable shmem and ours is daemon memory).
 POOL_MAX_SIZE = 1 << 30
+
+# kdbusfs: a user hitting a limit is logged once per burst; a burst ends after this many seconds
+# without a hit, so a client retrying in a loop makes one line, not thousands.
+LIMIT_BURST_QUIET_S = 10.0
+# A burst that goes on is reported again at most this often, with the number of hits since.
+LIMIT_BURST_REPEAT_S = 60.0

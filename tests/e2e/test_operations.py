@@ -236,3 +236,35 @@ def test_the_mount_table_learns_of_new_mounts_without_rereading_on_every_miss(tm
     finally:
         libc_umount(str(target))
     assert table.device(fresh.mount_id) is None
+
+
+def test_limits_are_warned_about_once_per_burst_and_bad_input_is_not(bin_dir: Path, tmp_path: Path) -> None:
+    parent = world_tempdir("kdbusfs-limits-")
+    target = parent / "kdbus"
+    target.mkdir()
+    mount = start_daemon(target, tmp_path / "daemon.log",
+                         extra=("-o", "max_buses=2,max_connections=3,max_pool_size=65536"))
+    try:
+        root = str(target)
+        for _ in range(3):  # one burst: the retries add no lines
+            assert run_client(bin_dir / "limits", root, "connections").split() == ["3", str(errno.EMFILE)]
+        assert run_client(bin_dir / "limits", root, "buses").split() == ["2", str(errno.EMFILE)]
+        assert run_client(bin_dir / "limits", root, "pool", "131072").split()[-1] == str(errno.EINVAL)
+        # Bad input, not a limit: a pool that is not a whole number of pages.
+        assert run_client(bin_dir / "limits", root, "pool", "12345").split()[-1] == str(errno.EINVAL)
+    finally:
+        code = mount.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+    log = mount.log()
+    assert code == 0, log
+    warnings = [line for line in log.splitlines() if ": WARNING: " in line]
+    uid = os.getuid()
+    expected = (
+        (f"user {uid} reached the limit on connections per user (3)", "max_connections=N"),
+        (f"user {uid} reached the limit on buses per user (2)", "max_buses=N"),
+        (f"user {uid} reached the limit on pool size (65536)", "max_pool_size=BYTES"),
+    )
+    assert len(warnings) == len(expected), log
+    for line, (what, option) in zip(warnings, expected, strict=True):
+        assert what in line and option in line, line
+    assert "12345" not in log and "Traceback" not in log
