@@ -43,3 +43,7 @@ POOL_MAX_SIZE = 1 << 30
 LIMIT_BURST_QUIET_S = 10.0
 # A burst that goes on is reported again at most this often, with the number of hits since.
 LIMIT_BURST_REPEAT_S = 60.0
+
+# kdbusfs: before mounting over an existing FUSE mount, its daemon gets this long to answer a
+# statfs; one that does not is reported as stuck rather than waited for.
+DAEMON_ANSWER_TIMEOUT_S = 10.0

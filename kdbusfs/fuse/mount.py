@@ -10,7 +10,10 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 from typing import NamedTuple
+
+from ..bus.limits import DAEMON_ANSWER_TIMEOUT_S
 
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -78,16 +81,44 @@ def check_mountpoint(mountpoint: str) -> None:
             fstype = mount.fstype
     if fstype is None or not fstype.startswith("fuse"):
         return
-    try:
-        os.stat(mountpoint)
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            raise MountError(
-                f"{mountpoint} holds a stale {fstype} mount whose daemon is gone; unmount it with "
-                f"'fusermount3 -u {mountpoint}' (as root also 'umount -l {mountpoint}') and mount again"
-            ) from None
-        raise MountError(f"{mountpoint}: {exc.strerror}") from None
+    err = _ask_daemon(mountpoint)
+    if err == errno.ENOTCONN:
+        raise MountError(
+            f"{mountpoint} holds a stale {fstype} mount whose daemon is gone; unmount it with "
+            f"'fusermount3 -u {mountpoint}' (as root also 'umount -l {mountpoint}') and mount again"
+        )
+    if err is None:
+        raise MountError(
+            f"{mountpoint} holds a {fstype} mount whose daemon has not answered for "
+            f"{DAEMON_ANSWER_TIMEOUT_S:.0f} s; if it is stuck, 'umount -l {mountpoint}' and mount again"
+        )
+    if err:
+        raise MountError(f"{mountpoint}: {os.strerror(err)}")
     raise MountError(f"{mountpoint} is already a {fstype} mount; unmount it first")
+
+
+def _ask_daemon(mountpoint: str) -> int | None:
+    """0 if the daemon of the mount at `mountpoint` answers, its errno if the kernel refuses
+    (ENOTCONN: the daemon is gone), None if it does not answer in time.
+
+    statfs, not stat: the kernel answers stat from attributes it cached while the daemon lived,
+    while every statfs is a request that reaches the daemon (or fails once its connection is gone).
+    """
+    outcome: list[int] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(mountpoint)
+        except OSError as exc:
+            outcome.append(exc.errno or errno.EIO)
+        else:
+            outcome.append(0)
+
+    # A daemon alive but stuck would hold the probe forever; the thread cannot hold us up.
+    thread = threading.Thread(target=probe, name="statfs-probe", daemon=True)
+    thread.start()
+    thread.join(DAEMON_ANSWER_TIMEOUT_S)
+    return outcome[0] if outcome else None
 
 
 def mount(mountpoint: str, fsname: str, subtype: str, allow_other: bool) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kdbusfs.fuse import mount as fuse_mount
 from kdbusfs.fuse.mount import libc_mount, libc_umount, mountinfo
 from kdbusfs.peer import MountTable
 
@@ -198,6 +199,53 @@ def test_stale_mount_is_refused_with_the_fix_and_can_be_recovered(tmp_path: Path
     assert (target / "control").exists()
     subprocess.run([*KDBUSFS, "-u", str(target)], check=True)
     wait_for(lambda: not is_mounted(target), what="the remount to go away")
+
+
+def test_stale_mount_is_recognised_while_the_kernel_still_caches_its_attributes(tmp_path: Path) -> None:
+    # Clients that used the mount leave the root's attributes cached (for an hour): a stat then
+    # succeeds although the daemon is gone, so staleness must be asked of the daemon itself.
+    target = tmp_path / "cached"
+    target.mkdir()
+    mount = start_daemon(target, tmp_path / "daemon.log")
+    os.stat(target)
+    mount.process.send_signal(signal.SIGKILL)
+    mount.process.wait()
+    try:
+        os.stat(target)  # answered from the cache: this is the case the check must not trust
+        proc = subprocess.run([*KDBUSFS, str(target)], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 1
+        assert "stale" in proc.stderr and f"fusermount3 -u {target}" in proc.stderr, proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=True)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    states = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            states.append(f.read().rpartition(")")[2].split()[0])
+    return all(state == "T" for state in states)
+
+
+def test_a_daemon_that_does_not_answer_is_reported_as_stuck(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "stuck"
+    target.mkdir()
+    mount = start_daemon(target, tmp_path / "daemon.log")
+    os.stat(target)
+    monkeypatch.setattr(fuse_mount, "DAEMON_ANSWER_TIMEOUT_S", 0.5)
+    try:
+        mount.process.send_signal(signal.SIGSTOP)
+        wait_for(lambda: _all_threads_stopped(mount.process.pid), what="the daemon to stop")
+        with pytest.raises(fuse_mount.MountError, match="has not answered"):
+            fuse_mount.check_mountpoint(str(target))
+        mount.process.send_signal(signal.SIGCONT)
+        with pytest.raises(fuse_mount.MountError, match="already a fuse.kdbusfs mount"):
+            fuse_mount.check_mountpoint(str(target))
+    finally:
+        mount.process.send_signal(signal.SIGCONT)
+        code = mount.stop()
+    assert code == 0, mount.log()
 
 
 @pytest.mark.parametrize("page", ["kdbusfs.1", "kdbusfs.7", "mount.kdbusfs.8"])
