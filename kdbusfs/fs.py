@@ -551,6 +551,8 @@ class Filesystem:
                     # Grow the inode to the pool's size so mappings of the whole pool can fault.
                     last = conn.pool.size - PAGE_SIZE
                     self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
+                else:
+                    _seal_pool(opened.backing_fd)
                 self.domain.changed.append(conn)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
@@ -619,14 +621,21 @@ class Filesystem:
 
 
 def _map_pool(memfd: int, size: int) -> mmap.mmap:
-    """A pool of `size` bytes in `memfd`, which the client maps through passthrough."""
+    """A pool of `size` bytes in `memfd`, which the client maps through passthrough.
+
+    Sealed only once its HELLO has succeeded (_seal_pool): a HELLO that fails after this leaves
+    the handle fresh, and the next HELLO on it may ask for another size.
+    """
+    os.ftruncate(memfd, 0)  # nothing of a failed HELLO's pool survives into the next one
     os.ftruncate(memfd, size)
-    pool = mmap.mmap(memfd, size)
+    return mmap.mmap(memfd, size)
+
+
+def _seal_pool(memfd: int) -> None:
     # The daemon keeps its writable mapping; write(2) on the connection fd (which passthrough
     # would send to the memfd) now fails, and the pool's size is fixed. A writable shared mapping
     # cannot be refused this way: FUSE passthrough maps the memfd without shmem's seal check.
     fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
-    return pool
 
 
 def _opname(opcode: int) -> str:

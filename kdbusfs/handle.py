@@ -291,6 +291,8 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
             _register_special(conn, name, args)
     except KdbusError:
         conn.disconnect()
+        # The handle stays fresh for another HELLO, which maps a pool of its own.
+        conn.pool.close()
         raise
     bus = endpoint.bus
     args.set_u64(40, bus.bus_flags)

@@ -7,17 +7,33 @@ and the per-type checks are the generic rules every command shares (KDBUS-SPEC.m
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..bus.errors import KdbusError
 from ..bus.limits import SYSNAME_MAX_LEN
 from .constants import Item
-from .structs import ITEM_HEADER_SIZE, U64, align8
+from .structs import (
+    AUDIT,
+    BLOOM_PARAMETER,
+    CREDS,
+    ITEM_HEADER_SIZE,
+    MEMFD,
+    NOTIFY_ID_CHANGE,
+    NOTIFY_NAME_CHANGE,
+    PIDS,
+    POLICY_ACCESS,
+    TIMESTAMP,
+    U64,
+    VEC,
+    align8,
+)
 
 _HEADER = ITEM_HEADER_SIZE
 _pack_header = __import__("struct").Struct("<QQ").pack
 _unpack_header = __import__("struct").Struct("<QQ").unpack_from
+# An fd (FDS, CANCEL_FD), a group id (AUXGROUPS), a capability word (CAPS).
+_U32_SIZE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,58 +84,137 @@ def validate_sysname(payload: bytes) -> None:
         raise KdbusError(errno.EINVAL, f"invalid character {chr(ch)!r} in name")
 
 
-_STRING_ITEMS = frozenset(
-    {Item.NAME, Item.DST_NAME, Item.PID_COMM, Item.TID_COMM, Item.EXE, Item.CMDLINE, Item.CGROUP,
-     Item.SECLABEL}
-)
-_EXACT_PAYLOAD: dict[int, int] = {
-    Item.CANCEL_FD: 4, Item.BLOOM_PARAMETER: 16, Item.ATTACH_FLAGS_SEND: 8, Item.ATTACH_FLAGS_RECV: 8,
-    Item.ID: 8, Item.DST_ID: 8, Item.TIMESTAMP: 24, Item.CREDS: 64, Item.AUDIT: 8,
-    Item.POLICY_ACCESS: 24, Item.ID_ADD: 16, Item.ID_REMOVE: 16, Item.REPLY_TIMEOUT: 0,
-    Item.REPLY_DEAD: 0,
+def _string(payload: bytes) -> None:
+    if not str_valid(payload):
+        raise KdbusError(errno.EINVAL, "malformed string")
+
+
+def _vec(payload: bytes) -> None:
+    if U64.unpack_from(payload)[0] == 0:
+        raise KdbusError(errno.EINVAL, "empty payload vector")
+
+
+def _memfd(payload: bytes) -> None:
+    memfd = MEMFD.unpack(payload)
+    if memfd.size == 0:
+        raise KdbusError(errno.EINVAL, "empty memfd item")
+    if memfd.fd < 0:
+        raise KdbusError(errno.EBADF, "negative memfd fd")
+
+
+def _caps(payload: bytes) -> None:
+    # Four capability sets (inheritable, permitted, effective, bounding) of as many u32 words as
+    # last_cap needs. kdbus's bound (CAP_TO_INDEX(last_cap) words per set) is one word per set short
+    # of that; kept so that the same items pass (no command takes CAPS from a client anyway).
+    last_cap = int.from_bytes(payload[:4], "little")
+    if len(payload) < 4 + 4 * (last_cap >> 5) * 4:
+        raise KdbusError(errno.EINVAL, f"capability sets shorter than last_cap {last_cap} needs")
+
+
+def _string_after(offset: int) -> Callable[[bytes], None]:
+    """A fixed part of `offset` bytes, then an optional name that must be a proper string."""
+    def check(payload: bytes) -> None:
+        if len(payload) > offset and not str_valid(payload[offset:]):
+            raise KdbusError(errno.EINVAL, "malformed name after the fixed part")
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRule:
+    """The shape an item's payload must have before anything reads it.
+
+    `exact` or `minimum` bound its size and `multiple` its granularity; `check` then looks at its
+    content (strings, fields that must not be zero), and may rely on the size being right.
+    """
+
+    exact: int | None = None
+    minimum: int = 0
+    multiple: int = 1
+    check: Callable[[bytes], None] | None = None
+
+
+_STRING = PayloadRule(check=_string)
+_U64 = PayloadRule(exact=U64.size)
+_NAME_CHANGE = PayloadRule(minimum=NOTIFY_NAME_CHANGE.size, check=_string_after(NOTIFY_NAME_CHANGE.size))
+_NOTIFY_ID = PayloadRule(exact=NOTIFY_ID_CHANGE.size)
+_EMPTY = PayloadRule(exact=0)
+
+# Every item type's payload rule: the one place that says how large each item is (KDBUS-SPEC.md
+# §2.2 rule 7, kdbus_item_validate). Items whose payload is a struct need exactly that struct, so
+# no parser downstream can read past a short payload. Two rules are stricter than kdbus, which reads
+# them unchecked: PIDS (kdbus copies 24 bytes from whatever follows a short item) and OWNED_NAME.
+PAYLOAD_RULES: Mapping[int, PayloadRule] = {
+    Item.NEGOTIATE: PayloadRule(multiple=U64.size),
+    Item.PAYLOAD_VEC: PayloadRule(exact=VEC.size, check=_vec),
+    Item.PAYLOAD_OFF: PayloadRule(exact=VEC.size, check=_vec),
+    Item.PAYLOAD_MEMFD: PayloadRule(exact=MEMFD.size, check=_memfd),
+    Item.FDS: PayloadRule(multiple=_U32_SIZE),
+    Item.CANCEL_FD: PayloadRule(exact=_U32_SIZE),
+    Item.BLOOM_PARAMETER: PayloadRule(exact=BLOOM_PARAMETER.size),
+    # A generation, then the bloom words (their number depends on the bus: checked where used).
+    Item.BLOOM_FILTER: PayloadRule(minimum=U64.size),
+    # Any size here; it must be whole bloom filters of the bus, checked where used.
+    Item.BLOOM_MASK: PayloadRule(),
+    Item.DST_NAME: _STRING,
+    Item.MAKE_NAME: PayloadRule(check=validate_sysname),
+    Item.ATTACH_FLAGS_SEND: _U64,
+    Item.ATTACH_FLAGS_RECV: _U64,
+    Item.ID: _U64,
+    Item.NAME: _STRING,
+    Item.DST_ID: _U64,
+    Item.TIMESTAMP: PayloadRule(exact=TIMESTAMP.size),
+    Item.CREDS: PayloadRule(exact=CREDS.size),
+    Item.PIDS: PayloadRule(exact=PIDS.size),
+    Item.AUXGROUPS: PayloadRule(multiple=_U32_SIZE),
+    Item.OWNED_NAME: PayloadRule(minimum=U64.size, check=_string_after(U64.size)),
+    Item.TID_COMM: _STRING,
+    Item.PID_COMM: _STRING,
+    Item.EXE: _STRING,
+    Item.CMDLINE: _STRING,
+    Item.CGROUP: _STRING,
+    Item.CAPS: PayloadRule(minimum=_U32_SIZE, check=_caps),
+    Item.SECLABEL: _STRING,
+    Item.AUDIT: PayloadRule(exact=AUDIT.size),
+    Item.CONN_DESCRIPTION: PayloadRule(check=validate_sysname),
+    Item.POLICY_ACCESS: PayloadRule(exact=POLICY_ACCESS.size),
+    Item.NAME_ADD: _NAME_CHANGE,
+    Item.NAME_REMOVE: _NAME_CHANGE,
+    Item.NAME_CHANGE: _NAME_CHANGE,
+    Item.ID_ADD: _NOTIFY_ID,
+    Item.ID_REMOVE: _NOTIFY_ID,
+    Item.REPLY_TIMEOUT: _EMPTY,
+    Item.REPLY_DEAD: _EMPTY,
 }
 
 
+def _type_name(item_type: int) -> str:
+    try:
+        return Item(item_type).name
+    except ValueError:
+        return f"{item_type:#x}"
+
+
 def validate_item(item_type: int, payload: bytes) -> None:
-    """Per-type payload checks shared by every command (raises KdbusError)."""
+    """Check a payload against its type's rule (raises KdbusError); unknown types have none.
+
+    Failures are the caller's bad input: they say which item and why, for a debug log line.
+    """
+    rule = PAYLOAD_RULES.get(item_type)
+    if rule is None:
+        return
     size = len(payload)
-    if item_type in _STRING_ITEMS:
-        if not str_valid(payload):
-            raise KdbusError(errno.EINVAL, f"item {item_type:#x}: malformed string")
-        return
-    exact = _EXACT_PAYLOAD.get(item_type)
-    if exact is not None:
-        if size != exact:
-            raise KdbusError(errno.EINVAL, f"item {item_type:#x}: payload of {size} bytes, want {exact}")
-        return
-    if item_type == Item.NEGOTIATE:
-        if size % 8:
-            raise KdbusError(errno.EINVAL, "NEGOTIATE payload not a multiple of 8")
-    elif item_type in (Item.PAYLOAD_VEC, Item.PAYLOAD_OFF):
-        if size != 16 or U64.unpack_from(payload)[0] == 0:
-            raise KdbusError(errno.EINVAL, "malformed or empty payload vector")
-    elif item_type == Item.PAYLOAD_MEMFD:
-        if size != 24 or U64.unpack_from(payload, 8)[0] == 0:
-            raise KdbusError(errno.EINVAL, "malformed or empty memfd item")
-        if int.from_bytes(payload[16:20], "little", signed=True) < 0:
-            raise KdbusError(errno.EBADF, "negative memfd fd")
-    elif item_type in (Item.FDS, Item.AUXGROUPS):
-        if size % 4:
-            raise KdbusError(errno.EINVAL, f"item {item_type:#x}: payload not a multiple of 4")
-    elif item_type == Item.BLOOM_FILTER:
-        if size < 8:
-            raise KdbusError(errno.EINVAL, "bloom filter without generation")
-    elif item_type in (Item.MAKE_NAME, Item.CONN_DESCRIPTION):
-        validate_sysname(payload)
-    elif item_type == Item.CAPS:
-        if size < 4:
-            raise KdbusError(errno.EINVAL, "caps item too short")
-        last_cap = int.from_bytes(payload[:4], "little")
-        if size < 4 + 4 * (last_cap >> 5) * 4:
-            raise KdbusError(errno.EINVAL, "caps item shorter than last_cap needs")
-    elif item_type in (Item.NAME_ADD, Item.NAME_REMOVE, Item.NAME_CHANGE):
-        if size < 32 or (size > 32 and not str_valid(payload[32:])):
-            raise KdbusError(errno.EINVAL, "malformed name-change item")
+    if rule.exact is not None:
+        if size != rule.exact:
+            raise KdbusError(errno.EINVAL, f"item {_type_name(item_type)}: payload of {size} bytes, "
+                                           f"want {rule.exact}")
+    elif size < rule.minimum or size % rule.multiple:
+        raise KdbusError(errno.EINVAL, f"item {_type_name(item_type)}: payload of {size} bytes, want "
+                                       f"at least {rule.minimum} in multiples of {rule.multiple}")
+    if rule.check is not None:
+        try:
+            rule.check(payload)
+        except KdbusError as exc:
+            raise KdbusError(exc.errno, f"item {_type_name(item_type)}: {exc.why}") from None
 
 
 def walk_items(

@@ -106,6 +106,8 @@ pids = c.Struct("pid" / u64, "tid" / u64, "ppid" / u64)
 timestamp = c.Struct("seqnum" / u64, "monotonic_ns" / u64, "realtime_ns" / u64)
 bloom_parameter = c.Struct("size" / u64, "n_hash" / u64)
 notify_id_change = c.Struct("id" / u64, "flags" / u64)
+# NAME_ADD/REMOVE/CHANGE: the old and the new owner, then (optionally) the name.
+notify_name_change = c.Struct("old_id" / u64, "old_flags" / u64, "new_id" / u64, "new_flags" / u64)
 policy_access = c.Struct("type" / u64, "access" / u64, "id" / u64)
 audit = c.Struct("sessionid" / u32, "loginuid" / u32)
 
@@ -128,6 +130,7 @@ PIDS = Layout("kdbus_pids", pids)
 TIMESTAMP = Layout("kdbus_timestamp", timestamp)
 BLOOM_PARAMETER = Layout("kdbus_bloom_parameter", bloom_parameter)
 NOTIFY_ID_CHANGE = Layout("kdbus_notify_id_change", notify_id_change)
+NOTIFY_NAME_CHANGE = Layout("kdbus_notify_name_change", notify_name_change)
 POLICY_ACCESS = Layout("kdbus_policy_access", policy_access)
 AUDIT = Layout("kdbus_audit", audit)
 

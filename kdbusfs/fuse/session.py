@@ -29,6 +29,9 @@ READ_BUFFER_SIZE = 128 * 1024 + 4096
 # Deadlines are looked at whenever the loop runs out of requests, and also after this many
 # requests in a row: a steady stream must not hold back timeouts.
 DEADLINE_CHECK_EVERY = 64
+# The longest single wait: a client may set any u64 timeout, and epoll cannot wait past an int of
+# milliseconds (longer asks raise OverflowError). Waking early only looks at the deadline again.
+MAX_WAIT_S = 24 * 3600.0
 
 
 class Server(Protocol):
@@ -133,7 +136,9 @@ class Session:
         """Sleep until a request, a cancel fd, stop() or the next deadline; handle the latter three."""
         server = self._server
         deadline = server.next_deadline()
-        timeout = -1.0 if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+        timeout = -1.0
+        if deadline is not None:
+            timeout = min(MAX_WAIT_S, max(0.0, (deadline - time.monotonic_ns()) / 1e9))
         try:
             events = self._epoll.poll(timeout)
         except InterruptedError:

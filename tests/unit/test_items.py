@@ -10,6 +10,7 @@ from helpers import raises_errno
 
 from kdbusfs.abi.constants import Item
 from kdbusfs.abi.items import (
+    PAYLOAD_RULES,
     ItemSpec,
     ParsedItem,
     item,
@@ -326,14 +327,31 @@ def test_bloom_mask_any_size(size: int) -> None:
     validate_item(Item.BLOOM_MASK, bytes(size))
 
 
-@pytest.mark.parametrize("size", [0, 24, 40])
-def test_pids_has_no_size_check(size: int) -> None:
-    validate_item(Item.PIDS, bytes(size))
+def test_every_item_type_has_a_payload_rule() -> None:
+    assert set(PAYLOAD_RULES) == set(Item)
+
+
+@pytest.mark.parametrize("size", [0, 8, 16, 22, 23, 25, 32, 40])
+def test_pids_payload_not_24_is_einval(size: int) -> None:
+    # kdbus reads 24 bytes of a PIDS item whatever its size; kdbusfs refuses it as a wrong size.
+    with raises_errno(errno.EINVAL):
+        validate_item(Item.PIDS, bytes(size))
+
+
+@pytest.mark.parametrize("payload", [bytes(8), bytes(8) + b"a.b\0"])
+def test_owned_name_item_is_valid(payload: bytes) -> None:
+    validate_item(Item.OWNED_NAME, payload)
+
+
+@pytest.mark.parametrize("payload", [bytes(0), bytes(7), bytes(8) + b"a.b", bytes(8) + b"a\0b\0"])
+def test_malformed_owned_name_item_is_einval(payload: bytes) -> None:
+    with raises_errno(errno.EINVAL):
+        validate_item(Item.OWNED_NAME, payload)
 
 
 EXACT = [
     (Item.CANCEL_FD, 4), (Item.BLOOM_PARAMETER, 16), (Item.ATTACH_FLAGS_SEND, 8), (Item.ATTACH_FLAGS_RECV, 8),
-    (Item.ID, 8), (Item.DST_ID, 8), (Item.TIMESTAMP, 24), (Item.CREDS, 64), (Item.AUDIT, 8),
+    (Item.ID, 8), (Item.DST_ID, 8), (Item.TIMESTAMP, 24), (Item.CREDS, 64), (Item.PIDS, 24), (Item.AUDIT, 8),
     (Item.POLICY_ACCESS, 24), (Item.ID_ADD, 16), (Item.ID_REMOVE, 16),
     (Item.REPLY_TIMEOUT, 0), (Item.REPLY_DEAD, 0),
 ]

@@ -113,6 +113,17 @@ def test_a_due_deadline_ticks_without_any_request(kernel: Kernel) -> None:
         assert server.ticks == 1
 
 
+def test_a_deadline_centuries_away_is_waited_for_while_serving(kernel: Kernel) -> None:
+    # A client may set any u64 timeout: the loop must neither overflow epoll nor stop serving.
+    ours, theirs = kernel
+    server = Recorder()
+    server.deadline = 2**64 - 1
+    with serving(ours, server):
+        theirs.send(request(7))
+        assert unique_of(theirs.recv(4096)) == 7
+        assert server.ticks == 0
+
+
 def test_a_cancel_fd_fires_once_and_is_closed(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
