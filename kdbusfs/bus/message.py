@@ -157,8 +157,9 @@ def _walk(data: bytes) -> list[tuple[int, int, int]]:
         if size < 16 or pos + size > end:
             raise KdbusError(errno.EINVAL, f"item at offset {pos} has bad size {size}")
         if kind == Item.PAYLOAD_VEC:
+            # The common well-formed vec is accepted inline; anything else gets the table's verdict.
             if size != _VEC_ITEM_SIZE or U64.unpack_from(data, pos + 16)[0] == 0:
-                raise KdbusError(errno.EINVAL, "malformed or empty payload vector")
+                validate_item(kind, data[pos + 16 : pos + size])
         elif kind == Item.PAYLOAD_MEMFD or kind in _SINGLE:
             if kind in seen:
                 raise KdbusError(errno.EINVAL, f"item type {kind:#x} given twice")
