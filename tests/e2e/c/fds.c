@@ -1,6 +1,7 @@
 /* Passing descriptors: FDS and PAYLOAD_MEMFD are checked as kdbus checks them, and since kdbusfs
  * cannot install descriptors in a receiver, they arrive as -1 with KDBUS_RECV_RETURN_INCOMPLETE_FDS.
- * CANCEL_FD ends a synchronous call with ECANCELED.  usage: fds MOUNT_ROOT */
+ * CANCEL_FD ends a synchronous call with ECANCELED: it is fired once the call has reached its callee
+ * and the caller is seen blocked in the daemon (blocked.h), never after a sleep.  usage: fds MOUNT_ROOT */
 #define _GNU_SOURCE
 #include <poll.h>
 #include <pthread.h>
@@ -8,7 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
-#include "msgutil.h"
+#include "blocked.h"
 
 static uint64_t msgbuf[4096];
 
@@ -28,14 +29,24 @@ static int send_err(int fd, struct kdbus_msg *m)
 	return send_msg(fd, m, 0, NULL) < 0 ? errno : 0;
 }
 
-static int cancel_efd;
+/* Fire the CANCEL_FD only once the call has reached the callee and the caller sleeps in the daemon:
+ * the daemon must then wake a blocked call, not refuse an already-readable fd at the start. */
+struct canceller {
+	int efd;
+	pid_t tid;
+	struct conn *callee;
+	uint64_t cookie;
+};
+
 static void *fire_cancel(void *arg)
 {
-	(void)arg;
-	usleep(200000);
-	uint64_t one = 1;
-	if (write(cancel_efd, &one, sizeof(one)) != sizeof(one))
-		abort();
+	struct canceller *c = arg;
+	uint64_t offset, one = 1;
+	take_call(c->callee, c->cookie, &offset, "CANCEL_FD");
+	CHECK(free_slice(c->callee->fd, offset) == 0, "FREE the call");
+	wait_blocked(getpid(), c->tid, KDBUS_CMD_SEND, "S", 5000, "CANCEL_FD: caller blocked");
+	CHECK(write(c->efd, &one, sizeof(one)) == sizeof(one), "fire the cancel fd");
+	wait_unblocked(getpid(), c->tid, KDBUS_CMD_SEND, 5000, "CANCEL_FD: the blocked caller wakes");
 	return NULL;
 }
 
@@ -118,11 +129,12 @@ int main(int argc, char **argv)
 	}
 
 	/* CANCEL_FD */
-	cancel_efd = eventfd(0, EFD_CLOEXEC);
+	int cancel_efd = eventfd(0, EFD_CLOEXEC);
+	CHECK(cancel_efd >= 0, "eventfd");
 	uint64_t cmdbuf[64] = {0};
 	struct kdbus_cmd_send *cmd = (void *)cmdbuf;
 	m = build_msg(msgbuf, b.id, NULL, NULL, 0, KDBUS_MSG_EXPECT_REPLY, 20);
-	m->timeout_ns = now_ns() + 20000000000ULL;
+	m->timeout_ns = now_ns() + 10000000000ULL;
 	cmd->size = sizeof(*cmd) + KDBUS_ALIGN8(KDBUS_ITEM_HEADER_SIZE + sizeof(int));
 	cmd->flags = KDBUS_SEND_SYNC_REPLY;
 	cmd->msg_address = (uintptr_t)m;
@@ -130,18 +142,16 @@ int main(int argc, char **argv)
 	cancel_item->type = KDBUS_ITEM_CANCEL_FD;
 	cancel_item->size = KDBUS_ITEM_HEADER_SIZE + sizeof(int);
 	memcpy((uint8_t *)cancel_item + KDBUS_ITEM_HEADER_SIZE, &cancel_efd, sizeof(int));
+	struct canceller canceller = { .efd = cancel_efd, .tid = gettid(), .callee = &b, .cookie = 20 };
 	pthread_t thread;
-	pthread_create(&thread, NULL, fire_cancel, NULL);
+	CHECK(pthread_create(&thread, NULL, fire_cancel, &canceller) == 0, "pthread_create");
 	uint64_t t0 = now_ns();
 	errno = 0;
-	CHECK(ioctl(c.fd, KDBUS_CMD_SEND, cmd) < 0 && errno == ECANCELED, "sync call cancelled -> ECANCELED");
+	CHECK(ioctl(c.fd, KDBUS_CMD_SEND, cmd) < 0 && errno == ECANCELED, "blocked sync call cancelled -> ECANCELED");
 	CHECK(now_ns() - t0 < 5000000000ULL, "cancelled promptly");
 	pthread_join(thread, NULL);
-	CHECK(recv_msg(&b, &recv, 0, 0) == 0, "the call was delivered");
-	got = (void *)(b.pool + recv.msg.offset);
 	struct kdbus_msg *r = build_msg(msgbuf + 2048, c.id, NULL, NULL, 0, 0, 21);
-	r->cookie_reply = got->cookie;
-	free_slice(b.fd, recv.msg.offset);
+	r->cookie_reply = 20;
 	CHECK(send_err(b.fd, r) == EBADSLT, "late reply after cancel -> EBADSLT");
 	OK("CANCEL_FD -> ECANCELED, late reply EBADSLT");
 	int closed_fd = 999;
