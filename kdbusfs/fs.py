@@ -38,7 +38,7 @@ from .fuse import protocol as p
 from .fuse.codec import Attr, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
 from .limitlog import LimitLog
-from .peer import ProcessMemory, RequestCaller, closer, dying, read_creds, user_namespace
+from .peer import ProcessMemory, ProcProcess, RequestCaller, closer, dying
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -431,7 +431,9 @@ class Filesystem:
     def _open(self, request: Request) -> bytes:
         nodeid = request.header.nodeid
         h = request.header
-        opener = read_creds(h.pid, h.uid, h.gid) if h.pid else read_creds(0, h.uid, h.gid)
+        # One status read and one user-namespace lookup serve both the creds and the namespace.
+        process = ProcProcess(h.pid, h.uid, h.gid)
+        opener = process.creds()
         if nodeid == CONTROL_ID:
             if not self.domain.active:
                 raise KdbusError(errno.ESHUTDOWN, "domain is shutting down")
@@ -446,7 +448,7 @@ class Filesystem:
             if not (endpoint.active and endpoint.bus.active):
                 raise KdbusError(errno.ESHUTDOWN, f"endpoint {endpoint.name} is going away")
             # No pid: a task the mount's pid namespace cannot see, nor can we see its namespaces.
-            userns = user_namespace(h.pid) if h.pid else UNKNOWN_USERNS
+            userns = process.userns() if h.pid else UNKNOWN_USERNS
             handle = Handle(endpoint, opener, opener_userns=userns)
             open_flags = 0
         fh = self._next_fh

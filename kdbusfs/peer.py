@@ -19,6 +19,7 @@ import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .bus.errors import KdbusError
@@ -176,7 +177,18 @@ def _read_status(tid: int) -> bytes | None:
     return _read_text(f"/proc/{tid}/status", 8192)
 
 
-def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None) -> Creds:
+def _ns_inode(tid: int, kind: str) -> int | None:
+    """The inode of the task's namespace of `kind`; None if it cannot be read."""
+    try:
+        return os.stat(f"/proc/{tid}/ns/{kind}").st_ino
+    except OSError:
+        return None
+
+
+def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None,
+                       user_ns: Callable[[], int | None] | None = None) -> Creds:
+    """Creds from a status read; `user_ns` gives the task's user namespace inode, when a caller
+    that needs it anyway has (or will have) looked it up: each lookup costs a path walk in /proc."""
     if status is None:
         return Creds.for_ids(fsuid, fsgid, tid)
     uids = [int(x) for x in _field(status, b"\nUid:").split()] or [fsuid] * 4
@@ -185,10 +197,8 @@ def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None) -
     in_domain_userns = True
     if caps:
         # Capabilities count only in the daemon's user namespace (the domain's).
-        try:
-            in_domain_userns = os.stat(f"/proc/{tid}/ns/user").st_ino == _OWN_NS["user"]
-        except OSError:
-            in_domain_userns = False
+        inode = user_ns() if user_ns is not None else _ns_inode(tid, "user")
+        in_domain_userns = inode is not None and inode == _OWN_NS["user"]
     return Creds(
         pid=int(_field(status, b"\nTgid:") or tid), tid=tid, ppid=int(_field(status, b"\nPPid:") or 0),
         uid=uids[0], euid=uids[1], suid=uids[2], fsuid=uids[3],
@@ -215,14 +225,20 @@ def _read_text(path: str, limit: int = 4096) -> bytes | None:
 _CAP_LAST_CAP = int((_read_text("/proc/sys/kernel/cap_last_cap") or b"40").strip())
 
 
-def _namespace_path(tid: int, kind: str, owners: list[int] | None = None) -> tuple[int, ...]:
+def _namespace_path(tid: int, kind: str, owners: list[int] | None = None,
+                    inode: int | None = None) -> tuple[int, ...]:
     """The task's namespace of `kind` and its ancestors below the daemon's, outermost first; with
-    `owners`, also the owner uid of each (user namespaces). (UNKNOWN_NS,) if it cannot be read."""
+    `owners`, also the owner uid of each (user namespaces). (UNKNOWN_NS,) if it cannot be read.
+    `inode` is the namespace's inode if the caller has looked it up already."""
     if not _OWN_NS[kind]:
         return ()  # no nsfs here at all: everyone shares the daemon's view
+    if inode is None:
+        inode = _ns_inode(tid, kind)
+        if inode is None:
+            return (UNKNOWN_NS,)
+    if inode == _OWN_NS[kind]:
+        return ()
     try:
-        if os.stat(f"/proc/{tid}/ns/{kind}").st_ino == _OWN_NS[kind]:
-            return ()
         fd = os.open(f"/proc/{tid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return (UNKNOWN_NS,)
@@ -265,10 +281,11 @@ def _id_map(tid: int, name: str) -> IdMap:
     return IdMap(tuple(ranges))
 
 
-def user_namespace(tid: int) -> UserNamespace:
-    """The user namespace a task lives in, with what is needed to show ids and caps inside it."""
+def user_namespace(tid: int, inode: int | None = None) -> UserNamespace:
+    """The user namespace a task lives in, with what is needed to show ids and caps inside it
+    (`inode`: that namespace's inode, if already looked up)."""
     owners: list[int] = []
-    path = _namespace_path(tid, "user", owners)
+    path = _namespace_path(tid, "user", owners, inode)
     if not path:
         return DAEMON_USERNS
     if UNKNOWN_NS in path:
@@ -294,8 +311,15 @@ class ProcProcess:
 
     def creds(self) -> Creds:
         if self._creds is None:
-            self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, self._status())
+            self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, self._status(),
+                                             self._user_ns_inode)
         return self._creds
+
+    def _user_ns_inode(self) -> int | None:
+        # Both the creds (do capabilities count?) and userns() need it: one /proc lookup.
+        if "user_ns_inode" not in self._cache:
+            self._cache["user_ns_inode"] = _ns_inode(self.tid, "user")
+        return self._cache["user_ns_inode"]  # type: ignore[return-value]
 
     def _status(self) -> bytes | None:
         # Creds, capabilities and namespace pids all come from it: one read per request.
@@ -375,7 +399,7 @@ class ProcProcess:
 
     def userns(self) -> UserNamespace:
         if "userns" not in self._cache:
-            self._cache["userns"] = user_namespace(self.tid)
+            self._cache["userns"] = user_namespace(self.tid, self._user_ns_inode())
         return self._cache["userns"]  # type: ignore[return-value]
 
     def pidns(self) -> tuple[int, ...]:

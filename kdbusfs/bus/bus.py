@@ -20,6 +20,7 @@ from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
 from .errors import KdbusError
+from .match import NotificationSubscribers
 from .metadata import Creds, Process, Snapshot
 from .names import NameEntry, Registry, is_valid_name
 from .policy import PolicyDb, may_see_name, may_talk
@@ -57,6 +58,8 @@ class Bus:
     connections: dict[int, Connection] = field(default_factory=dict)
     # Monitors see every message, before its recipients.
     monitors: list[Connection] = field(default_factory=list)
+    # Who can take each kind of broadcast kernel notification: the only connections it visits.
+    notification_subscribers: NotificationSubscribers = field(default_factory=NotificationSubscribers)
     policy: PolicyDb = field(default_factory=PolicyDb)
     names: Registry = field(init=False)
     active: bool = True
@@ -216,7 +219,11 @@ class Bus:
         msg = msgs.stage_kernel(DST_ID_BROADCAST, 0, item_type, payload)
         self.stamp(msg)
         self.to_monitors(msg, None, None)
-        for conn in list(self.connections.values()):
+        connections = self.connections
+        for conn_id in self.notification_subscribers.candidates(item_type):
+            conn = connections.get(conn_id)
+            if conn is None:
+                continue
             matches = conn.matches
             if matches is None or not matches.match_kernel(item_type, payload):
                 continue

@@ -151,7 +151,7 @@ class Connection:
             view=view,
         )
         if kind is Kind.ORDINARY:
-            conn.matches = MatchDb()
+            conn.matches = MatchDb(subscribers=bus.notification_subscribers, owner_id=conn.id)
         endpoint.connections[conn.id] = conn
         bus.connections[conn.id] = conn
         if kind is Kind.MONITOR:
@@ -360,6 +360,7 @@ class Connection:
         bus.policy.remove_owner(self)
         self.endpoint.connections.pop(self.id, None)
         bus.connections.pop(self.id, None)
+        bus.notification_subscribers.forget(self.id)
         self.user.connections -= 1
         bus.names.release_all(self)
         for entry in self.queue.drain():

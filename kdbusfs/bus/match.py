@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 _NOTIFY_ID = structs.NOTIFY_ID_CHANGE.struct
 _NAME_CHANGE = struct.Struct("<QQQQ")
-_KERNEL_RULES = frozenset({Item.NAME_ADD, Item.NAME_REMOVE, Item.NAME_CHANGE, Item.ID_ADD, Item.ID_REMOVE})
+# The broadcast kernel notifications, which go to connections whose matches select them.
+KERNEL_NOTIFICATIONS = frozenset({Item.NAME_ADD, Item.NAME_REMOVE, Item.NAME_CHANGE, Item.ID_ADD,
+                                  Item.ID_REMOVE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +75,111 @@ def _rule(parsed: ParsedItem, bloom_size: int) -> Rule:
 
 
 
+def notification_types(rules: tuple[Rule, ...]) -> frozenset[int]:
+    """The kernel notification types an entry with these rules can select (KDBUS-SPEC.md §7.4):
+    every type without rules, the one type that all its rules share, or none (an entry mixing
+    types, or holding a rule for messages from connections, never matches a notification)."""
+    if not rules:
+        return KERNEL_NOTIFICATIONS
+    first = rules[0].type
+    if first in KERNEL_NOTIFICATIONS and all(r.type == first for r in rules):
+        return frozenset((first,))
+    return frozenset()
+
+
+class NotificationSubscribers:
+    """Per bus: for each broadcast kernel notification type, the connections with a match entry
+    that can select it.
+
+    A notification goes through the matches of these connections only. kdbus walks every
+    connection of the bus, which in C costs next to nothing; a Python loop over all of them on
+    every HELLO (ID_ADD) and disconnect (ID_REMOVE) made connecting dearer as the bus filled. The
+    index only narrows whose matches are asked: who receives what stays the matches' decision.
+
+    Connections are listed by id (the bus maps ids to connections): a match database refers to
+    the index, and a reference back to its connection would make every connection a reference
+    cycle, left for the cyclic garbage collector instead of being freed when it goes.
+    """
+
+    __slots__ = ("_by_type",)
+
+    def __init__(self) -> None:
+        # Ordered sets of connection ids (dicts keep the order of subscription).
+        self._by_type: dict[int, dict[int, None]] = {kind: {} for kind in KERNEL_NOTIFICATIONS}
+
+    def subscribe(self, conn_id: int, types: frozenset[int]) -> None:
+        """Connection `conn_id` can now take exactly these notification types."""
+        for kind, ids in self._by_type.items():
+            if kind in types:
+                ids[conn_id] = None
+            else:
+                ids.pop(conn_id, None)
+
+    def forget(self, conn_id: int) -> None:
+        """The connection is leaving the bus: no notification from now on, its own ID_REMOVE included."""
+        for ids in self._by_type.values():
+            ids.pop(conn_id, None)
+
+    def candidates(self, item_type: int) -> list[int]:
+        """Ids of who may take a notification of `item_type`: a copy, safe to iterate while delivering."""
+        ids = self._by_type.get(item_type)
+        return list(ids) if ids else []
+
+
 @dataclass(slots=True, eq=False)
 class MatchDb:
     entries: list[Entry] = field(default_factory=list)
+    # The bus's index of notification subscribers and this database's connection id in it; without
+    # them (a database on its own, as in tests) nothing is announced.
+    subscribers: NotificationSubscribers | None = None
+    owner_id: int | None = None
+    # How many entries can select each notification type, and the types last announced.
+    _selecting: dict[int, int] = field(default_factory=dict)
+    _announced: frozenset[int] = frozenset()
 
     def add(self, cookie: int, items: list[ParsedItem], bloom_size: int, replace: bool) -> None:
         rules = tuple(_rule(parsed, bloom_size) for parsed in items)
+        # A replacement that removed entries has made room, so EMFILE comes only before any change.
         if replace:
-            self.entries = [e for e in self.entries if e.cookie != cookie]
+            self._drop(cookie)
         if len(self.entries) >= limits.MATCH_MAX:
             raise KdbusError(errno.EMFILE, f"{limits.MATCH_MAX} match entries already")
-        self.entries.append(Entry(cookie, rules))
+        entry = Entry(cookie, rules)
+        self.entries.append(entry)
+        self._count(entry, 1)
+        self._announce()
 
     def remove(self, cookie: int) -> None:
+        if not self._drop(cookie):
+            raise KdbusError(errno.EBADSLT, f"no match with cookie {cookie}")
+        self._announce()
+
+    def _drop(self, cookie: int) -> bool:
+        """Delete every entry with `cookie`; whether there was one."""
         kept = [e for e in self.entries if e.cookie != cookie]
         if len(kept) == len(self.entries):
-            raise KdbusError(errno.EBADSLT, f"no match with cookie {cookie}")
+            return False
+        for entry in self.entries:
+            if entry.cookie == cookie:
+                self._count(entry, -1)
         self.entries = kept
+        return True
+
+    def _count(self, entry: Entry, delta: int) -> None:
+        for kind in notification_types(entry.rules):
+            self._selecting[kind] = self._selecting.get(kind, 0) + delta
+
+    def notification_types(self) -> frozenset[int]:
+        """The kernel notification types some entry of this database can select."""
+        return frozenset(kind for kind, count in self._selecting.items() if count > 0)
+
+    def _announce(self) -> None:
+        if self.subscribers is None or self.owner_id is None:
+            return
+        types = self.notification_types()
+        if types != self._announced:
+            self._announced = types
+            self.subscribers.subscribe(self.owner_id, types)
 
     def match(self, msg: Staged, src: Connection) -> bool:
         """A signal or broadcast from `src`."""
@@ -127,7 +217,7 @@ def _rule_matches(rule: Rule, msg: Staged, src: Connection) -> bool:
 
 
 def _kernel_rule_matches(rule: Rule, item_type: int, payload: bytes) -> bool:
-    if rule.type != item_type or rule.type not in _KERNEL_RULES:
+    if rule.type != item_type or rule.type not in KERNEL_NOTIFICATIONS:
         return False
     if item_type == Item.ID_ADD:
         return rule.new_id == MATCH_ID_ANY or rule.new_id == _NOTIFY_ID.unpack_from(payload)[0]
