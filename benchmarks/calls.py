@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ioctl_rate import raw_round_trips
+from ioctl_rate import compile_c, mounted, raw_round_trips
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -57,22 +57,11 @@ DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
 
 
 def build(out: Path) -> dict[str, Path]:
-    flags = ["gcc", "-O2", "-std=gnu11", f"-I{REPO / 'include'}"]
-    binaries = {}
-    for name in ("bench_unix", "bench_kdbus"):
-        binaries[name] = out / name
-        subprocess.run([*flags, "-o", str(out / name), str(HERE / "c" / f"{name}.c")], check=True)
+    binaries = {name: compile_c(name, out) for name in ("bench_unix", "bench_kdbus")}
     dbus = subprocess.run(["pkg-config", "--cflags", "--libs", "dbus-1"], capture_output=True, text=True,
                           check=True).stdout.split()
-    binaries["bench_dbus"] = out / "bench_dbus"
-    subprocess.run([*flags, "-o", str(out / "bench_dbus"), str(HERE / "c" / "bench_dbus.c"), *dbus],
-                   check=True)
+    binaries["bench_dbus"] = compile_c("bench_dbus", out, *dbus)
     return binaries
-
-
-def mounted(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == str(path) for line in f)
 
 
 def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]

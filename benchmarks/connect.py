@@ -26,23 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ioctl_rate import compile_c, mounted
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PLACEMENTS = (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", []))
 # Connections besides the benchmark's clients: headroom over the per-user limit.
 SPARE_CONNECTIONS = 64
-
-
-def build(out: Path) -> Path:
-    binary = out / "bench_connect"
-    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{REPO / 'include'}", "-o", str(binary),
-                    str(HERE / "c" / "bench_connect.c")], check=True)
-    return binary
-
-
-def mounted(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == str(path) for line in f)
 
 
 def run_once(binary: Path, tree: Path, mountpoint: Path, pin: list[str], total: int,
@@ -88,7 +78,7 @@ def main() -> None:
     results: dict[str, dict[str, list[list[tuple[int, int, int]]]]] = {}
     with tempfile.TemporaryDirectory(prefix="kdbusfs-connect-") as tmp:
         work = Path(tmp)
-        binary = build(work)
+        binary = compile_c("bench_connect", work)
         mountpoint = work / "kdbus"
         mountpoint.mkdir()
         for placement, pin in placements:

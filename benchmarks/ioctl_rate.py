@@ -21,11 +21,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def build(out: Path) -> Path:
-    binary = out / "bench_ioctl"
+def compile_c(name: str, out: Path, *libs: str) -> Path:
+    """benchmarks/c/NAME.c built into `out`, against include/kdbus.h."""
+    binary = out / name
     subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{REPO / 'include'}", "-o", str(binary),
-                    str(HERE / "c" / "bench_ioctl.c")], check=True)
+                    str(HERE / "c" / f"{name}.c"), *libs], check=True)
     return binary
+
+
+def build(out: Path) -> Path:
+    return compile_c("bench_ioctl", out)
 
 
 def mounted(path: Path) -> bool:
