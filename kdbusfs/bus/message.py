@@ -99,7 +99,7 @@ class Staged:
     read_into: ReadInto | None = None
     # Receivers written so far, and the payload stream read privately for the second and later ones.
     emitted: int = 0
-    payload_copy: bytearray | None = None
+    payload_copy: memoryview | None = None
 
     @property
     def msg_size(self) -> int:
@@ -340,19 +340,19 @@ def render(msg: Staged, buf: Buffer, offset: int, meta: bytes, layout: tuple[int
 def _copy_payload(msg: Staged, buf: Buffer, payload_at: int) -> None:
     """The data vecs into `buf`: the first receiver's straight from the sender, later ones from a
     private copy (never from an earlier receiver's pool, which that receiver can write to)."""
-    read_into = msg.read_into
-    if read_into is None:
-        raise AssertionError("a message with data vecs and no sender memory")
     copy = msg.payload_copy
-    if copy is None and msg.emitted:
-        copy = msg.payload_copy = bytearray(msg.n_payload)
-        for stream, address, length in msg.vecs:
-            read_into(address, length, copy, stream)
-    msg.emitted += 1
     if copy is None:
+        read_into = msg.read_into
+        if read_into is None:
+            raise AssertionError("a message with data vecs and no sender memory")
+        if not msg.emitted:
+            msg.emitted = 1
+            for stream, address, length in msg.vecs:
+                read_into(address, length, buf, payload_at + stream)
+            return
+        private = bytearray(msg.n_payload)
         for stream, address, length in msg.vecs:
-            read_into(address, length, buf, payload_at + stream)
-        return
-    view = memoryview(copy)
+            read_into(address, length, private, stream)
+        copy = msg.payload_copy = memoryview(private)
     for stream, _address, length in msg.vecs:
-        buf[payload_at + stream : payload_at + stream + length] = view[stream : stream + length]
+        buf[payload_at + stream : payload_at + stream + length] = copy[stream : stream + length]
