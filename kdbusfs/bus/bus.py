@@ -22,7 +22,7 @@ from .endpoint import Endpoint, node_mode
 from .errors import KdbusError
 from .match import NotificationSubscribers
 from .metadata import Creds, Process, Snapshot
-from .names import NameEntry, Registry, is_valid_name
+from .names import Registry, is_valid_name
 from .policy import PolicyDb, may_see_name, may_talk
 
 if TYPE_CHECKING:
@@ -125,8 +125,8 @@ class Bus:
         msg.seqnum = self._last_seqnum
         msg.timestamp = (self._last_seqnum, time.monotonic_ns(), time.time_ns())
 
-    def resolve_destination(self, msg: msgs.Staged) -> tuple[Connection, NameEntry | None]:
-        """The receiving connection of a unicast and the name it went through."""
+    def resolve_destination(self, msg: msgs.Staged) -> tuple[Connection, int | None]:
+        """The receiving connection of a unicast and the name registration it went through."""
         if msg.dst_name is not None:
             if not is_valid_name(msg.dst_name):  # checked here, not at staging: broadcasts have none
                 raise KdbusError(errno.EINVAL, f"invalid destination name {msg.dst_name!r}")
@@ -138,7 +138,7 @@ class Bus:
                 raise KdbusError(errno.EREMCHG, f"name {msg.dst_name} is not owned by {msg.dst_id}")
             if record.flags & NAME_ACTIVATOR and msg.flags & MSG_NO_AUTO_START:
                 raise KdbusError(errno.EADDRNOTAVAIL, f"name {msg.dst_name} is only activatable")
-            return record.conn, entry
+            return record.conn, entry.name_id
         dst = self.connections.get(msg.dst_id)
         if dst is None or dst.kind is not Kind.ORDINARY:
             raise KdbusError(errno.ENXIO, f"no ordinary connection {msg.dst_id}")
@@ -262,7 +262,7 @@ class Bus:
                 continue
             from_.take_entry(entry)
             try:
-                to.adopt_entry(entry)
+                to.adopt_entry(entry, from_.pool)
             except KdbusError as exc:
                 log.info("message moved from %d to %d lost: %s", from_.id, to.id, exc)
                 to.lost += 1

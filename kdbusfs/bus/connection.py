@@ -234,12 +234,8 @@ class Connection:
         return render(process, mask, names, sender.description, msg.timestamp, view=self.view)
 
     def enqueue(self, msg: msgs.Staged, sender: Connection | None, process: Process | None,
-                reply: Reply | None = None, name_id: int | None = None, movable: bool = False) -> Entry:
-        """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert).
-
-        A `movable` message (sent to a name with an activator) may later move to another pool, so
-        the daemon keeps its bytes: the pool they are written to is this client's to scribble on.
-        """
+                reply: Reply | None = None, name_id: int | None = None) -> Entry:
+        """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert)."""
         if not self.active:
             raise KdbusError(errno.ECONNRESET, f"destination {self.id} is disconnected")
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
@@ -255,13 +251,14 @@ class Connection:
             self._uncharge(user_key, size, msg.n_fds)
             raise self._quota_error(exc.errno, exc.why, user_key, "free space in a receiver's pool",
                                     self.pool.size, _BY_POOL_SIZE) from None
-        kept: bytes | None = None
+        kept: bytearray | None = None
         try:
-            if movable:
-                private = bytearray(size)
-                msgs.render(msg, private, 0, meta, layout)
-                self.pool.write(piece, private)
-                kept = bytes(private)
+            if name_id is not None and self.pool.client_writable:
+                # It may move with the name (to or from an activator) while this client can write
+                # to its pool: what moves must be the daemon's own copy.
+                kept = bytearray(size)
+                msgs.render(msg, kept, 0, meta, layout)
+                self.pool.write(piece, kept)
             else:
                 msgs.write(msg, self.pool, piece.offset, meta, layout)
         except KdbusError:
@@ -274,14 +271,6 @@ class Connection:
         self.bus.domain.changed.append(self)
         return entry
 
-    def keep_copies(self, name_id: int) -> None:
-        """Messages queued through `name_id` may move from now on (an activator came for the name):
-        keep their bytes, as they are in the pool now, out of the client's reach."""
-        for entry in self.queue.entries.values():
-            if entry.name_id == name_id and entry.kept is None:
-                start = entry.slice.offset
-                entry.kept = bytes(self.pool.buffer[start : start + entry.slice.size])
-
     def _dequeue(self, entry: Entry) -> None:
         self.queue.remove(entry)
         self._uncharge(entry.user_key, entry.slice.size, entry.fds)
@@ -292,25 +281,30 @@ class Connection:
         """Unqueue `entry` to move it elsewhere; the caller releases its slice afterwards."""
         self._dequeue(entry)
 
-    def adopt_entry(self, entry: Entry) -> None:
-        """Queue a message moved from another connection, from the bytes the daemon kept of it."""
+    def adopt_entry(self, entry: Entry, source: Pool) -> None:
+        """Queue a message moved from another connection's pool `source`."""
         if not self.active:
             raise KdbusError(errno.ECONNRESET, f"connection {self.id} is disconnected")
         if entry.fds and not self.flags & HELLO_ACCEPT_FD:
             raise KdbusError(errno.ECOMM, f"connection {self.id} does not accept fds")
-        if entry.kept is None:
-            raise AssertionError("a message moved between pools without a kept copy")
         size = entry.slice.size
+        data: bytearray | bytes | None = entry.kept
+        if data is None:
+            if source.client_writable:
+                raise AssertionError("a message queued through a name in a writable pool was not kept")
+            # A pool no client can write to still holds exactly what the daemon wrote.
+            start = entry.slice.offset
+            data = source.buffer[start : start + size]
         self._charge(entry.user_key, size, entry.fds)
         try:
             piece = self.pool.alloc(size, accounted=True)
         except KdbusError:
             self._uncharge(entry.user_key, size, entry.fds)
             raise
-        self.pool.write(piece, entry.kept)
+        self.pool.write(piece, data)
         moved = Entry(piece, entry.priority, entry.src_id, entry.cookie, entry.user_key, entry.fds,
                       entry.reply, entry.name_id, entry.expects_reply, incomplete_fds=entry.incomplete_fds,
-                      kept=entry.kept)
+                      kept=entry.kept if self.pool.client_writable else None)
         self.queue.add(moved)
         self.bus.domain.changed.append(self)
 
@@ -432,10 +426,7 @@ def _last_item_padding(items: bytes) -> int:
 def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None) -> None:
     """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
     bus = src.bus
-    dst, via = bus.resolve_destination(msg)
-    name_id = via.name_id if via is not None else None
-    # Messages through a name with an activator can move between pools as the name does.
-    movable = via is not None and via.activator is not None
+    dst, name_id = bus.resolve_destination(msg)
     if msg.is_reply:
         answered = _take_reply(dst, src, msg.timeout_or_reply)
         if answered.sync is not None and answered.sync.done:
@@ -460,7 +451,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         bus.to_monitors(msg, src, process)
         if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
             try:
-                dst.enqueue(msg, src, process, name_id=name_id, movable=movable)
+                dst.enqueue(msg, src, process, name_id=name_id)
             except KdbusError as exc:
                 log.debug("unicast signal to %d dropped: %s", dst.id, exc)
         return
@@ -473,7 +464,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                                            f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
         reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
     bus.to_monitors(msg, src, process)
-    entry = dst.enqueue(msg, src, process, reply, name_id, movable)
+    entry = dst.enqueue(msg, src, process, reply, name_id)
     del entry
     if reply is not None:
         src.trackers.append(reply)

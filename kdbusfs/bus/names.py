@@ -190,8 +190,6 @@ class Registry:
         record.flags |= NAME_ACTIVATOR
         if entry.primary is not None:
             record.flags |= NAME_IN_QUEUE
-            # What the primary has queued through the name may now move to the activator.
-            entry.primary.conn.keep_copies(entry.name_id)
         else:
             record.flags |= NAME_PRIMARY
             self.notify(Item.NAME_ADD, name, (0, 0), (conn.id, record.flags))

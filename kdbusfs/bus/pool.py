@@ -35,6 +35,9 @@ class Pool:
         # Anonymous memory unless the edge maps something the client sees directly (a memfd
         # backing the client's mapping); either way pages cost nothing until written.
         self.buffer = buffer if buffer is not None else mmap.mmap(-1, size)
+        # Whether the client's mapping is this memory itself, which it can write to: then no byte
+        # of it may ever be copied to another connection.
+        self.client_writable = buffer is not None
         # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
         self._offsets: list[int] = [0]
         self._slices: dict[int, Slice] = {0: Slice(0, size)}

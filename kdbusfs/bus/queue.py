@@ -39,9 +39,9 @@ class Entry:
     peeked: bool = False
     # The message passed descriptors that could not be installed in the receiver.
     incomplete_fds: bool = False
-    # The slice's bytes as the daemon wrote them, for a message that may move to another pool
-    # (through an activator's name): the pool itself is writable by its client.
-    kept: bytes | None = None
+    # The slice's bytes as the daemon wrote them, for a message that may move to another pool with
+    # its name while the pool it sits in is writable by its client.
+    kept: bytearray | None = None
 
 
 @dataclass(slots=True)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
+from typing import Any
 
-from helpers import FakeCaller, cmd_bytes, connect, make_bus, run
+import pytest
+from helpers import Conn, FakeCaller, cmd_bytes, connect, hello_cmd, hello_handle, make_bus, run
 
 from kdbusfs.abi import structs
-from kdbusfs.abi.constants import DST_ID_BROADCAST, HELLO_ACTIVATOR, MSG_SIGNAL, Cmd, Item
+from kdbusfs.abi.constants import (
+    DST_ID_BROADCAST,
+    HELLO_ACTIVATOR,
+    MSG_SIGNAL,
+    NAME_ALLOW_REPLACEMENT,
+    NAME_QUEUE,
+    NAME_REPLACE_EXISTING,
+    Cmd,
+    Item,
+)
 from kdbusfs.abi.items import item, string_item
 from kdbusfs.bus import message as msgs
-from kdbusfs.bus.connection import unicast
+from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.pool import Pool
 
@@ -103,31 +115,89 @@ def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on
         assert _payload(conn.handle.conn.pool, entry.slice.offset, layout, len(payload)) == payload
 
 
-def test_a_message_handed_from_an_activator_to_the_implementer_is_what_the_sender_sent() -> None:
-    domain = Domain()
-    bus = make_bus(domain).bus
+def _mapped(bus: Bus, **hello: Any) -> Conn:
+    """A connection whose pool is memory its client maps writable, as on a root mount."""
+    handle, caller = hello_handle(bus)
+    handle.pool_memory = lambda size: mmap.mmap(-1, size)
+    out = run(handle, caller, Cmd.HELLO, hello_cmd(**hello))
+    return Conn(handle, caller, structs.CMD_HELLO.unpack(out))
+
+
+def _name_cmd(conn: Conn, cmd: int, flags: int = 0) -> None:
+    run(conn.handle, conn.caller, cmd, cmd_bytes(structs.CMD, string_item(Item.NAME, SERVICE), flags=flags))
+
+
+PAYLOAD = b"genuine payload!" * 64
+
+
+def _send_to_service(sender: Conn, cookie: int) -> None:
+    address = sender.caller.place(PAYLOAD, 0x800)
+    items = vec(address, len(PAYLOAD)) + string_item(Item.DST_NAME, SERVICE)
+    data = structs.MSG.pack(structs.MSG.size + len(items), 0, 0, 0, 0, 0xBB, cookie, 0) + items
+    send = structs.CMD_SEND.pack(structs.CMD_SEND.size, 0, 0, sender.caller.place(data, 0x100), 0, 0, 0)
+    run(sender.handle, sender.caller, Cmd.SEND, send, 0x2000)
+
+
+def _scribble(conn: Conn) -> None:
+    assert conn.handle.conn is not None
+    pool = conn.handle.conn.pool
+    pool.buffer[:] = b"\xee" * pool.size
+
+
+def _received_intact(conn: Conn, cookie: int) -> bool:
+    c = conn.handle.conn
+    assert c is not None
+    entry = c.queue.peek()
+    assert entry is not None and entry.cookie == cookie, entry
+    return PAYLOAD in bytes(c.pool.buffer[entry.slice.offset : entry.slice.offset + entry.slice.size])
+
+
+def _activator(bus: Bus) -> Conn:
+    return _mapped(bus, flags=HELLO_ACTIVATOR, items=string_item(Item.NAME, SERVICE))
+
+
+def test_calls_handed_from_a_scribbling_activator_to_the_service_are_what_was_sent() -> None:
+    bus = make_bus(Domain()).bus
     assert bus is not None
-    activator = connect(bus, flags=HELLO_ACTIVATOR, items=string_item(Item.NAME, SERVICE))
-    sender = connect(bus)
-    payload = bytes(range(256)) * 4
-    address = sender.caller.place(payload, 0x800)
-    items = vec(address, len(payload)) + string_item(Item.DST_NAME, SERVICE)
-    data = structs.MSG.pack(structs.MSG.size + len(items), 0, 0, 0, 0, 0xBB, 7, 0) + items
-    msg = msgs.stage_user(data, 0, 64)
-    msg.read_into = sender.caller.read_into
-    msg.src_id = sender.id
-    assert sender.handle.conn is not None and activator.handle.conn is not None
-    unicast(sender.handle.conn, msg, None, None)
-    # The activator scribbles over everything it was given, then the service starts and takes the name.
-    activator.handle.conn.pool.buffer[:] = b"\xee" * activator.handle.conn.pool.size
-    implementer = connect(bus)
-    run(implementer.handle, implementer.caller, Cmd.NAME_ACQUIRE,
-        cmd_bytes(structs.CMD, string_item(Item.NAME, SERVICE)))
-    assert implementer.handle.conn is not None
-    entry = implementer.handle.conn.queue.peek()
-    assert entry is not None and entry.cookie == 7
-    layout = msgs.layout_size(msg, b"", 0)
-    assert _payload(implementer.handle.conn.pool, entry.slice.offset, layout, len(payload)) == payload
+    activator, sender, service = _activator(bus), _mapped(bus), _mapped(bus)
+    _send_to_service(sender, 7)
+    _scribble(activator)
+    _name_cmd(service, Cmd.NAME_ACQUIRE)
+    assert _received_intact(service, 7)
+
+
+def test_an_owner_cannot_forge_what_moves_to_an_activator_registered_later() -> None:
+    bus = make_bus(Domain()).bus
+    assert bus is not None
+    owner, sender = _mapped(bus), _mapped(bus)
+    _name_cmd(owner, Cmd.NAME_ACQUIRE)
+    _send_to_service(sender, 7)
+    _scribble(owner)  # before any activator exists
+    _activator(bus)
+    _name_cmd(owner, Cmd.NAME_RELEASE)  # the queued call moves to the activator
+    service = _mapped(bus)
+    _name_cmd(service, Cmd.NAME_ACQUIRE)  # and on to the service
+    assert _received_intact(service, 7)
+
+
+@pytest.mark.parametrize("first_flags", [NAME_QUEUE | NAME_ALLOW_REPLACEMENT, NAME_ALLOW_REPLACEMENT],
+                         ids=["queued-after-replacement", "dropped-then-reacquired"])
+def test_calls_queued_on_a_former_owner_move_intact_when_it_gives_the_name_back(first_flags: int) -> None:
+    bus = make_bus(Domain()).bus
+    assert bus is not None
+    first, second, sender = _mapped(bus), _mapped(bus), _mapped(bus)
+    _name_cmd(first, Cmd.NAME_ACQUIRE, first_flags)
+    _send_to_service(sender, 7)
+    _name_cmd(second, Cmd.NAME_ACQUIRE, NAME_REPLACE_EXISTING)
+    activator = _activator(bus)
+    _name_cmd(second, Cmd.NAME_RELEASE)
+    if not first_flags & NAME_QUEUE:
+        _name_cmd(first, Cmd.NAME_ACQUIRE)  # from the activator, which now holds the name
+    _scribble(first)
+    _name_cmd(first, Cmd.NAME_RELEASE)  # kdbus moves every call it queued through the name
+    assert _received_intact(activator, 7)
+    assert bus.names.lookup(SERVICE) is not None
+    assert first.handle.conn is not None and bus.names.owned_names(first.handle.conn) == []
 
 
 def test_the_sender_is_read_once_for_the_first_receiver_and_once_for_all_others() -> None:

@@ -8,6 +8,9 @@
  *          copies stay intact.
  * Phase 3: an activator scribbles over the calls queued for its name before the service takes the
  *          name over; the service gets exactly what was sent.
+ * Phase 4: an owner scribbles over the calls queued for its name, an activator for the name comes
+ *          only then, and the owner gives the name back: the calls move to the activator and on to
+ *          the service exactly as they were sent.
  *
  * usage: scribble MOUNT_ROOT [BROADCASTS] */
 #define _GNU_SOURCE
@@ -19,6 +22,7 @@
 #define BLOOM 64
 #define PAYLOAD 4096
 #define SERVICE "org.kdbusfs.Scribbled"
+#define SERVICE2 "org.kdbusfs.Forged"
 
 static uint64_t msgbuf[4096];
 static uint8_t payload[PAYLOAD];
@@ -203,6 +207,30 @@ int main(int argc, char **argv)
 		bad += !take(&svc, i, 5000 + i, 1);
 	CHECK(bad == 0, "%u of %u messages handed over from the activator were changed", bad, queued);
 	OK("%u messages handed over from a scribbling activator arrive intact", queued);
+
+	/* Phase 4. */
+	struct conn own, act2, svc2;
+	hello(&own, root, bus, 0);
+	CHECK(name_cmd(own.fd, KDBUS_CMD_NAME_ACQUIRE, SERVICE2, 0, NULL) == 0, "the owner takes the name");
+	for (unsigned i = 0; i < queued; i++) {
+		fill_payload(i);
+		struct kdbus_msg *m = build_msg(msgbuf, 0, SERVICE2, payload, PAYLOAD, 0, 7000 + i);
+		CHECK(send_msg(s.fd, m, 0, NULL) == 0, "send %u to the owned name", i);
+	}
+	start_scribbling(&scribbler, &own);
+	seen = atomic_load(&scribbler.rounds);
+	while (atomic_load(&scribbler.rounds) < seen + 2)
+		sched_yield();
+	hello_activator(&act2, root, bus, SERVICE2);
+	CHECK(name_cmd(own.fd, KDBUS_CMD_NAME_RELEASE, SERVICE2, 0, NULL) == 0, "the owner gives the name back");
+	stop_scribbling(&scribbler);
+	hello(&svc2, root, bus, 0);
+	CHECK(name_cmd(svc2.fd, KDBUS_CMD_NAME_ACQUIRE, SERVICE2, 0, NULL) == 0, "the service takes the name");
+	bad = 0;
+	for (unsigned i = 0; i < queued; i++)
+		bad += !take(&svc2, i, 7000 + i, 1);
+	CHECK(bad == 0, "%u of %u messages an owner handed back were changed", bad, queued);
+	OK("%u messages queued on a scribbling owner move intact to a later activator and its service", queued);
 
 	close(owner);
 	printf("scribble: all checks passed\n");
