@@ -446,7 +446,7 @@ class RequestCaller:
     def files(self) -> SenderFiles:
         if self._files is None:
             # The calling thread's descriptors: its thread-group leader may have exited already.
-            self._files = SenderFiles(self.tid, self._kdbus_dev)
+            self._files = SenderFiles(self.tid, self.process().creds().pid, self._kdbus_dev)
         return self._files
 
     def close_fd(self, fd: int) -> None:
@@ -561,7 +561,7 @@ def _fd_device(pid: int, fd: int) -> int | None:
 PIDFD_THREAD = os.O_EXCL
 
 
-def _thread_pidfd(tid: int) -> int:
+def _thread_pidfd(tid: int, tgid: int) -> int:
     """A pidfd of the sending thread, whose fd table stays reachable after its leader exits."""
     try:
         return os.pidfd_open(tid, PIDFD_THREAD)
@@ -569,10 +569,11 @@ def _thread_pidfd(tid: int) -> int:
         if exc.errno != errno.EINVAL:
             raise KdbusError(errno.EBADF, f"sender {tid} is gone ({exc.strerror})") from None
     try:
-        # A kernel without PIDFD_THREAD: only a thread-group leader can be opened.
-        return os.pidfd_open(tid)
+        # A kernel without PIDFD_THREAD opens thread groups only: the fds of the group, which
+        # its threads share (unless the leader has exited: then they cannot be reached).
+        return os.pidfd_open(tgid)
     except OSError as exc:
-        raise KdbusError(errno.EBADF, f"sender {tid} is gone ({exc.strerror})") from None
+        raise KdbusError(errno.EBADF, f"sender {tgid} is gone ({exc.strerror})") from None
 
 
 class SenderFiles:
@@ -584,8 +585,9 @@ class SenderFiles:
     receivers find -1 where the numbers would be, and INCOMPLETE_FDS in RECV's flags.
     """
 
-    def __init__(self, tid: int, kdbus_dev: int | None) -> None:
+    def __init__(self, tid: int, tgid: int, kdbus_dev: int | None) -> None:
         self._tid = tid
+        self._tgid = tgid
         self._kdbus_dev = kdbus_dev
         self._pidfd: int | None = None
 
@@ -598,7 +600,7 @@ class SenderFiles:
         if fd < 0:
             raise KdbusError(errno.EBADF, f"negative fd {fd}")
         if self._pidfd is None:
-            self._pidfd = _thread_pidfd(self._tid)
+            self._pidfd = _thread_pidfd(self._tid, self._tgid)
         got = _libc.syscall(_SYS_PIDFD_GETFD, self._pidfd, fd, 0)
         if got < 0:
             err = ctypes.get_errno()

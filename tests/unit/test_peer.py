@@ -1,0 +1,41 @@
+"""The calling task's descriptors, as the edge reaches them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+
+import pytest
+
+from kdbusfs import peer
+
+
+def test_without_pidfd_thread_the_thread_group_is_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[tuple[int, int]] = []
+    real_open = os.pidfd_open
+
+    def old_kernel(pid: int, flags: int = 0) -> int:
+        opened.append((pid, flags))
+        if flags:
+            raise OSError(errno.EINVAL, "unknown flag")
+        return real_open(pid, flags)
+
+    monkeypatch.setattr(peer.os, "pidfd_open", old_kernel)
+    tid: list[int] = []
+    thread = threading.Thread(target=lambda: tid.append(threading.get_native_id()))
+    thread.start()
+    thread.join()
+    os.close(peer._thread_pidfd(tid[0], os.getpid()))
+    assert opened == [(tid[0], peer.PIDFD_THREAD), (os.getpid(), 0)]
+
+
+def test_a_gone_sender_is_ebadf() -> None:
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    gone = thread.native_id
+    thread.join()
+    assert gone is not None
+    with pytest.raises(peer.KdbusError) as info:
+        peer._thread_pidfd(gone, gone)
+    assert info.value.errno == errno.EBADF
