@@ -163,8 +163,7 @@ class Filesystem:
             payload = op(request)
         except KdbusError as exc:
             if isinstance(exc, LimitReached):
-                warning = self._limit_log.hit(exc, time.monotonic())
-                if warning is not None:
+                for warning in self._limit_log.hit(exc, time.monotonic()):
                     log.warning("%s", warning)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s failed: %s", _opname(request.opcode), exc)

@@ -26,7 +26,7 @@ from . import limits
 from . import message as msgs
 from .domain import User
 from .endpoint import Endpoint
-from .errors import KdbusError, LimitReached
+from .errors import KdbusError, LimitReached, user_named
 from .match import MatchDb
 from .metadata import CAP_IPC_OWNER, DAEMON_VIEW, IMPLICIT, Creds, Process, Snapshot, View, render
 from .pool import Pool, Slice
@@ -129,7 +129,7 @@ class Connection:
         if pool_size > max_pool:
             raise LimitReached(errno.EINVAL, f"pool size {pool_size} exceeds this mount's {max_pool}",
                                "pool size", max_pool, "raise it with the mount option max_pool_size=BYTES",
-                               opener.uid)
+                               user_named(opener.uid))
         if kind in (Kind.ACTIVATOR, Kind.POLICY_HOLDER):
             if name is None:
                 raise KdbusError(errno.EINVAL, f"{kind.value} needs a NAME item")
@@ -205,8 +205,10 @@ class Connection:
 
     def _quota_error(self, err: int, why: str, user_key: int, limit: str, value: int,
                      raised_by: str) -> LimitReached:
-        return LimitReached(err, f"connection {self.id}: {why}", limit, value, raised_by,
-                            user_key if user_key >= 0 else None)
+        # Quota keys: a uid, KERNEL_USER for notifications, other negatives for custom endpoints.
+        user = "kernel notifications" if user_key == KERNEL_USER else \
+            user_named(user_key if user_key >= 0 else None)
+        return LimitReached(err, f"connection {self.id}: {why}", limit, value, raised_by, user)
 
     def _uncharge(self, user_key: int, size: int, fds: int) -> None:
         quota = self.quota[user_key]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import limits
-from .errors import LimitReached
+from .errors import LimitReached, user_named
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -40,14 +40,14 @@ class User:
         if self.buses >= self.limits.max_buses:
             raise LimitReached(errno.EMFILE, f"uid {self.uid} already owns {self.buses} buses",
                                "buses per user", self.limits.max_buses,
-                               "raise it with the mount option max_buses=N", self.uid)
+                               "raise it with the mount option max_buses=N", user_named(self.uid))
         self.buses += 1
 
     def charge_connection(self) -> None:
         if self.connections >= self.limits.max_connections:
             raise LimitReached(errno.EMFILE, f"user {self.uid} already has {self.connections} connections",
                                "connections per user", self.limits.max_connections,
-                               "raise it with the mount option max_connections=N", self.uid)
+                               "raise it with the mount option max_connections=N", user_named(self.uid))
         self.connections += 1
 
 

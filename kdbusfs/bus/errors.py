@@ -22,12 +22,18 @@ class LimitReached(KdbusError):
 
     `limit` names it as an operator knows it, `value` is its value where it was hit, `raised_by`
     says what raises it (a mount option, or the client's own choice where kdbus fixes the rest),
-    and `uid` is the user who hit it (None: a custom endpoint's anonymous users; -1: the kernel).
+    and `user` who hit it, as user_named() words it.
     """
 
-    def __init__(self, err: int, why: str, limit: str, value: int, raised_by: str, uid: int | None) -> None:
+    def __init__(self, err: int, why: str, limit: str, value: int, raised_by: str, user: str) -> None:
         super().__init__(err, why)
         self.limit = limit
         self.value = value
         self.raised_by = raised_by
-        self.uid = uid
+        self.user = user
+
+
+def user_named(uid: int | None) -> str:
+    """Who a limit was reached by, for the log: a uid, or the anonymous users of a custom endpoint
+    (one accounting user for everyone connecting through it)."""
+    return "anonymous users of a custom endpoint" if uid is None else f"user {uid}"

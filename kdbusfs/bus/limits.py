@@ -43,6 +43,10 @@ POOL_MAX_SIZE = 1 << 30
 LIMIT_BURST_QUIET_S = 10.0
 # A burst that goes on is reported again at most this often, with the number of hits since.
 LIMIT_BURST_REPEAT_S = 60.0
+# All bursts together log at most this many lines a window (many users, or one user's many uids,
+# must not flood the log either); the next window starts with a count of what was held back.
+LIMIT_LINES_PER_WINDOW = 30
+LIMIT_WINDOW_S = 60.0
 
 # kdbusfs: before mounting over an existing FUSE mount, its daemon gets this long to answer a
 # statfs; one that does not is reported as stuck rather than waited for.

@@ -10,44 +10,61 @@ from helpers import CREATOR, connect, make_bus, raises_errno, run
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import Cmd
 from kdbusfs.bus.domain import Domain, DomainLimits
-from kdbusfs.bus.errors import LimitReached
+from kdbusfs.bus.errors import LimitReached, user_named
 from kdbusfs.bus.limits import CONN_MAX_MSGS
 from kdbusfs.limitlog import LimitLog
 
 
 def reached(uid: int | None = 1000, limit: str = "connections per user") -> LimitReached:
-    return LimitReached(errno.EMFILE, "too many", limit, 3, "raise it with max_connections=N", uid)
+    return LimitReached(errno.EMFILE, "too many", limit, 3, "raise it with max_connections=N",
+                        user_named(uid))
 
 
 def test_the_first_refusal_is_told_with_the_user_the_limit_its_value_and_the_remedy() -> None:
-    line = LimitLog(quiet_s=10, repeat_s=60).hit(reached(), now=0.0)
-    assert line == ("user 1000 reached the limit on connections per user (3): too many; "
-                    "raise it with max_connections=N")
+    lines = LimitLog(quiet_s=10, repeat_s=60).hit(reached(), now=0.0)
+    assert lines == ["user 1000 reached the limit on connections per user (3): too many; "
+                     "raise it with max_connections=N"]
 
 
 def test_a_burst_makes_one_line_and_a_pause_starts_a_new_burst() -> None:
     log = LimitLog(quiet_s=10, repeat_s=60)
-    assert log.hit(reached(), 0.0) is not None
-    assert [log.hit(reached(), t) for t in (1.0, 5.0, 14.0, 23.9)] == [None] * 4
-    assert log.hit(reached(), 34.0) is not None  # 10 s without a refusal: a new burst
+    assert log.hit(reached(), 0.0)
+    assert [log.hit(reached(), t) for t in (1.0, 5.0, 14.0, 23.9)] == [[]] * 4
+    assert log.hit(reached(), 34.0)  # 10 s without a refusal: a new burst
 
 
 def test_a_long_burst_is_recalled_once_a_minute_with_its_count() -> None:
     log = LimitLog(quiet_s=10, repeat_s=60)
     log.hit(reached(), 0.0)
-    lines = [log.hit(reached(), float(t)) for t in range(1, 121)]
-    told = [line for line in lines if line is not None]
+    told = [line for t in range(1, 121) for line in log.hit(reached(), float(t))]
     assert len(told) == 2
     assert "still at the limit" in told[0] and "60 more refusals in 60 s" in told[0]
 
 
 def test_users_and_limits_have_bursts_of_their_own() -> None:
     log = LimitLog(quiet_s=10, repeat_s=60)
-    assert log.hit(reached(1000), 0.0) is not None
-    assert log.hit(reached(1001), 0.5) is not None
-    assert log.hit(reached(1000, "buses per user"), 1.0) is not None
-    assert log.hit(reached(None), 1.5) is not None
-    assert "anonymous users" in (LimitLog().hit(reached(None), 0.0) or "")
+    assert log.hit(reached(1000), 0.0)
+    assert log.hit(reached(1001), 0.5)
+    assert log.hit(reached(1000, "buses per user"), 1.0)
+    assert log.hit(reached(None), 1.5)
+    assert "anonymous users" in LimitLog().hit(reached(None), 0.0)[0]
+
+
+def test_many_users_share_one_budget_and_what_it_held_back_is_counted() -> None:
+    log = LimitLog(quiet_s=10, repeat_s=60, lines_per_window=3, window_s=60)
+    told = [line for uid in range(100) for line in log.hit(reached(uid), uid * 0.1)]
+    assert len(told) == 3
+    later = log.hit(reached(5000), 61.0)
+    assert later[0] == "97 more limit warnings (97 users) were not logged in the last 61 s"
+    assert later[1].startswith("user 5000 reached the limit")
+
+
+def test_ended_bursts_are_forgotten() -> None:
+    log = LimitLog(quiet_s=10, repeat_s=60)
+    for uid in range(1000):
+        log.hit(reached(uid), 0.0)
+    log.hit(reached(0), 20.0)
+    assert len(log._bursts) == 1
 
 
 def test_the_connection_limit_names_its_mount_option() -> None:
@@ -59,7 +76,7 @@ def test_the_connection_limit_names_its_mount_option() -> None:
         connect(bus)
     exc = info.value
     assert isinstance(exc, LimitReached)
-    assert (exc.uid, exc.limit, exc.value) == (CREATOR.uid, "connections per user", 1)
+    assert (exc.user, exc.limit, exc.value) == (f"user {CREATOR.uid}", "connections per user", 1)
     assert "max_connections" in exc.raised_by
 
 
@@ -90,5 +107,5 @@ def test_a_full_message_quota_is_a_limit_of_the_sending_user() -> None:
         run(sender.handle, sender.caller, Cmd.SEND, send)
     exc = info.value
     assert isinstance(exc, LimitReached)
-    assert (exc.uid, exc.value) == (CREATOR.uid, CONN_MAX_MSGS)
+    assert (exc.user, exc.value) == (f"user {CREATOR.uid}", CONN_MAX_MSGS)
     assert exc.limit == "queued messages per receiver and sending user"
