@@ -75,7 +75,7 @@ def _rule(parsed: ParsedItem, bloom_size: int) -> Rule:
 
 
 
-def notification_types(rules: tuple[Rule, ...]) -> frozenset[int]:
+def notifications_selectable_by(rules: tuple[Rule, ...]) -> frozenset[int]:
     """The kernel notification types an entry with these rules can select (KDBUS-SPEC.md §7.4):
     every type without rules, the one type that all its rules share, or none (an entry mixing
     types, or holding a rule for messages from connections, never matches a notification)."""
@@ -166,7 +166,7 @@ class MatchDb:
         return True
 
     def _count(self, entry: Entry, delta: int) -> None:
-        for kind in notification_types(entry.rules):
+        for kind in notifications_selectable_by(entry.rules):
             self._selecting[kind] = self._selecting.get(kind, 0) + delta
 
     def notification_types(self) -> frozenset[int]:

@@ -97,8 +97,8 @@ class Staged:
     seqnum: int = 0
     timestamp: tuple[int, int, int] | None = None
     read_into: ReadInto | None = None
-    # Receivers written so far, and the payload stream read privately for the second and later ones.
-    emitted: int = 0
+    # Whether a receiver got the payload straight from the sender; later ones get this private copy.
+    payload_read: bool = False
     payload_copy: memoryview | None = None
 
     @property
@@ -157,9 +157,11 @@ def _walk(data: bytes) -> list[tuple[int, int, int]]:
         if size < 16 or pos + size > end:
             raise KdbusError(errno.EINVAL, f"item at offset {pos} has bad size {size}")
         if kind == Item.PAYLOAD_VEC:
-            # The common well-formed vec is accepted inline; anything else gets the table's verdict.
+            # The common well-formed vec is accepted inline; the table refuses anything else, with
+            # its own errno and reason.
             if size != _VEC_ITEM_SIZE or U64.unpack_from(data, pos + 16)[0] == 0:
                 validate_item(kind, data[pos + 16 : pos + size])
+                raise AssertionError("the item table accepted a malformed payload vector")
         elif kind == Item.PAYLOAD_MEMFD or kind in _SINGLE:
             if kind in seen:
                 raise KdbusError(errno.EINVAL, f"item type {kind:#x} given twice")
@@ -345,8 +347,8 @@ def _copy_payload(msg: Staged, buf: Buffer, payload_at: int) -> None:
         read_into = msg.read_into
         if read_into is None:
             raise AssertionError("a message with data vecs and no sender memory")
-        if not msg.emitted:
-            msg.emitted = 1
+        if not msg.payload_read:
+            msg.payload_read = True
             for stream, address, length in msg.vecs:
                 read_into(address, length, buf, payload_at + stream)
             return

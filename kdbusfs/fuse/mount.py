@@ -103,6 +103,8 @@ def _ask_daemon(mountpoint: str) -> int | None:
 
     statfs, not stat: the kernel answers stat from attributes it cached while the daemon lived,
     while every statfs is a request that reaches the daemon (or fails once its connection is gone).
+    One exception: a caller the mount does not admit (root at a user's mount without allow_other)
+    gets an answer made up by the kernel, so such a stale mount reads as live.
     """
     outcome: list[int] = []
 
