@@ -33,6 +33,7 @@ from .abi.constants import (
     RECV_DROP,
     RECV_PEEK,
     RECV_RETURN_DROPPED_MSGS,
+    RECV_RETURN_INCOMPLETE_FDS,
     RECV_USE_PRIORITY,
     SEND_SYNC_REPLY,
     Attach,
@@ -49,7 +50,7 @@ from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner, is_privileg
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
-from .bus.message import MSG_FLAGS, SenderFiles, stage_user
+from .bus.message import MSG_FLAGS, Passed, SenderFiles, Staged, stage_user
 from .bus.metadata import (
     DAEMON_USERNS,
     UNKNOWN_ROOT,
@@ -62,6 +63,7 @@ from .bus.metadata import (
 )
 from .bus.names import ACQUIRE_FLAGS, is_valid_name
 from .bus.policy import may_own, may_see, may_see_name, parse_upload
+from .bus.pool import Pool
 from .bus.reply import SyncWait
 
 log = logging.getLogger("kdbusfs.handle")
@@ -83,6 +85,11 @@ class Caller(Protocol):
     def files(self) -> SenderFiles: ...
 
     def close_fd(self, fd: int) -> None: ...
+
+    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+        """Take the descriptors a received message passes: install them in this task and write
+        their numbers into the message at `offset` in `pool` (True if all were), or close them
+        (False: the task cannot be given descriptors, and the numbers stay -1)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -527,7 +534,10 @@ def _recv(handle: Handle, args: Args, caller: Caller) -> None:
     args.set_u64(48, 0)
     args.set_u64(56, 0)
     priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
-    offset, size, return_flags = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP), priority)
+    offset, size, return_flags, passed = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP),
+                                                   priority)
+    if passed is not None and caller.install(passed, conn.pool, offset):
+        return_flags &= ~RECV_RETURN_INCOMPLETE_FDS
     args.set_u64(40, offset)
     args.set_u64(48, size)
     args.set_u64(56, return_flags)
@@ -560,6 +570,15 @@ def _send_message(conn: Connection, args: Args, caller: Caller, cancel_fd: int |
     cmd_flags = args.fields.flags
     data = copy_in(caller, args.fields.msg_address, structs.MSG, b"")
     msg = stage_user(data, cmd_flags, conn.bus.bloom_size, caller.files)
+    try:
+        return _deliver(conn, msg, cmd_flags, args, caller, cancel_fd)
+    finally:
+        # Whatever no receiver's queue took (a broadcast, a failed or synchronous delivery).
+        msg.release_passed()
+
+
+def _deliver(conn: Connection, msg: Staged, cmd_flags: int, args: Args, caller: Caller,
+             cancel_fd: int | None) -> Pending | None:
     if msg.src_id not in (0, conn.id):
         raise KdbusError(errno.EINVAL, f"src_id {msg.src_id} is not the sender's id {conn.id}")
     msg.src_id = conn.id

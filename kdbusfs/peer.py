@@ -23,7 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .bus.errors import KdbusError
+from .bus.message import Passed
 from .bus.metadata import DAEMON_USERNS, UNKNOWN_NS, Creds, IdMap, NsPids, UserNamespace
+from .bus.pool import Pool
 from .fuse.mount import mountinfo
 
 log = logging.getLogger("kdbusfs.peer")
@@ -452,6 +454,11 @@ class RequestCaller:
     def close_fd(self, fd: int) -> None:
         closer.close(fd)
 
+    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+        # A FUSE request cannot place descriptors in its caller: the numbers stay -1.
+        passed.close()
+        return False
+
     def done(self) -> None:
         if self._files is not None:
             self._files.close()
@@ -581,8 +588,8 @@ class SenderFiles:
 
     Each is first placed through /proc (a kdbus file of this mount is refused without being
     touched), then duplicated with pidfd_getfd (the same open file description) for the checks that
-    need the file. kdbusfs cannot install descriptors in a receiver, so the copies are closed again;
-    receivers find -1 where the numbers would be, and INCOMPLETE_FDS in RECV's flags.
+    need the file. The duplicates of passed fds and memfds are the message's to hold until its
+    receiver takes them; everything else is closed again.
     """
 
     def __init__(self, tid: int, tgid: int, kdbus_dev: int | None) -> None:
@@ -614,12 +621,14 @@ class SenderFiles:
             raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file")
         return copy
 
-    def check_fds(self, fds: list[int]) -> None:
-        for fd in fds:
-            if self._is_kdbus(self._tid, fd):
-                raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
-            copy = self.grab(fd)
-            try:
+    def check_fds(self, fds: list[int]) -> list[int]:
+        held: list[int] = []
+        try:
+            for fd in fds:
+                if self._is_kdbus(self._tid, fd):
+                    raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
+                copy = self.grab(fd)
+                held.append(copy)
                 link = os.readlink(f"/proc/self/fd/{copy}")
                 if link.startswith("socket:"):
                     sock = socket.socket(fileno=os.dup(copy))
@@ -629,10 +638,17 @@ class SenderFiles:
                         sock.close()
                     if family == socket.AF_UNIX:
                         raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
-            finally:
-                closer.close(copy)
+        except BaseException:
+            self.release(held)
+            raise
+        return held
 
-    def check_memfd(self, fd: int, start: int, size: int) -> None:
+    def release(self, held: list[int]) -> None:
+        # Closing may wait on another file system (the fd's, perhaps ours): never on this thread.
+        for fd in held:
+            closer.close(fd)
+
+    def check_memfd(self, fd: int, start: int, size: int) -> int:
         # No placing by name first: F_GET_SEALS touches no file system (it fails for anything but
         # shmem, kdbus files included, with the errno kdbus gives them), and once it succeeds the
         # copy is shmem, which may be fstat'ed and closed right here.
@@ -647,8 +663,10 @@ class SenderFiles:
                 raise KdbusError(errno.ETXTBSY, f"memfd {fd} is not sealed (seals {seals:#x})")
             if start + size > os.fstat(copy).st_size:
                 raise KdbusError(errno.EFAULT, f"memfd {fd}: range {start}+{size} past its end")
-        finally:
+        except BaseException:
             os.close(copy)
+            raise
+        return copy
 
     def pollable(self, fd: int) -> int:
         """A duplicate of a CANCEL_FD to watch: EBADF if closed, EINVAL if it cannot be polled."""

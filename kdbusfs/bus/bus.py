@@ -265,6 +265,7 @@ class Bus:
                 to.adopt_entry(entry, from_.pool)
             except KdbusError as exc:
                 log.info("message moved from %d to %d lost: %s", from_.id, to.id, exc)
+                entry.drop_passed()
                 to.lost += 1
                 self.domain.changed.append(to)
                 if entry.reply is not None:

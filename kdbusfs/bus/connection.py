@@ -306,7 +306,8 @@ class Connection:
         self.pool.write(piece, data)
         moved = Entry(piece, entry.priority, entry.src_id, entry.cookie, entry.user_key, entry.fds,
                       entry.reply, entry.name_id, entry.expects_reply, incomplete_fds=entry.incomplete_fds,
-                      kept=entry.kept if self.pool.client_writable else None)
+                      kept=entry.kept if self.pool.client_writable else None, passed=entry.passed)
+        entry.passed = None
         self.queue.add(moved)
         self.bus.domain.changed.append(self)
 
@@ -315,26 +316,32 @@ class Connection:
         return self.user.key
 
     # -- receiving ----------------------------------------------------------------------------
-    def recv(self, peek: bool, drop: bool, priority: int | None) -> tuple[int, int, int]:
-        """RECV: (offset, size, return_flags) of the next message; EAGAIN if there is none."""
+    def recv(self, peek: bool, drop: bool, priority: int | None) -> tuple[int, int, int, msgs.Passed | None]:
+        """RECV: (offset, size, return_flags) of the next message and the descriptors it passes,
+        now the caller's to install or close; EAGAIN if there is none.
+
+        A PEEK installs nothing (kdbus's intended behaviour): the descriptors stay with the message.
+        """
         entry = self.queue.peek(priority)
         if entry is None:
             raise KdbusError(errno.EAGAIN, "no message queued")
         piece = entry.slice
         if drop:
             self._dequeue(entry)
+            entry.drop_passed()
             self.pool.release_bus_ref(piece)
             if entry.reply is not None:
                 self.bus.reply_dead(entry.reply)
-            return self.pool.size, 0, 0
+            return self.pool.size, 0, 0, None
         self.pool.publish(piece)
         flags = RECV_RETURN_INCOMPLETE_FDS if entry.incomplete_fds else 0
         if peek:
             entry.peeked = True
-            return piece.offset, piece.size, flags
+            return piece.offset, piece.size, flags, None
         self._dequeue(entry)
         self.pool.release_bus_ref(piece)
-        return piece.offset, piece.size, flags
+        passed, entry.passed = entry.passed, None
+        return piece.offset, piece.size, flags, passed
 
     def take_lost(self) -> int:
         lost, self.lost = self.lost, 0
@@ -360,6 +367,7 @@ class Connection:
         self.user.connections -= 1
         bus.names.release_all(self)
         for entry in self.queue.drain():
+            entry.drop_passed()
             self.pool.release_bus_ref(entry.slice)
             if entry.reply is not None:
                 bus.reply_dead(entry.reply)
@@ -446,14 +454,14 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
             caller.bus.domain.changed.append(caller)
             answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0))
             return
-        dst.enqueue(msg, src, process)
+        dst.enqueue(msg, src, process).passed = msg.take_passed()
         return
     if msg.is_signal:
         # A unicast signal reaches its addressee only through its matches and policy.
         bus.to_monitors(msg, src, process)
         if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
             try:
-                dst.enqueue(msg, src, process, name_id=name_id)
+                dst.enqueue(msg, src, process, name_id=name_id).passed = msg.take_passed()
             except KdbusError as exc:
                 log.debug("unicast signal to %d dropped: %s", dst.id, exc)
         return
@@ -466,8 +474,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                                            f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
         reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
     bus.to_monitors(msg, src, process)
-    entry = dst.enqueue(msg, src, process, reply, name_id)
-    del entry
+    dst.enqueue(msg, src, process, reply, name_id).passed = msg.take_passed()
     if reply is not None:
         src.trackers.append(reply)
         dst.awaited.append(reply)

@@ -60,14 +60,36 @@ Buffer = mmap.mmap | bytearray
 class SenderFiles(Protocol):
     """The sender's file descriptors, as the edge sees them (pidfd_getfd, fstat, seals)."""
 
-    def check_fds(self, fds: list[int]) -> None:
-        """EBADF for a closed fd, EOPNOTSUPP for a kdbus fd or an AF_UNIX socket."""
+    def check_fds(self, fds: list[int]) -> list[int]:
+        """The daemon's duplicates of `fds`, in order; EBADF for a closed fd, EOPNOTSUPP for a kdbus
+        fd or an AF_UNIX socket."""
 
-    def check_memfd(self, fd: int, start: int, size: int) -> None:
-        """EBADF, EMEDIUMTYPE (not a memfd), ETXTBSY (not sealed), EFAULT (range past the end)."""
+    def check_memfd(self, fd: int, start: int, size: int) -> int:
+        """The daemon's duplicate of the memfd; EBADF, EMEDIUMTYPE (not a memfd), ETXTBSY (not
+        sealed), EFAULT (range past the end)."""
 
     def pollable(self, fd: int) -> int:
         """A duplicate of a CANCEL_FD to watch: EBADF if closed, EINVAL if it cannot be polled."""
+
+    def release(self, held: list[int]) -> None:
+        """Close duplicates that no receiver will get."""
+
+
+@dataclass(slots=True, eq=False)
+class Passed:
+    """The descriptors a message passes (FDS entries, then memfds, in item order), held by the
+    daemon from SEND until one receiver takes them at RECV or nobody can any more."""
+
+    # The daemon's duplicates, and where in the message each one's number goes (offsets from the
+    # start of the kdbus_msg in the receiver's slice).
+    fds: list[int]
+    slots: list[int]
+    release: Callable[[list[int]], None]
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        if fds:
+            self.release(fds)
 
 
 @dataclass(slots=True, eq=False)
@@ -91,15 +113,27 @@ class Staged:
     bloom: bytes | None = None
     dst_name: str | None = None
     n_fds: int = 0
-    # Positions in `items` of fd numbers the receiver gets (FDS entries, memfd fds): kdbusfs cannot
-    # install descriptors in another process, so they read -1 and RECV says INCOMPLETE_FDS.
+    # Positions in `items` of fd numbers the receiver gets (FDS entries, memfd fds): they read -1
+    # (and RECV says INCOMPLETE_FDS) unless the receiver's RECV can install the `passed` ones.
     fd_slots: list[int] = field(default_factory=list)
+    passed: Passed | None = None
     seqnum: int = 0
     timestamp: tuple[int, int, int] | None = None
     read_into: ReadInto | None = None
     # Whether a receiver got the payload straight from the sender; later ones get this private copy.
     payload_read: bool = False
     payload_copy: memoryview | None = None
+
+    def take_passed(self) -> Passed | None:
+        """The held descriptors, for the one receiver that may install them."""
+        passed, self.passed = self.passed, None
+        return passed
+
+    def release_passed(self) -> None:
+        """Close held descriptors no receiver took (the message is delivered, or failed)."""
+        if self.passed is not None:
+            self.passed.close()
+            self.passed = None
 
     @property
     def msg_size(self) -> int:
@@ -132,7 +166,11 @@ def stage_user(data: bytes, cmd_flags: int, bloom_size: int,
     staged = Staged(fields.flags, fields.priority, fields.dst_id, fields.src_id, fields.payload_type,
                     fields.cookie, fields.timeout_ns)
     _classify(staged, cmd_flags)
-    _import_items(staged, data, found, bloom_size, files)
+    try:
+        _import_items(staged, data, found, bloom_size, files)
+    except BaseException:
+        staged.release_passed()
+        raise
     return staged
 
 
@@ -232,7 +270,8 @@ def _import_items(msg: Staged, data: bytes, found: list[tuple[int, int, int]], b
                 raise KdbusError(errno.EMSGSIZE, "memfd range overflows")
             if files is None:
                 raise KdbusError(errno.EBADF, "no access to the sender's descriptors")
-            files().check_memfd(memfd.fd, memfd.start, memfd.size)
+            sender = files()
+            _hold(msg, sender, [sender.check_memfd(memfd.fd, memfd.start, memfd.size)], [start + 16 + 16])
             items += data[parsed.offset : parsed.offset + size]
             msg.fd_slots.append(start + 16 + 16)
             # Keeps following vecs 8-aligned in the payload stream.
@@ -245,7 +284,8 @@ def _import_items(msg: Staged, data: bytes, found: list[tuple[int, int, int]], b
             fds = list(struct.unpack_from(f"<{n}i", parsed.payload))
             if files is None:
                 raise KdbusError(errno.EBADF, "no access to the sender's descriptors")
-            files().check_fds(fds)
+            sender = files()
+            _hold(msg, sender, sender.check_fds(fds), [start + 16 + 4 * i for i in range(n)])
             items += data[parsed.offset : parsed.offset + size]
             msg.fd_slots.extend(start + 16 + 4 * i for i in range(n))
         elif kind == Item.BLOOM_FILTER:
@@ -274,6 +314,14 @@ def _import_items(msg: Staged, data: bytes, found: list[tuple[int, int, int]], b
             raise KdbusError(errno.ENOTUNIQ, "broadcasts cannot carry fds")
         if msg.dst_name is not None:
             raise KdbusError(errno.EBADMSG, "broadcast with a DST_NAME")
+
+
+def _hold(msg: Staged, sender: SenderFiles, fds: list[int], positions: list[int]) -> None:
+    """Keep the daemon's duplicates of passed descriptors with the message, in slot order."""
+    if msg.passed is None:
+        msg.passed = Passed([], [], sender.release)
+    msg.passed.fds += fds
+    msg.passed.slots += [_MSG_SIZE + pos for pos in positions]
 
 
 def stage_kernel(dst_id: int, cookie_reply: int, item_type: int, payload: bytes = b"") -> Staged:

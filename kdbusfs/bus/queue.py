@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .pool import Slice
 
 if TYPE_CHECKING:
+    from .message import Passed
     from .reply import Reply
 
 # Quota key of kernel notifications: they are accounted apart from every user.
@@ -42,6 +43,13 @@ class Entry:
     # The slice's bytes as the daemon wrote them, for a message that may move to another pool with
     # its name while the pool it sits in is writable by its client.
     kept: bytearray | None = None
+    # Descriptors the message passes, held for this receiver's RECV (the only one that gets them).
+    passed: Passed | None = None
+
+    def drop_passed(self) -> None:
+        if self.passed is not None:
+            self.passed.close()
+            self.passed = None
 
 
 @dataclass(slots=True)

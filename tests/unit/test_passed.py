@@ -1,0 +1,138 @@
+"""Descriptors a message passes: held from SEND until one receiver takes them, closed otherwise."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Any
+
+from helpers import FakeCaller, cmd_bytes, connect, make_bus, raises_errno, run
+
+from kdbusfs.abi import structs
+from kdbusfs.abi.constants import HELLO_ACCEPT_FD, RECV_DROP, RECV_PEEK, Cmd, Item
+from kdbusfs.abi.items import item
+from kdbusfs.bus.bus import Bus
+from kdbusfs.bus.domain import Domain
+from kdbusfs.bus.message import Passed
+from kdbusfs.bus.pool import Pool
+
+RECV_RETURN_INCOMPLETE_FDS = 1
+
+
+class Files:
+    """A sender whose fds all check out; duplicates are numbered from 1000, releases recorded."""
+
+    def __init__(self) -> None:
+        self.next = 1000
+        self.released: list[int] = []
+
+    def _dup(self) -> int:
+        self.next += 1
+        return self.next
+
+    def check_fds(self, fds: list[int]) -> list[int]:
+        return [self._dup() for _ in fds]
+
+    def check_memfd(self, fd: int, start: int, size: int) -> int:
+        return self._dup()
+
+    def pollable(self, fd: int) -> int:
+        return self._dup()
+
+    def release(self, held: list[int]) -> None:
+        self.released += held
+
+
+class Installer(FakeCaller):
+    """A receiver that can be given descriptors: each gets the number 500 + its daemon fd."""
+
+    def __init__(self, files: Files) -> None:
+        super().__init__()
+        self._files = files
+        self.installed: list[int] = []
+
+    def files(self) -> Any:
+        return self._files
+
+    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+        for fd, slot in zip(passed.fds, passed.slots, strict=True):
+            struct.pack_into("<i", pool.buffer, offset + slot, 500 + fd)
+            self.installed.append(fd)
+        passed.fds = []
+        return True
+
+
+def setup() -> tuple[Bus, Any, Any, Files]:
+    bus = make_bus(Domain()).bus
+    assert bus is not None
+    files = Files()
+    sender, receiver = connect(bus, flags=HELLO_ACCEPT_FD), connect(bus, flags=HELLO_ACCEPT_FD)
+    sender.caller = Installer(files)
+    receiver.caller = Installer(files)
+    return bus, sender, receiver, files
+
+
+def send_fds(sender: Any, dst: int, n: int) -> None:
+    items = item(Item.FDS, struct.pack(f"<{n}i", *range(3, 3 + n)))
+    data = structs.MSG.pack(structs.MSG.size + len(items), 0, 0, dst, 0, 0xBB, 1, 0) + items
+    address = sender.caller.place(data, 0x100)
+    run(sender.handle, sender.caller, Cmd.SEND,
+        structs.CMD_SEND.pack(structs.CMD_SEND.size, 0, 0, address, 0, 0, 0), 0x2000)
+
+
+def recv(conn: Any, flags: int = 0) -> Any:
+    out = run(conn.handle, conn.caller, Cmd.RECV, cmd_bytes(structs.CMD_RECV, flags=flags), 0x3000)
+    return structs.CMD_RECV.unpack(out)
+
+
+def fds_in_pool(conn: Any, offset: int, n: int) -> list[int]:
+    at = offset + structs.MSG.size + 16
+    return list(struct.unpack_from(f"<{n}i", conn.handle.conn.pool.buffer, at))
+
+
+def test_a_receiver_that_can_take_them_gets_the_numbers_in_its_fds_item() -> None:
+    _, sender, receiver, files = setup()
+    send_fds(sender, receiver.id, 3)
+    got = recv(receiver)
+    assert receiver.caller.installed == [1001, 1002, 1003]
+    assert fds_in_pool(receiver, got.msg_offset, 3) == [1501, 1502, 1503]
+    assert not got.msg_return_flags & RECV_RETURN_INCOMPLETE_FDS
+    assert files.released == []
+
+
+def test_a_receiver_that_cannot_take_them_finds_minus_one_and_they_are_closed() -> None:
+    _, sender, receiver, files = setup()
+    receiver.caller = FakeCaller()  # installs nothing
+    receiver.caller.install = lambda passed, pool, offset: (passed.close(), False)[1]
+    send_fds(sender, receiver.id, 2)
+    got = recv(receiver)
+    assert fds_in_pool(receiver, got.msg_offset, 2) == [-1, -1]
+    assert got.msg_return_flags & RECV_RETURN_INCOMPLETE_FDS
+    assert files.released == [1001, 1002]
+
+
+def test_peek_installs_nothing_and_the_next_recv_does() -> None:
+    _, sender, receiver, files = setup()
+    send_fds(sender, receiver.id, 1)
+    peeked = recv(receiver, RECV_PEEK)
+    assert receiver.caller.installed == [] and fds_in_pool(receiver, peeked.msg_offset, 1) == [-1]
+    got = recv(receiver)
+    assert receiver.caller.installed == [1001] and fds_in_pool(receiver, got.msg_offset, 1) == [1501]
+
+
+def test_dropped_and_disconnected_queues_close_what_they_held() -> None:
+    _, sender, receiver, files = setup()
+    send_fds(sender, receiver.id, 1)
+    send_fds(sender, receiver.id, 2)
+    recv(receiver, RECV_DROP)
+    assert files.released == [1001]
+    receiver.handle.conn.disconnect()
+    assert files.released == [1001, 1002, 1003]
+    assert receiver.caller.installed == []
+
+
+def test_a_send_that_fails_after_taking_them_closes_them() -> None:
+    _, sender, receiver, files = setup()
+    with raises_errno(errno.ENXIO):
+        send_fds(sender, 999_999, 2)  # no such destination
+    assert files.released == [1001, 1002]
