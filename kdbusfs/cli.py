@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from . import __version__, install, sysfs
+from . import __version__, install, launch, sysfs
 from .bus.domain import Domain, DomainLimits
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="kdbusfs",
         usage="kdbusfs [-f] [-d] [-o OPTIONS] [SOURCE] MOUNTPOINT\n"
               "       kdbusfs -u MOUNTPOINT\n"
-              "       kdbusfs install-helpers [--root DIR]",
+              "       kdbusfs install-helpers [--root DIR]\n"
+              "       kdbusfs run [--mount PATH] -- COMMAND [ARGS...]",
         description="Mount a kdbus domain (control node, buses, endpoints) at MOUNTPOINT.",
         epilog=OPTIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["install-helpers"]:
         return install.main(argv[1:])
+    if argv[:1] == ["run"]:
+        return launch.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if len(args.paths) > 2 or (args.unmount and len(args.paths) != 1):

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import seccomp
+from .abi.constants import KDBUSFS_CMD_SUPERVISE, Cmd
 from .bus.bus import Bus
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
@@ -38,7 +40,7 @@ from .fuse import protocol as p
 from .fuse.codec import Attr, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
 from .limitlog import LimitLog
-from .peer import ProcessMemory, ProcProcess, RequestCaller, closer, dying
+from .peer import ProcessMemory, ProcProcess, RequestCaller, SupervisedCaller, closer, dying, task_file
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -72,6 +74,7 @@ class Node:
 
 
 _ANSWER = struct.Struct("<QQQQQ")
+_SUPERVISE = struct.Struct("<QQq")
 _IOCTL_IN_SIZE = p.IOCTL_IN.size
 
 
@@ -109,6 +112,8 @@ class Filesystem:
         # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
         self.watch: list[int] = []
         self.unwatch: list[int] = []
+        # Seccomp listeners of launched clients (`kdbusfs run`) for the session to watch.
+        self.listen: list[int] = []
         self._cancel_fds: dict[int, SyncWait] = {}
         self.memory = memory or ProcessMemory()
         self.started_ns = time.time_ns()
@@ -162,11 +167,7 @@ class Filesystem:
         try:
             payload = op(request)
         except KdbusError as exc:
-            if isinstance(exc, LimitReached):
-                for warning in self._limit_log.hit(exc, time.monotonic()):
-                    log.warning("%s", warning)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s failed: %s", _opname(request.opcode), exc)
+            self._refused(_opname(request.opcode), exc)
             reply: bytes | None = codec.reply_error(unique, exc.errno)
         except Exception:
             # A bug of ours must cost one request, never the daemon and everyone on the mount.
@@ -180,6 +181,88 @@ class Filesystem:
         if reply is not None:
             out.append(reply)
         return out
+
+    def _refused(self, what: str, exc: KdbusError) -> None:
+        """Log a request's errno: a limit as a warning (once per burst), anything else at debug."""
+        if isinstance(exc, LimitReached):
+            for warning in self._limit_log.hit(exc, time.monotonic()):
+                log.warning("%s", warning)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s failed: %s", what, exc)
+
+    # -- launched clients (seccomp notifications) ---------------------------------------------
+    def listener_ready(self, listener: int) -> tuple[list[bytes], Callable[[], None] | None]:
+        """A launched client's RECV is waiting in seccomp: serve it here, installing the message's
+        descriptors. Returns what to write first (pool stores, wake-ups) and the answer that
+        releases the client, to run after them."""
+        self._out = []
+        try:
+            notification = seccomp.receive(listener)
+        except OSError as exc:
+            log.warning("reading seccomp listener %d: %s", listener, exc.strerror)
+            return [], None
+        if notification is None:
+            return [], None
+        try:
+            answer = self._serve_notification(listener, notification)
+            if self.domain.changed or self.domain.completed:
+                self._flush()
+        except Exception:
+            log.exception("serving a launched client's RECV failed unexpectedly")
+            answer = functools.partial(seccomp.answer, listener, notification.id, errno.EIO)
+        return self._out, answer
+
+    def _serve_notification(self, listener: int, notification: seccomp.Notification) -> Callable[[], None]:
+        fd, cmd, arg = notification.args[0] & 0xFFFF_FFFF, notification.args[1] & 0xFFFF_FFFF, \
+            notification.args[2]
+        handle = self._handle_of(notification.tid, fd)
+        if handle is None or cmd != Cmd.RECV:
+            # Not a connection of this mount (another mount's, or any other file): carry on.
+            return functools.partial(seccomp.resume, listener, notification.id)
+        caller = SupervisedCaller(self.memory, notification.tid, listener, notification.id, self.device)
+        err = 0
+        try:
+            out = ioctl(handle, cmd, arg, b"", caller)
+            assert isinstance(out, bytes), "RECV never blocks"
+            # What FUSE would copy back for an _IOR command.
+            self.memory.write(notification.tid, arg, out)
+        except KdbusError as exc:
+            self._refused("RECV (launched)", exc)
+            err = exc.errno
+        finally:
+            caller.done()
+        return functools.partial(seccomp.answer, listener, notification.id, err)
+
+    def _handle_of(self, tid: int, fd: int) -> Handle | None:
+        """The connected handle behind `fd` of task `tid`, if that file is one of this mount's."""
+        found = task_file(tid, fd)
+        if found is None or found[0] != self.device:
+            return None
+        node = self._nodes.get(found[1])
+        if node is None or node.handle is None or node.handle.type is not HandleType.CONNECTED:
+            return None
+        return node.handle
+
+    def _supervise(self, opened: OpenFile, in_data: bytes, caller: RequestCaller) -> bytes:
+        """KDBUSFS_CMD_SUPERVISE on `control`: take over the caller's seccomp listener."""
+        if not isinstance(opened.handle.node, Control):
+            raise KdbusError(errno.ENOTTY, "SUPERVISE is a command of the control node")
+        if len(in_data) != _SUPERVISE.size:
+            raise KdbusError(errno.EINVAL, "malformed SUPERVISE")
+        size, flags, fd = _SUPERVISE.unpack(in_data)
+        if size != _SUPERVISE.size or flags:
+            raise KdbusError(errno.EINVAL, f"SUPERVISE of size {size} with flags {flags:#x}")
+        listener = caller.files().grab(fd, recheck=False)
+        try:
+            is_listener = os.readlink(f"/proc/self/fd/{listener}") == seccomp.LISTENER_LINK
+        except OSError:
+            is_listener = False
+        if not is_listener:
+            closer.close(listener)
+            raise KdbusError(errno.EINVAL, f"fd {fd} is not a seccomp listener")
+        self.listen.append(listener)
+        log.info("task %d hands over its seccomp listener: its RECVs install descriptors", caller.tid)
+        return codec.ioctl_out(0)
 
     def next_deadline(self) -> int | None:
         """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
@@ -539,6 +622,12 @@ class Filesystem:
         h = request.header
         caller = RequestCaller(self.memory, h.pid, h.uid, h.gid, self.device)
         in_data = request.body[_IOCTL_IN_SIZE : _IOCTL_IN_SIZE + in_size].tobytes()
+        if cmd == KDBUSFS_CMD_SUPERVISE:
+            # kdbusfs's own command (descriptors and seccomp are the edge's business, not kdbus's).
+            try:
+                return self._supervise(opened, in_data, caller)
+            finally:
+                caller.done()
         was_connected = handle.type is HandleType.CONNECTED
         try:
             out = ioctl(handle, cmd, arg, in_data, caller)

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import seccomp
 from .bus.errors import KdbusError
 from .bus.message import Passed
 from .bus.metadata import DAEMON_USERNS, UNKNOWN_NS, Creds, IdMap, NsPids, UserNamespace
@@ -481,6 +482,40 @@ class RequestCaller:
         self._memory.write(self.tid, address, data)
 
 
+class SupervisedCaller(RequestCaller):
+    """A task whose ioctl reached us as a seccomp notification (it runs under `kdbusfs run`): the
+    daemon serves the ioctl itself while the task waits, and can install descriptors in it."""
+
+    __slots__ = ("_listener", "_notif_id")
+
+    def __init__(self, memory: ProcessMemory, tid: int, listener: int, notif_id: int,
+                 kdbus_dev: int | None = None) -> None:
+        # fsuid/fsgid are read from /proc with the rest of the creds; these only stand in if it
+        # cannot be read.
+        super().__init__(memory, tid, -1, -1, kdbus_dev)
+        self._listener = listener
+        self._notif_id = notif_id
+
+    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+        complete = True
+        touched = []
+        for fd, slot in zip(passed.fds, passed.slots, strict=True):
+            try:
+                number = seccomp.add_fd(self._listener, self._notif_id, fd)
+            except OSError as exc:
+                # EMFILE (the task's RLIMIT_NOFILE), or the task is gone: kdbus leaves -1 and
+                # says INCOMPLETE_FDS; the message is still delivered.
+                log.debug("cannot install fd in task %d: %s", self.tid, exc.strerror)
+                complete = False
+                continue
+            struct.pack_into("<i", pool.buffer, offset + slot, number)
+            touched.append(offset + slot)
+        if touched:
+            pool.dirty.append((min(touched), max(touched) + 4))
+        passed.close()
+        return complete
+
+
 # pidfd_getfd(2) has no wrapper in Python's os module.
 _SYS_PIDFD_GETFD = 438
 _libc.syscall.restype = ctypes.c_long
@@ -553,6 +588,20 @@ class MountTable:
 
 
 _mounts = MountTable()
+
+
+def task_file(tid: int, fd: int) -> tuple[int | None, int] | None:
+    """(device, inode) of the file behind `fd` of task `tid`, from /proc without touching the
+    file; None if the task has no such fd."""
+    info = _read_text(f"/proc/{tid}/fdinfo/{fd}")
+    if info is None:
+        return None
+    info = b"\n" + info
+    mount_id = _field(info, b"\nmnt_id:")
+    inode = _field(info, b"\nino:")
+    if not inode:
+        return None
+    return (_mounts.device(int(mount_id)) if mount_id else None), int(inode)
 
 
 def _fd_device(pid: int, fd: int) -> int | None:

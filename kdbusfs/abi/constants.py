@@ -53,6 +53,11 @@ class Cmd(enum.IntEnum):
     MATCH_REMOVE = _ioc(_IOC_WRITE, 0xB1, 32)
 
 
+# kdbusfs's own command, not kdbus's: on `control`, hand the daemon the listener of a seccomp
+# filter (struct kdbusfs_cmd_supervise {u64 size; u64 flags; s64 listener_fd}); see seccomp.py.
+KDBUSFS_CMD_SUPERVISE = _ioc(_IOC_WRITE, 0xF0, 24)
+
+
 class Item(enum.IntEnum):
     NEGOTIATE = 1
     PAYLOAD_VEC = 2

@@ -40,6 +40,8 @@ class Server(Protocol):
     # Descriptors to watch for readability, and watched ones to stop watching and close.
     watch: list[int]
     unwatch: list[int]
+    # Seccomp listeners to watch until every task they supervise is gone.
+    listen: list[int]
 
     def handle(self, request: Request) -> list[bytes]: ...
 
@@ -48,6 +50,8 @@ class Server(Protocol):
     def tick(self) -> list[bytes]: ...
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]: ...
+
+    def listener_ready(self, listener: int) -> tuple[list[bytes], Callable[[], None] | None]: ...
 
     def close_fd(self, fd: int) -> None: ...
 
@@ -73,6 +77,7 @@ class Session:
         # epoll above. One that cannot be registered stays open, unwatched, until its call ends,
         # so that its number is not reused while the server still knows it.
         self._watched: dict[int, bool] = {}
+        self._listeners: set[int] = set()
         self._stopped = False
 
     def stop(self) -> None:
@@ -117,20 +122,24 @@ class Session:
                     log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
                               request.header.nodeid, request.header.pid)
                 writer.write_all(server.handle(request), request.opcode)
-                if server.watch or server.unwatch:
+                if server.watch or server.unwatch or server.listen:
                     self._sync_watches()
                 served += 1
                 if served % DEADLINE_CHECK_EVERY == 0:
                     self._tick_if_due()
+                    if self._listeners:
+                        # A steady stream of requests must not hold launched clients' RECVs back.
+                        self._handle_events(self._epoll.poll(0))
                 if request.opcode == p.Opcode.INIT and self._on_ready is not None:
                     self._on_ready()
                     self._on_ready = None
                 if request.opcode == p.Opcode.DESTROY:
                     return
         finally:
-            for watched in self._watched:
+            for watched in [*self._watched, *self._listeners]:
                 server.close_fd(watched)
             self._watched.clear()
+            self._listeners.clear()
 
     def _wait(self) -> None:
         """Sleep until a request, a cancel fd, stop() or the next deadline; handle the latter three."""
@@ -143,17 +152,39 @@ class Session:
             events = self._epoll.poll(timeout)
         except InterruptedError:
             return
-        for ready, _mask in events:
+        if self._handle_events(events):
+            self._tick_if_due()
+
+    def _handle_events(self, events: list[tuple[int, int]]) -> bool:
+        """Serve what woke the loop besides requests; False if it was stop()."""
+        server = self._server
+        for ready, mask in events:
             if ready == self._fd:
                 continue
             if ready == self._stop_fd:
-                return  # stop() has set the flag; this only woke us
-            if self._watched.get(ready):
+                return False  # stop() has set the flag; this only woke us
+            if ready in self._listeners:
+                self._listener_event(ready, mask)
+            elif self._watched.get(ready):
                 self._writer.write_all(server.cancel_fd_ready(ready), "cancel fd")
                 self._sync_watches()
                 # A cancel fd fires once, whether or not its call was still waiting.
                 self._unwatch(ready)
-        self._tick_if_due()
+        return True
+
+    def _listener_event(self, listener: int, mask: int) -> None:
+        if mask & select.EPOLLIN:
+            out, answer = self._server.listener_ready(listener)
+            self._writer.write_all(out, "seccomp")
+            if answer is not None:
+                # After the pool bytes it publishes have reached the client's page cache.
+                self._writer.then(answer)
+            self._sync_watches()
+        elif mask & (select.EPOLLHUP | select.EPOLLERR):
+            # Every task under the filter is gone.
+            self._listeners.discard(listener)
+            self._epoll.unregister(listener)
+            self._server.close_fd(listener)
 
     def _tick_if_due(self) -> None:
         deadline = self._server.next_deadline()
@@ -176,6 +207,10 @@ class Session:
             self._watched[fd] = True
         while server.unwatch:
             self._unwatch(server.unwatch.pop())
+        while server.listen:
+            listener = server.listen.pop()
+            self._epoll.register(listener, select.EPOLLIN)
+            self._listeners.add(listener)
 
     def _unwatch(self, fd: int) -> None:
         registered = self._watched.pop(fd, None)
@@ -199,6 +234,14 @@ def _write_one(fd: int, message: bytes, what: str | int) -> None:
                         _name(what) if isinstance(what, int) else what, exc.strerror)
 
 
+def _run_one(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except OSError as exc:
+        # A seccomp answer to a task that cannot take it any more: that task's loss alone.
+        log.warning("answering a launched client failed: %s", exc.strerror)
+
+
 _STORE = p.Notify.STORE
 
 
@@ -218,7 +261,7 @@ class _StoreWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.SimpleQueue[tuple[bytes, str | int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[bytes | Callable[[], None], str | int]] = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -230,7 +273,14 @@ class _StoreWriter:
             else:
                 _write_one(self._fd, message, what)
 
-    def _enqueue(self, message: bytes, what: str | int) -> None:
+    def then(self, action: Callable[[], None]) -> None:
+        """Run `action` once everything written so far has been written."""
+        if self._pending:
+            self._enqueue(action, "seccomp answer")
+        else:
+            _run_one(action)
+
+    def _enqueue(self, message: bytes | Callable[[], None], what: str | int) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="kdbusfs-stores", daemon=True)
             self._thread.start()
@@ -241,7 +291,10 @@ class _StoreWriter:
     def _run(self) -> None:
         while True:
             message, what = self._queue.get()
-            _write_one(self._fd, message, what)
+            if callable(message):
+                _run_one(message)
+            else:
+                _write_one(self._fd, message, what)
             with self._lock:
                 self._pending -= 1
 

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -29,6 +29,9 @@ class Recorder:
     def __init__(self) -> None:
         self.watch: list[int] = []
         self.unwatch: list[int] = []
+        self.listen: list[int] = []
+        self.listened: list[int] = []
+        self.answered: list[int] = []
         self.handled: list[int] = []
         self.cancelled: list[int] = []
         self.closed: list[int] = []
@@ -46,6 +49,11 @@ class Recorder:
         self.ticks += 1
         self.deadline = None
         return [codec.reply(999)]
+
+    def listener_ready(self, listener: int) -> tuple[list[bytes], Callable[[], None] | None]:
+        self.listened.append(listener)
+        os.read(listener, 1)
+        return [codec.reply(888)], lambda: self.answered.append(listener)
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         self.cancelled.append(fd)
@@ -142,6 +150,31 @@ def test_a_cancel_fd_fires_once_and_is_closed(kernel: Kernel) -> None:
         assert ask(theirs, 2) == 2
         assert server.cancelled == [read_end]
     os.close(write_end)
+
+
+def test_a_listener_is_served_each_time_it_is_readable_and_closed_when_it_hangs_up(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    # A pipe stands in for a seccomp listener: readable = a notification, hang-up = no task left.
+    read_end, write_end = os.pipe()
+    server.listen.append(read_end)
+    with serving(ours, server):
+        assert ask(theirs, 1) == 1
+        for n in (1, 2):
+            os.write(write_end, b"x")
+            # What listener_ready returns is written (888), then its answer runs.
+            assert unique_of(theirs.recv(4096)) == 888
+            deadline = time.monotonic() + 5
+            while len(server.answered) < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server.answered == [read_end] * n
+        os.close(write_end)
+        deadline = time.monotonic() + 5
+        while not server.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.closed == [read_end]
+        assert ask(theirs, 2) == 2
+    assert server.listened == [read_end, read_end]
 
 
 def test_a_watch_ended_before_it_started_is_closed_not_leaked(kernel: Kernel) -> None:

@@ -1,0 +1,75 @@
+"""Descriptors passed in messages, installed in receivers started by `kdbusfs run`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .clients import run_client
+from .harness import Mount, as_user, user_python, wait_for
+
+MESSAGES = "10000"
+
+
+def daemon_fds(mount: Mount) -> int:
+    return len(os.listdir(f"/proc/{mount.process.pid}/fd"))
+
+
+def warmed_up_fds(mount: Mount, binary: Path, user: str | None = None) -> int:
+    """The daemon's descriptor count once it has placed a passed fd (its mount table then stays
+    open): the baseline nothing may add to."""
+    run_client(binary, str(mount.path), "plain", "1", user=user)
+    return daemon_fds(mount)
+
+
+def run_launched(mount: Mount, binary: Path, *args: str, python: str = sys.executable,
+                 user: str | None = None, env: dict[str, str] | None = None) -> str:
+    """`kdbusfs run --mount M -- BINARY ARGS` (as `user` if given); the client's output."""
+    cmd = [python, "-m", "kdbusfs", "run", "--mount", str(mount.path), "--", str(binary), *args]
+    if user is not None:
+        cmd = as_user(user, *cmd, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{binary.name} under kdbusfs run failed ({proc.returncode}):\n" \
+                                 f"{proc.stdout}{proc.stderr}\n{mount.log()}"
+    return proc.stdout
+
+
+def check_installed(mount: Mount, out: str, baseline: int) -> None:
+    assert "passfd: all checks passed" in out
+    # The daemon closes the listener once the launched process is gone, and holds nothing else.
+    wait_for(lambda: daemon_fds(mount) == baseline, what="the daemon's descriptors back to where they were")
+    assert "Traceback" not in mount.log() and ": ERROR: " not in mount.log()
+
+
+def test_launched_receivers_get_pipes_memfds_and_16_mib_payloads_on_root_mount(
+    root_mount: Mount, bin_dir: Path,
+) -> None:
+    baseline = warmed_up_fds(root_mount, bin_dir / "passfd")
+    out = run_launched(root_mount, bin_dir / "passfd", str(root_mount.path), "installed", MESSAGES)
+    check_installed(root_mount, out, baseline)
+
+
+def test_launched_receivers_get_pipes_memfds_and_16_mib_payloads_on_user_mount(
+    user_mount: Mount, bin_dir: Path, test_user: str, user_runtime: Path,
+) -> None:
+    baseline = warmed_up_fds(user_mount, bin_dir / "passfd", test_user)
+    out = run_launched(user_mount, bin_dir / "passfd", str(user_mount.path), "installed", MESSAGES,
+                       python=user_python(), user=test_user, env={"PYTHONPATH": str(user_runtime)})
+    check_installed(user_mount, out, baseline)
+
+
+def test_receivers_not_launched_still_find_minus_one(root_mount: Mount, bin_dir: Path) -> None:
+    baseline = warmed_up_fds(root_mount, bin_dir / "passfd")
+    out = run_client(bin_dir / "passfd", str(root_mount.path), "plain", "1000")
+    assert "passfd: all checks passed" in out
+    wait_for(lambda: daemon_fds(root_mount) == baseline, what="the daemon's descriptors back")
+
+
+def test_the_launcher_says_what_is_wrong(tmp_path: Path) -> None:
+    kdbusfs = [sys.executable, "-m", "kdbusfs", "run"]
+    proc = subprocess.run([*kdbusfs, "--mount", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no command to run" in proc.stderr
+    proc = subprocess.run([*kdbusfs, "--mount", str(tmp_path), "--", "true"], capture_output=True, text=True)
+    assert proc.returncode == 1 and f"kdbusfs run: {tmp_path}" in proc.stderr, proc.stderr
