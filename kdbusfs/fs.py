@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import seccomp
-from .abi.constants import KDBUSFS_CMD_SUPERVISE, Cmd
+from .abi.constants import KDBUSFS_CMD_SUPERVISE, RECV_RETURN_INCOMPLETE_FDS, SEND_SYNC_REPLY, Cmd
 from .bus.bus import Bus
+from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError, LimitReached
@@ -37,7 +38,7 @@ from .bus.metadata import UNKNOWN_USERNS
 from .bus.reply import SyncWait
 from .fuse import codec
 from .fuse import protocol as p
-from .fuse.codec import Attr, Request
+from .fuse.codec import Attr, Output, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
 from .limitlog import LimitLog
 from .peer import ProcessMemory, ProcProcess, RequestCaller, SupervisedCaller, closer, dying, task_file
@@ -75,6 +76,8 @@ class Node:
 
 _ANSWER = struct.Struct("<QQQQQ")
 _SUPERVISE = struct.Struct("<QQq")
+# kdbus_cmd_send: size, then flags.
+_SEND_FLAGS_AT = 8
 _IOCTL_IN_SIZE = p.IOCTL_IN.size
 
 
@@ -83,6 +86,17 @@ class _Blocked:
     """Where to answer a blocked synchronous SEND."""
 
     unique: int
+    tid: int
+    address: int
+    msg_address: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Supervised:
+    """Where to answer a launched client's synchronous SEND: its seccomp notification."""
+
+    listener: int
+    notif_id: int
     tid: int
     address: int
     msg_address: int
@@ -153,10 +167,10 @@ class Filesystem:
             p.Opcode.ACCESS: self._ok,
             p.Opcode.DESTROY: self._ok,
         }
-        self._out: list[bytes] = []
+        self._out: list[Output] = []
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, request: Request) -> list[bytes]:
+    def handle(self, request: Request) -> list[Output]:
         """Serve one request: pool stores and notifications first, then the reply (if any)."""
         out = self._out = []
         op = self._ops.get(request.opcode)
@@ -191,43 +205,56 @@ class Filesystem:
             log.debug("%s failed: %s", what, exc)
 
     # -- launched clients (seccomp notifications) ---------------------------------------------
-    def listener_ready(self, listener: int) -> tuple[list[bytes], Callable[[], None] | None]:
-        """A launched client's RECV is waiting in seccomp: serve it here, installing the message's
-        descriptors. Returns what to write first (pool stores, wake-ups) and the answer that
-        releases the client, to run after them."""
+    def listener_ready(self, listener: int) -> list[Output]:
+        """A launched client's RECV or SEND waits in seccomp: serve it here, installing the
+        descriptors it receives. The answer that releases the client comes last in what this
+        returns, after the pool stores and wake-ups it depends on (or later, for a call that
+        waits for its reply)."""
         self._out = []
         try:
             notification = seccomp.receive(listener)
         except OSError as exc:
             log.warning("reading seccomp listener %d: %s", listener, exc.strerror)
-            return [], None
+            return []
         if notification is None:
-            return [], None
+            return []
         try:
             answer = self._serve_notification(listener, notification)
             if self.domain.changed or self.domain.completed:
                 self._flush()
         except Exception:
-            log.exception("serving a launched client's RECV failed unexpectedly")
+            log.exception("serving a launched client's ioctl failed unexpectedly")
             answer = functools.partial(seccomp.answer, listener, notification.id, errno.EIO)
-        return self._out, answer
+        if answer is not None:
+            self._out.append(answer)
+        return self._out
 
-    def _serve_notification(self, listener: int, notification: seccomp.Notification) -> Callable[[], None]:
+    def _serve_notification(self, listener: int,
+                            notification: seccomp.Notification) -> Callable[[], None] | None:
+        """Serve a notified ioctl; the answer to give now, or None if it waits (a call)."""
+        tid = notification.tid
         fd, cmd, arg = notification.args[0] & 0xFFFF_FFFF, notification.args[1] & 0xFFFF_FFFF, \
             notification.args[2]
-        handle = self._handle_of(notification.tid, fd)
-        if handle is None or cmd != Cmd.RECV:
-            # Not a connection of this mount (another mount's, or any other file): carry on.
-            return functools.partial(seccomp.resume, listener, notification.id)
-        caller = SupervisedCaller(self.memory, notification.tid, listener, notification.id, self.device)
+        carry_on = functools.partial(seccomp.resume, listener, notification.id)
+        handle = self._handle_of(tid, fd)
+        if handle is None:
+            # Not a connection of this mount (another mount's, or any other file).
+            return carry_on
+        caller = SupervisedCaller(self.memory, tid, listener, notification.id, self.device)
         err = 0
         try:
+            if cmd == Cmd.SEND and not _sync_send(caller, arg):
+                # Only a synchronous call receives descriptors (with its reply).
+                return carry_on
             out = ioctl(handle, cmd, arg, b"", caller)
-            assert isinstance(out, bytes), "RECV never blocks"
-            # What FUSE would copy back for an _IOR command.
-            self.memory.write(notification.tid, arg, out)
+            if isinstance(out, Pending):
+                self._block(out, _Supervised(listener, notification.id, tid, out.address, out.msg_address))
+                return None
+            if cmd == Cmd.RECV:
+                # What FUSE would copy back for an _IOR command.
+                self.memory.write(tid, arg, out)
         except KdbusError as exc:
-            self._refused("RECV (launched)", exc)
+            self._refused(f"{_cmd_name(cmd)} (launched)", exc)
             err = exc.errno
         finally:
             caller.done()
@@ -272,7 +299,7 @@ class Filesystem:
             deadline = recheck if deadline is None else min(deadline, recheck)
         return deadline
 
-    def tick(self) -> list[bytes]:
+    def tick(self) -> list[Output]:
         """Fire due deadlines; returns what to write (notifications, answers to blocked calls)."""
         return self._outside_requests("handling a deadline", self._expire)
 
@@ -283,7 +310,7 @@ class Filesystem:
             self._recheck_interrupted()
             self._recheck_at = now + INTERRUPT_RECHECK_NS
 
-    def _outside_requests(self, what: str, action: Callable[[], None]) -> list[bytes]:
+    def _outside_requests(self, what: str, action: Callable[[], None]) -> list[Output]:
         """Run work no request asked for (timers, cancel fds) and return what it has to write."""
         self._out = []
         try:
@@ -301,29 +328,32 @@ class Filesystem:
         changed, domain.changed = domain.changed, []
         seen: set[int] = set()
         for conn in changed:
-            if conn.id in seen:
-                continue
-            seen.add(conn.id)
-            opened = self._files_by_conn.get(conn.id)
-            if opened is None or opened.backing_fd is not None:
-                # No open file, or the client maps the pool's memory itself: nothing to push.
-                conn.pool.dirty.clear()
-                if opened is None:
-                    continue
-            elif conn.pool.dirty:
-                self._store(opened.node.nodeid, conn.pool)
-            if opened.pollers and (conn.readable or not conn.active):
-                for kh in opened.pollers:
-                    self._out.append(codec.notify_poll(kh))
-                opened.pollers.clear()
+            if conn.id not in seen:
+                seen.add(conn.id)
+                self._push(conn)
         completed, domain.completed = domain.completed, []
         for wait in completed:
             self._answer(wait)
 
+    def _push(self, conn: Connection) -> None:
+        """The connection's new pool bytes to its client's page cache; wake its pollers."""
+        opened = self._files_by_conn.get(conn.id)
+        if opened is None or opened.backing_fd is not None:
+            # No open file, or the client maps the pool's memory itself: nothing to push.
+            conn.pool.dirty.clear()
+            if opened is None:
+                return
+        elif conn.pool.dirty:
+            self._store(opened.node.nodeid, conn.pool)
+        if opened.pollers and (conn.readable or not conn.active):
+            for kh in opened.pollers:
+                self._out.append(codec.notify_poll(kh))
+            opened.pollers.clear()
+
     def close_fd(self, fd: int) -> None:
         closer.close(fd)
 
-    def cancel_fd_ready(self, fd: int) -> list[bytes]:
+    def cancel_fd_ready(self, fd: int) -> list[Output]:
         """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
         wait = self._cancel_fds.get(fd)
         return self._outside_requests("cancelling a call", wait.cancel if wait else lambda: None)
@@ -332,6 +362,13 @@ class Filesystem:
         if wait.cancel_fd is not None and self._cancel_fds.pop(wait.cancel_fd, None) is not None:
             self.unwatch.append(wait.cancel_fd)
         token = wait.token
+        if isinstance(token, _Supervised):
+            self._answer_supervised(wait, token)
+            return
+        if wait.passed is not None:
+            # A FUSE request cannot install descriptors: the reply shows -1 and INCOMPLETE_FDS.
+            wait.passed.close()
+            wait.passed = None
         if not isinstance(token, _Blocked) or self._pending.pop(token.unique, None) is None:
             return
         self._interrupted.pop(token.unique, None)
@@ -349,6 +386,29 @@ class Filesystem:
             self._out.append(codec.reply_error(token.unique, exc.errno))
             return
         self._out.append(codec.reply(token.unique, codec.ioctl_out(0)))
+
+    def _answer_supervised(self, wait: SyncWait, token: _Supervised) -> None:
+        """A launched caller's call is over: install the reply's descriptors, then release it."""
+        passed, wait.passed = wait.passed, None
+        err = wait.errno or 0
+        if not err:
+            assert wait.reply is not None
+            offset, size, flags = wait.reply
+            if passed is not None:
+                installer = SupervisedCaller(self.memory, token.tid, token.listener, token.notif_id,
+                                             self.device)
+                if installer.install(passed, wait.caller.pool, offset):
+                    flags &= ~RECV_RETURN_INCOMPLETE_FDS
+                # The numbers must reach the caller's page cache before the call returns.
+                self._push(wait.caller)
+            try:
+                self.memory.write(token.tid, token.address + 16,
+                                  _ANSWER.pack(0, token.msg_address, offset, size, flags))
+            except KdbusError as exc:
+                err = exc.errno
+        elif passed is not None:
+            passed.close()
+        self._out.append(functools.partial(seccomp.answer, token.listener, token.notif_id, err))
 
     def _ok(self, request: Request) -> bytes:
         return b""
@@ -646,14 +706,19 @@ class Filesystem:
                 self.domain.changed.append(conn)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
-            wait = out.wait
-            wait.token = _Blocked(request.unique, h.pid, out.address, out.msg_address)
-            self._pending[request.unique] = wait
-            if wait.cancel_fd is not None:
-                self._cancel_fds[wait.cancel_fd] = wait
-                self.watch.append(wait.cancel_fd)
+            self._block(out, _Blocked(request.unique, h.pid, out.address, out.msg_address))
             return None
         return codec.ioctl_out(0, out)
+
+    def _block(self, pending: Pending, token: _Blocked | _Supervised) -> None:
+        """Remember where to answer a synchronous call, and watch its CANCEL_FD."""
+        wait = pending.wait
+        wait.token = token
+        if isinstance(token, _Blocked):
+            self._pending[token.unique] = wait
+        if wait.cancel_fd is not None:
+            self._cancel_fds[wait.cancel_fd] = wait
+            self.watch.append(wait.cancel_fd)
 
     def _store(self, nodeid: int, pool) -> None:  # type: ignore[no-untyped-def]
         """Push freshly written pool bytes into the client's page cache, whole pages at a time."""
@@ -726,6 +791,23 @@ def _seal_pool(memfd: int) -> None:
     # would send to the memfd) now fails, and the pool's size is fixed. A writable shared mapping
     # cannot be refused this way: FUSE passthrough maps the memfd without shmem's seal check.
     fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
+
+
+def _sync_send(caller: RequestCaller, address: int) -> bool:
+    """Whether the SEND struct at `address` asks for a synchronous reply (False if unreadable:
+    the ordinary path then gives the errno)."""
+    try:
+        flags = int.from_bytes(caller.read(address + _SEND_FLAGS_AT, 8), "little")
+    except KdbusError:
+        return False
+    return bool(flags & SEND_SYNC_REPLY)
+
+
+def _cmd_name(cmd: int) -> str:
+    try:
+        return Cmd(cmd).name
+    except ValueError:
+        return f"ioctl {cmd:#x}"
 
 
 def _opname(opcode: int) -> str:

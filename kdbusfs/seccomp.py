@@ -3,7 +3,7 @@
 A daemon cannot write into another process's fd table, except as the supervisor of a seccomp
 filter of that process: while the process waits in a notified syscall, SECCOMP_IOCTL_NOTIF_ADDFD
 places a descriptor in it. `kdbusfs run` (the launcher) installs a filter that turns the client's
-KDBUS_CMD_RECV ioctls into notifications and hands the filter's listener to the daemon of its
+KDBUS_CMD_RECV (and SEND) ioctls into notifications and hands the filter's listener to the daemon of its
 mount; the daemon then serves those RECVs itself, installs the message's descriptors, and
 answers the syscall. Every other syscall runs unnotified.
 
@@ -78,16 +78,19 @@ def _arch() -> tuple[int, int, int]:
 
 
 def _filter_program() -> bytes:
-    """ioctl(_, KDBUS_CMD_RECV, _) notifies the supervisor; everything else is allowed."""
+    """ioctl(_, KDBUS_CMD_RECV or KDBUS_CMD_SEND, _) notifies the supervisor (a SEND only ever
+    receives descriptors as a synchronous call's reply; the supervisor lets the others run);
+    everything else is allowed."""
     audit_arch, ioctl_nr, _ = _arch()
     insn = struct.Struct("<HBBI")
     program = [
         insn.pack(_BPF_LD_W_ABS, 0, 0, _DATA_ARCH),
-        insn.pack(_BPF_JEQ_K, 0, 4, audit_arch),          # another ABI: allow
+        insn.pack(_BPF_JEQ_K, 0, 5, audit_arch),          # another ABI: allow
         insn.pack(_BPF_LD_W_ABS, 0, 0, _DATA_NR),
-        insn.pack(_BPF_JEQ_K, 0, 2, ioctl_nr),            # not ioctl: allow
+        insn.pack(_BPF_JEQ_K, 0, 3, ioctl_nr),            # not ioctl: allow
         insn.pack(_BPF_LD_W_ABS, 0, 0, _DATA_ARG1_LOW),
-        insn.pack(_BPF_JEQ_K, 1, 0, int(Cmd.RECV)),       # RECV: notify
+        insn.pack(_BPF_JEQ_K, 2, 0, int(Cmd.RECV)),       # RECV: notify
+        insn.pack(_BPF_JEQ_K, 1, 0, int(Cmd.SEND)),       # SEND: notify
         insn.pack(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
         insn.pack(_BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
     ]

@@ -452,7 +452,8 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                 answered.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
                 raise
             caller.bus.domain.changed.append(caller)
-            answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0))
+            answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
+                                 msg.take_passed())
             return
         dst.enqueue(msg, src, process).passed = msg.take_passed()
         return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .message import Passed
 
 
 @dataclass(slots=True, eq=False)
@@ -22,6 +23,8 @@ class SyncWait:
     token: object = None
     # The caller's CANCEL_FD (a duplicate the edge watches): readable means give up.
     cancel_fd: int | None = None
+    # Descriptors the reply passes, for the edge to install in the caller or close.
+    passed: Passed | None = None
 
     def cancel(self) -> None:
         """The caller's CANCEL_FD fired: stop waiting; a late reply finds no tracker (EBADSLT)."""
@@ -37,13 +40,18 @@ class SyncWait:
     def done(self) -> bool:
         return self.errno is not None
 
-    def finish(self, err: int, reply: tuple[int, int, int] | None = None) -> None:
-        if self.errno is None:
-            self.errno = err
-            self.reply = reply
-            if self in self.caller.sync_waits:
-                self.caller.sync_waits.remove(self)
-            self.caller.bus.domain.completed.append(self)
+    def finish(self, err: int, reply: tuple[int, int, int] | None = None,
+               passed: Passed | None = None) -> None:
+        if self.errno is not None:
+            if passed is not None:
+                passed.close()
+            return
+        self.errno = err
+        self.reply = reply
+        self.passed = passed
+        if self in self.caller.sync_waits:
+            self.caller.sync_waits.remove(self)
+        self.caller.bus.domain.completed.append(self)
 
 
 @dataclass(slots=True, eq=False)

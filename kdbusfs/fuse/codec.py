@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import protocol as p
@@ -89,6 +90,12 @@ def reply_error(unique: int, err: int) -> bytes:
 def notification(code: int, payload: bytes) -> bytes:
     # Notifications travel as replies with unique 0 and the notify code in the error field.
     return p.OUT_HEADER.pack(p.OUT_HEADER.size + len(payload), code, 0) + payload
+
+
+# What a server hands the session to write, in order: a FUSE message, or an action to run once
+# everything before it has been written (the answer to a launched client's seccomp notification,
+# which must follow the pool stores it depends on).
+Output = bytes | Callable[[], None]
 
 
 def entry_out(nodeid: int, attr: Attr, entry_valid_s: int = 0, attr_valid_s: int = 0) -> bytes:

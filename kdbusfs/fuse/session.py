@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from . import protocol as p
-from .codec import ProtocolError, Request, parse_request
+from .codec import Output, ProtocolError, Request, parse_request
 
 log = logging.getLogger("kdbusfs.session")
 
@@ -43,15 +43,15 @@ class Server(Protocol):
     # Seccomp listeners to watch until every task they supervise is gone.
     listen: list[int]
 
-    def handle(self, request: Request) -> list[bytes]: ...
+    def handle(self, request: Request) -> list[Output]: ...
 
     def next_deadline(self) -> int | None: ...
 
-    def tick(self) -> list[bytes]: ...
+    def tick(self) -> list[Output]: ...
 
-    def cancel_fd_ready(self, fd: int) -> list[bytes]: ...
+    def cancel_fd_ready(self, fd: int) -> list[Output]: ...
 
-    def listener_ready(self, listener: int) -> tuple[list[bytes], Callable[[], None] | None]: ...
+    def listener_ready(self, listener: int) -> list[Output]: ...
 
     def close_fd(self, fd: int) -> None: ...
 
@@ -174,11 +174,7 @@ class Session:
 
     def _listener_event(self, listener: int, mask: int) -> None:
         if mask & select.EPOLLIN:
-            out, answer = self._server.listener_ready(listener)
-            self._writer.write_all(out, "seccomp")
-            if answer is not None:
-                # After the pool bytes it publishes have reached the client's page cache.
-                self._writer.then(answer)
+            self._writer.write_all(self._server.listener_ready(listener), "seccomp")
             self._sync_watches()
         elif mask & (select.EPOLLHUP | select.EPOLLERR):
             # Every task under the filter is gone.
@@ -261,26 +257,25 @@ class _StoreWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.SimpleQueue[tuple[bytes | Callable[[], None], str | int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Output, str | int]] = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def write_all(self, messages: list[bytes], what: str | int) -> None:
+    def write_all(self, messages: list[Output], what: str | int) -> None:
         for message in messages:
-            if _is_store(message) or (self._pending and what != p.Opcode.READ):
+            if callable(message):
+                # After everything before it, the stores it depends on included.
+                if self._pending:
+                    self._enqueue(message, what)
+                else:
+                    _run_one(message)
+            elif _is_store(message) or (self._pending and what != p.Opcode.READ):
                 self._enqueue(message, what)
             else:
                 _write_one(self._fd, message, what)
 
-    def then(self, action: Callable[[], None]) -> None:
-        """Run `action` once everything written so far has been written."""
-        if self._pending:
-            self._enqueue(action, "seccomp answer")
-        else:
-            _run_one(action)
-
-    def _enqueue(self, message: bytes | Callable[[], None], what: str | int) -> None:
+    def _enqueue(self, message: Output, what: str | int) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="kdbusfs-stores", daemon=True)
             self._thread.start()

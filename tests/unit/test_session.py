@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -50,10 +50,10 @@ class Recorder:
         self.deadline = None
         return [codec.reply(999)]
 
-    def listener_ready(self, listener: int) -> tuple[list[bytes], Callable[[], None] | None]:
+    def listener_ready(self, listener: int) -> list[codec.Output]:
         self.listened.append(listener)
         os.read(listener, 1)
-        return [codec.reply(888)], lambda: self.answered.append(listener)
+        return [codec.reply(888), lambda: self.answered.append(listener)]
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         self.cancelled.append(fd)

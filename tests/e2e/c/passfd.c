@@ -5,6 +5,8 @@
  * usage: passfd MOUNT_ROOT installed|plain [MESSAGES]
  *   prints "passfd: all checks passed" and, for the leak check, "fds before N after M". */
 #define _GNU_SOURCE
+#include <poll.h>
+#include <pthread.h>
 #include <sys/resource.h>
 
 #include <dirent.h>
@@ -222,6 +224,58 @@ static void check_rlimit(struct conn *a, struct conn *b)
 	OK("a receiver out of descriptors gets what fits, -1 for the rest and INCOMPLETE_FDS");
 }
 
+/* The callee: answer one call with a pipe's read end in FDS. */
+static void *serve_call(void *arg)
+{
+	struct conn *b = arg;
+	struct pollfd pfd = { .fd = b->fd, .events = POLLIN };
+	CHECK(poll(&pfd, 1, 10000) == 1, "the call arrives");
+	struct kdbus_cmd_recv recv;
+	CHECK(recv_msg(b, &recv, 0, 0) == 0, "RECV the call");
+	const struct kdbus_msg *call = (const void *)(b->pool + recv.msg.offset);
+	uint64_t caller = call->src_id, cookie = call->cookie;
+	CHECK(free_slice(b->fd, recv.msg.offset) == 0, "FREE the call");
+	int p[2];
+	CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe2");
+	CHECK(write(p[1], "reply", 5) == 5, "write");
+	static uint64_t buf[512];
+	struct kdbus_msg *m = build_msg(buf, caller, NULL, NULL, 0, 0, 99);
+	m->cookie_reply = cookie;
+	struct kdbus_item *it = next_item(m);
+	it->type = KDBUS_ITEM_FDS;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(int);
+	it->fds[0] = p[0];
+	m->size = KDBUS_ALIGN8(m->size) + it->size;
+	CHECK(send_msg(b->fd, m, 0, NULL) == 0, "SEND the reply with an fd");
+	close(p[0]);
+	close(p[1]);
+	return NULL;
+}
+
+static void check_sync_reply(struct conn *a, struct conn *b)
+{
+	pthread_t callee;
+	CHECK(pthread_create(&callee, NULL, serve_call, b) == 0, "pthread_create");
+	struct kdbus_msg *m = build_msg(msgbuf, b->id, NULL, NULL, 0, KDBUS_MSG_EXPECT_REPLY, 98);
+	m->timeout_ns = now_ns() + 10ULL * 1000000000ULL;
+	struct kdbus_cmd_send cmd;
+	CHECK(send_msg(a->fd, m, KDBUS_SEND_SYNC_REPLY, &cmd) == 0, "a synchronous call");
+	pthread_join(callee, NULL);
+	const struct kdbus_msg *reply = (const void *)(a->pool + cmd.reply.offset);
+	const struct kdbus_item *it = find_item(reply, KDBUS_ITEM_FDS);
+	CHECK(reply->cookie_reply == 98 && it != NULL, "the reply arrives with its FDS item");
+	int fd = it->fds[0];
+	expect_delivery(fd, cmd.reply.return_flags, "fd in a synchronous reply");
+	if (installed) {
+		char got[8] = {0};
+		CHECK(read(fd, got, sizeof(got)) == 5 && memcmp(got, "reply", 5) == 0,
+		      "the pipe in the reply reads what the callee wrote");
+		close(fd);
+	}
+	CHECK(free_slice(a->fd, cmd.reply.offset) == 0, "FREE the reply");
+	OK("an fd in a synchronous reply %s", installed ? "is installed in the caller" : "arrives as -1");
+}
+
 static void check_no_leak(struct conn *a, struct conn *b, int messages)
 {
 	int p[2], got[4];
@@ -261,6 +315,7 @@ int main(int argc, char **argv)
 	check_memfd_in_fds(&a, &b);
 	check_payload_memfd(&a, &b);
 	check_peek_and_drop(&a, &b);
+	check_sync_reply(&a, &b);
 	if (installed)
 		check_rlimit(&a, &b);
 	check_no_leak(&a, &b, messages);
