@@ -54,12 +54,13 @@ static inline int make_bus(const char *root, const char *prefix, char *bus, size
 	return fd;
 }
 
-/* HELLO with a pool of `pool_size` (mapped unless `map` is 0); the HELLO slice is freed. */
-static inline struct conn connect_bus(const char *root, const char *bus, uint64_t pool_size, int map)
+/* HELLO with `flags` and a pool of `pool_size` (mapped unless `map` is 0); the HELLO slice is freed. */
+static inline struct conn connect_bus_with(const char *root, const char *bus, uint64_t pool_size, int map,
+					   uint64_t flags)
 {
 	char path[4096];
 	struct conn c = { .pool = NULL };
-	struct kdbus_cmd_hello hello = { .size = sizeof(hello), .pool_size = pool_size };
+	struct kdbus_cmd_hello hello = { .size = sizeof(hello), .flags = flags, .pool_size = pool_size };
 	snprintf(path, sizeof(path), "%s/%s/bus", root, bus);
 	c.fd = open(path, O_RDWR | O_CLOEXEC);
 	if (c.fd < 0 || ioctl(c.fd, KDBUS_CMD_HELLO, &hello) < 0)
@@ -73,6 +74,11 @@ static inline struct conn connect_bus(const char *root, const char *bus, uint64_
 	struct kdbus_cmd_free f = { .size = sizeof(f), .offset = hello.offset };
 	ioctl(c.fd, KDBUS_CMD_FREE, &f);
 	return c;
+}
+
+static inline struct conn connect_bus(const char *root, const char *bus, uint64_t pool_size, int map)
+{
+	return connect_bus_with(root, bus, pool_size, map, 0);
 }
 
 /* Write a PAYLOAD_VEC item at `it`; returns where the next item goes. */

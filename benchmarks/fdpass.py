@@ -1,0 +1,62 @@
+"""Calls that pass a descriptor: kdbusfs with and without `kdbusfs run`, against dbus-daemon.
+
+Each synchronous method call carries one descriptor: a pipe (in FDS for kdbus, a UNIX_FD argument
+for D-Bus) or a sealed memfd of 1 MiB or 16 MiB (PAYLOAD_MEMFD for kdbus), which the callee maps
+and reads a byte per page of before closing it. Under `kdbusfs run` both the caller and the callee
+get the descriptors installed (that is what the launcher is for); without it they receive -1, so
+the "plain" column is what the same traffic costs when no descriptor reaches anyone (and memfds
+are not read): the price of installation is the ratio of the two. dbus-daemon passes the
+descriptors over its unix sockets.
+
+Clients: c/bench_fdpass_kdbus.c, c/bench_fdpass_dbus.c. Every process (daemons and clients) is
+pinned to CPU 0, then all are unpinned. Needs root and dbus-daemon's development files.
+usage: python benchmarks/fdpass.py [--seconds S] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from calls import buses, median_rate
+from ioctl_rate import compile_c
+
+CASES = (("fd", 0), ("memfd", 1 << 20), ("memfd", 16 << 20))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kdbusfs-fdpass-") as tmp:
+        work = Path(tmp)
+        kdbus_bin = compile_c("bench_fdpass_kdbus", work)
+        dbus_libs = subprocess.run(["pkg-config", "--cflags", "--libs", "dbus-1"], capture_output=True,
+                                   text=True, check=True).stdout.split()
+        dbus_bin = compile_c("bench_fdpass_dbus", work, *dbus_libs)
+        for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
+            with buses(work, pin) as (mnt, sock):
+                for kind, size in CASES:
+                    case = [kind, str(size), str(args.seconds)]
+                    dbus = median_rate([*pin, str(dbus_bin), f"unix:path={sock}", *case], args.runs)
+                    plain = median_rate([*pin, str(kdbus_bin), str(mnt), *case], args.runs)
+                    launched = median_rate([*pin, sys.executable, "-m", "kdbusfs", "run", "--mount", str(mnt),
+                                            "--", str(kdbus_bin), str(mnt), *case], args.runs)
+                    rows.append((label, kind, size, dbus, plain, launched))
+    print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s\n")
+    print("| placement | descriptor | dbus-daemon | kdbusfs plain (-1) | kdbusfs run (installed) "
+          "| run / plain | run / dbus-daemon |")
+    print("|---|---|---|---|---|---|---|")
+    for label, kind, size, dbus, plain, launched in rows:
+        what = "pipe" if kind == "fd" else f"memfd {size >> 20} MiB"
+        print(f"| {label} | {what} | {dbus:.0f} | {plain:.0f} | {launched:.0f} | {launched / plain:.2f}x "
+              f"| {launched / dbus:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
