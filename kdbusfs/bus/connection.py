@@ -455,14 +455,16 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
             answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
                                  msg.take_passed())
             return
-        dst.enqueue(msg, src, process).passed = msg.take_passed()
+        entry = dst.enqueue(msg, src, process)
+        entry.passed = msg.take_passed()
         return
     if msg.is_signal:
         # A unicast signal reaches its addressee only through its matches and policy.
         bus.to_monitors(msg, src, process)
         if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
             try:
-                dst.enqueue(msg, src, process, name_id=name_id).passed = msg.take_passed()
+                entry = dst.enqueue(msg, src, process, name_id=name_id)
+                entry.passed = msg.take_passed()
             except KdbusError as exc:
                 log.debug("unicast signal to %d dropped: %s", dst.id, exc)
         return
@@ -475,7 +477,9 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                                            f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
         reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
     bus.to_monitors(msg, src, process)
-    dst.enqueue(msg, src, process, reply, name_id).passed = msg.take_passed()
+    entry = dst.enqueue(msg, src, process, reply, name_id)
+    # Taken only once queued: a failed enqueue leaves them to the sender, who closes them.
+    entry.passed = msg.take_passed()
     if reply is not None:
         src.trackers.append(reply)
         dst.awaited.append(reply)

@@ -83,6 +83,27 @@ def test_launched_receivers_get_pipes_memfds_and_16_mib_payloads_on_user_mount(
     check_installed(user_mount, out, baseline)
 
 
+def test_receivers_killed_while_taking_descriptors_leave_nothing_behind_on_root_mount(
+    root_mount: Mount, bin_dir: Path,
+) -> None:
+    baseline = warmed_up_fds(root_mount, bin_dir / "passfd")
+    out = run_launched(root_mount, bin_dir / "killrecv", str(root_mount.path), "30")
+    assert "killrecv: all checks passed" in out
+    wait_for_fds(root_mount, baseline)
+    assert root_mount.alive()
+
+
+def test_receivers_killed_while_taking_descriptors_leave_nothing_behind_on_user_mount(
+    user_mount: Mount, bin_dir: Path, test_user: str, user_runtime: Path,
+) -> None:
+    baseline = warmed_up_fds(user_mount, bin_dir / "passfd", test_user)
+    out = run_launched(user_mount, bin_dir / "killrecv", str(user_mount.path), "30",
+                       python=user_python(), user=test_user, env={"PYTHONPATH": str(user_runtime)})
+    assert "killrecv: all checks passed" in out
+    wait_for_fds(user_mount, baseline)
+    assert user_mount.alive()
+
+
 def test_receivers_not_launched_still_find_minus_one(root_mount: Mount, bin_dir: Path) -> None:
     baseline = warmed_up_fds(root_mount, bin_dir / "passfd")
     out = run_client(bin_dir / "passfd", str(root_mount.path), "plain", "1000")

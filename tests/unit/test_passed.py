@@ -136,3 +136,12 @@ def test_a_send_that_fails_after_taking_them_closes_them() -> None:
     with raises_errno(errno.ENXIO):
         send_fds(sender, 999_999, 2)  # no such destination
     assert files.released == [1001, 1002]
+
+
+def test_a_send_refused_by_the_receivers_quota_closes_them() -> None:
+    _, sender, receiver, files = setup()
+    send_fds(sender, receiver.id, 16)  # the 16 fds in flight a sending user may have
+    for _ in range(3):
+        with raises_errno(errno.EMFILE):
+            send_fds(sender, receiver.id, 16)
+    assert files.released == list(range(1017, 1065))
