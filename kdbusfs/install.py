@@ -15,6 +15,8 @@ FILES = (
     ("mount-helper/umount.kdbusfs", ("sbin/umount.fuse.kdbusfs", "sbin/umount.kdbusfs"), 0o755),
     ("mount-helper/sys-fs-kdbus.mount", ("etc/systemd/system/sys-fs-kdbus.mount",), 0o644),
     ("mount-helper/kdbusfs.service", ("etc/systemd/user/kdbusfs.service",), 0o644),
+    # An example to copy, not a unit to enable: documentation.
+    ("mount-helper/kdbus-client.service", ("usr/local/share/doc/kdbusfs/kdbus-client.service",), 0o644),
     ("man/kdbusfs.1", ("usr/local/share/man/man1/kdbusfs.1",), 0o644),
     ("man/kdbusfs.7", ("usr/local/share/man/man7/kdbusfs.7",), 0o644),
     ("man/mount.kdbusfs.8", ("usr/local/share/man/man8/mount.kdbusfs.8",),

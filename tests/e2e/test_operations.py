@@ -161,15 +161,18 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     subprocess.run([*KDBUSFS, "install-helpers", "--root", str(root)], check=True, capture_output=True)
     system_unit = root / "etc/systemd/system/sys-fs-kdbus.mount"
     user_unit = root / "etc/systemd/user/kdbusfs.service"
+    client_example = root / "usr/local/share/doc/kdbusfs/kdbus-client.service"
     assert "Where=/sys/fs/kdbus" in system_unit.read_text()
+    assert " run --mount /sys/fs/kdbus -- " in client_example.read_text()
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
     # Man pages are checked on their own below, so verify does not look them up.
-    for extra, unit in (([], system_unit), (["--user"], user_unit)):
-        proc = subprocess.run(["systemd-analyze", *extra, "verify", "--man=no", str(unit)],
+    # The example client needs the mount unit it names: verified together.
+    for extra, units in (([], [system_unit]), (["--user"], [user_unit]), ([], [system_unit, client_example])):
+        proc = subprocess.run(["systemd-analyze", *extra, "verify", "--man=no", *map(str, units)],
                               capture_output=True, text=True, env=env)
-        assert proc.returncode == 0 and unit.name not in proc.stderr, proc.stderr
+        assert proc.returncode == 0 and not any(u.name in proc.stderr for u in units), proc.stderr
     # verify does check: a unit that runs a relative command is refused.
     broken = tmp_path / "broken.service"
     broken.write_text("[Service]\nExecStart=kdbusfs -f kdbus\n")
