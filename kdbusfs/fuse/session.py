@@ -8,6 +8,7 @@ unmounting) is the caller's business; stop() ends the loop from any thread.
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import os
@@ -32,6 +33,12 @@ DEADLINE_CHECK_EVERY = 64
 # The longest single wait: a client may set any u64 timeout, and epoll cannot wait past an int of
 # milliseconds (longer asks raise OverflowError). Waking early only looks at the deadline again.
 MAX_WAIT_S = 24 * 3600.0
+
+
+class _Outcome(enum.Enum):
+    SERVED = "served"
+    SKIPPED = "skipped"  # nothing to answer (interrupted, unreadable, unmounted)
+    IDLE = "idle"  # no request queued
 
 
 class Server(Protocol):
@@ -79,6 +86,10 @@ class Session:
         self._watched: dict[int, bool] = {}
         self._listeners: set[int] = set()
         self._stopped = False
+        # Unmounted (reads fail with ENODEV) or DESTROYed: run() returns.
+        self._ended = False
+        self._buf = bytearray(READ_BUFFER_SIZE)
+        self._view = memoryview(self._buf)
 
     def stop(self) -> None:
         """End run() soon; safe from any thread, before, during or after run()."""
@@ -92,54 +103,62 @@ class Session:
         os.close(self._stop_fd)
 
     def run(self) -> None:
-        fd, server, writer = self._fd, self._server, self._writer
-        os.set_blocking(fd, False)
-        buf = bytearray(READ_BUFFER_SIZE)
-        view = memoryview(buf)
+        os.set_blocking(self._fd, False)
         served = 0
         try:
-            while not self._stopped:
-                try:
-                    n = os.readv(fd, [buf])
-                except BlockingIOError:
+            while not self._stopped and not self._ended:
+                outcome = self._serve_next()
+                if outcome is _Outcome.IDLE:
                     self._wait()
                     continue
-                except InterruptedError:
+                if outcome is not _Outcome.SERVED:
                     continue
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:  # the request was interrupted before we read it
-                        continue
-                    if exc.errno == errno.ENODEV:  # unmounted
-                        log.info("file system unmounted")
-                        return
-                    raise
-                try:
-                    request = parse_request(view[:n])
-                except ProtocolError as exc:
-                    log.error("dropping unreadable request: %s", exc)
-                    continue
-                if self._debug:
-                    log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
-                              request.header.nodeid, request.header.pid)
-                writer.write_all(server.handle(request), request.opcode)
-                if server.watch or server.unwatch or server.listen:
-                    self._sync_watches()
                 served += 1
                 if served % DEADLINE_CHECK_EVERY == 0:
                     self._tick_if_due()
                     if self._listeners:
                         # A steady stream of requests must not hold launched clients' RECVs back.
                         self._handle_events(self._epoll.poll(0))
-                if request.opcode == p.Opcode.INIT and self._on_ready is not None:
-                    self._on_ready()
-                    self._on_ready = None
-                if request.opcode == p.Opcode.DESTROY:
-                    return
         finally:
             for watched in [*self._watched, *self._listeners]:
-                server.close_fd(watched)
+                self._server.close_fd(watched)
             self._watched.clear()
             self._listeners.clear()
+
+    def _serve_next(self) -> _Outcome:
+        """Read and serve one request, if one is queued."""
+        try:
+            n = os.readv(self._fd, [self._buf])
+        except BlockingIOError:
+            return _Outcome.IDLE
+        except InterruptedError:
+            return _Outcome.SKIPPED
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:  # the request was interrupted before we read it
+                return _Outcome.SKIPPED
+            if exc.errno == errno.ENODEV:  # unmounted
+                log.info("file system unmounted")
+                self._ended = True
+                return _Outcome.SKIPPED
+            raise
+        try:
+            request = parse_request(self._view[:n])
+        except ProtocolError as exc:
+            log.error("dropping unreadable request: %s", exc)
+            return _Outcome.SKIPPED
+        server = self._server
+        if self._debug:
+            log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
+                      request.header.nodeid, request.header.pid)
+        self._writer.write_all(server.handle(request), request.opcode)
+        if server.watch or server.unwatch or server.listen:
+            self._sync_watches()
+        if request.opcode == p.Opcode.INIT and self._on_ready is not None:
+            self._on_ready()
+            self._on_ready = None
+        if request.opcode == p.Opcode.DESTROY:
+            self._ended = True
+        return _Outcome.SERVED
 
     def _wait(self) -> None:
         """Sleep until a request, a cancel fd, stop() or the next deadline; handle the latter three."""
@@ -174,6 +193,11 @@ class Session:
 
     def _listener_event(self, listener: int, mask: int) -> None:
         if mask & select.EPOLLIN:
+            # Whatever the client did before this ioctl reached us first: a close() of another
+            # connection, say, whose RELEASE is already queued on /dev/fuse. Serve all of it, as
+            # the ioctl itself would have queued behind it.
+            while not self._ended and self._serve_next() is not _Outcome.IDLE:
+                pass
             self._writer.write_all(self._server.listener_ready(listener), "seccomp")
             self._sync_watches()
         elif mask & (select.EPOLLHUP | select.EPOLLERR):

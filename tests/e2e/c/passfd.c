@@ -276,6 +276,39 @@ static void check_sync_reply(struct conn *a, struct conn *b)
 	OK("an fd in a synchronous reply %s", installed ? "is installed in the caller" : "arrives as -1");
 }
 
+/* kdbus tears a connection down within close(): the next RECV of anyone sees its ID_REMOVE.
+ * Under the launcher that RECV reaches the daemon by another way than the close's RELEASE, and
+ * must still come second. */
+static void check_close_then_recv(const char *root, const char *bus)
+{
+	struct conn w;
+	hello(&w, root, bus, 0);
+	uint64_t buf[64] = {0};
+	struct kdbus_cmd_match *match = (void *)buf;
+	struct kdbus_item *it = match->items;
+	it->type = KDBUS_ITEM_ID_REMOVE;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_notify_id_change);
+	it->id_change.id = KDBUS_MATCH_ID_ANY;
+	match->size = sizeof(*match) + KDBUS_ALIGN8(it->size);
+	match->cookie = 1;
+	CHECK(ioctl(w.fd, KDBUS_CMD_MATCH_ADD, match) == 0, "MATCH_ADD ID_REMOVE");
+	for (int i = 0; i < 50; i++) {
+		struct conn x;
+		hello(&x, root, bus, 0);
+		close(x.fd);
+		munmap(x.pool, POOL_SIZE);
+		struct kdbus_cmd_recv recv;
+		CHECK(recv_msg(&w, &recv, 0, 0) == 0, "round %d: the RECV right after close() finds its ID_REMOVE", i);
+		const struct kdbus_msg *m = (const void *)(w.pool + recv.msg.offset);
+		CHECK(m->items[0].type == KDBUS_ITEM_ID_REMOVE && m->items[0].id_change.id == x.id,
+		      "round %d: the ID_REMOVE of the connection just closed", i);
+		free_slice(w.fd, recv.msg.offset);
+	}
+	close(w.fd);
+	munmap(w.pool, POOL_SIZE);
+	OK("50 times, the RECV right after a close() sees that connection's ID_REMOVE");
+}
+
 static void check_no_leak(struct conn *a, struct conn *b, int messages)
 {
 	int p[2], got[4];
@@ -316,6 +349,7 @@ int main(int argc, char **argv)
 	check_payload_memfd(&a, &b);
 	check_peek_and_drop(&a, &b);
 	check_sync_reply(&a, &b);
+	check_close_then_recv(root, bus);
 	if (installed)
 		check_rlimit(&a, &b);
 	check_no_leak(&a, &b, messages);
