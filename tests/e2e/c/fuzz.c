@@ -18,7 +18,8 @@
 static const char *root;
 static char main_bus[64];
 static uint64_t iterations_per_thread;
-static volatile int stop_bystander;
+/* The caller stops first; the callee only once the caller's last call is answered. */
+static volatile int stop_bystander, stop_callee;
 
 /* Every errno a kdbus command can answer with (KDBUS-SPEC.md) and the edge's own (EFAULT, ENOTTY,
  * EINTR). Not EIO: the daemon answers EIO only when a request raised something unexpected. */
@@ -663,7 +664,7 @@ static char bystander_failure[256];
 static void *bystander_callee(void *arg)
 {
 	(void)arg;
-	while (!__atomic_load_n(&stop_bystander, __ATOMIC_RELAXED)) {
+	while (!__atomic_load_n(&stop_callee, __ATOMIC_RELAXED)) {
 		struct pollfd p = { .fd = by_b.fd, .events = POLLIN };
 		if (poll(&p, 1, 50) <= 0)
 			continue;
@@ -748,6 +749,7 @@ int main(int argc, char **argv)
 		pthread_join(workers[i], NULL);
 	__atomic_store_n(&stop_bystander, 1, __ATOMIC_RELAXED);
 	pthread_join(caller, NULL);
+	__atomic_store_n(&stop_callee, 1, __ATOMIC_RELAXED);
 	pthread_join(callee, NULL);
 	double seconds = (now_ns() - start) / 1e9;
 
