@@ -283,8 +283,11 @@ class Bus:
             if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):
                 continue
             try:
-                conn.enqueue(msg, src, process)  # type: ignore[arg-type]
+                entry = conn.enqueue(msg, src, process)  # type: ignore[arg-type]
             except KdbusError as exc:
                 log.debug("broadcast to %d lost: %s", conn.id, exc)
                 conn.lost += 1
                 self.domain.changed.append(conn)
+                continue
+            # Each receiver may install the memfds a broadcast passes (it cannot carry FDS).
+            entry.passed = msg.share_passed()

@@ -453,10 +453,10 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                 raise
             caller.bus.domain.changed.append(caller)
             answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
-                                 msg.take_passed())
+                                 msg.share_passed())
             return
         entry = dst.enqueue(msg, src, process)
-        entry.passed = msg.take_passed()
+        entry.passed = msg.share_passed()
         return
     if msg.is_signal:
         # A unicast signal reaches its addressee only through its matches and policy.
@@ -464,7 +464,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
             try:
                 entry = dst.enqueue(msg, src, process, name_id=name_id)
-                entry.passed = msg.take_passed()
+                entry.passed = msg.share_passed()
             except KdbusError as exc:
                 log.debug("unicast signal to %d dropped: %s", dst.id, exc)
         return
@@ -478,8 +478,8 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
         reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
     bus.to_monitors(msg, src, process)
     entry = dst.enqueue(msg, src, process, reply, name_id)
-    # Taken only once queued: a failed enqueue leaves them to the sender, who closes them.
-    entry.passed = msg.take_passed()
+    # Shared only once queued: a failed enqueue leaves them to the message, which closes them.
+    entry.passed = msg.share_passed()
     if reply is not None:
         src.trackers.append(reply)
         dst.awaited.append(reply)

@@ -78,18 +78,27 @@ class SenderFiles(Protocol):
 @dataclass(slots=True, eq=False)
 class Passed:
     """The descriptors a message passes (FDS entries, then memfds, in item order), held by the
-    daemon from SEND until one receiver takes them at RECV or nobody can any more."""
+    daemon from SEND until every receiver that may get them has taken them at RECV (or can no
+    more): the message while it is being sent, and each queue entry or call that got it."""
 
     # The daemon's duplicates, and where in the message each one's number goes (offsets from the
     # start of the kdbus_msg in the receiver's slice).
     fds: list[int]
     slots: list[int]
     release: Callable[[list[int]], None]
+    holders: int = 1
+
+    def share(self) -> Passed:
+        self.holders += 1
+        return self
 
     def close(self) -> None:
-        fds, self.fds = self.fds, []
-        if fds:
-            self.release(fds)
+        """One holder lets go; the last one closes the duplicates."""
+        self.holders -= 1
+        if self.holders == 0:
+            fds, self.fds = self.fds, []
+            if fds:
+                self.release(fds)
 
 
 @dataclass(slots=True, eq=False)
@@ -124,13 +133,12 @@ class Staged:
     payload_read: bool = False
     payload_copy: memoryview | None = None
 
-    def take_passed(self) -> Passed | None:
-        """The held descriptors, for the one receiver that may install them."""
-        passed, self.passed = self.passed, None
-        return passed
+    def share_passed(self) -> Passed | None:
+        """The held descriptors, for a receiver that may install them (one more holder)."""
+        return self.passed.share() if self.passed is not None else None
 
     def release_passed(self) -> None:
-        """Close held descriptors no receiver took (the message is delivered, or failed)."""
+        """The message lets go of its descriptors: delivered (its receivers hold them) or failed."""
         if self.passed is not None:
             self.passed.close()
             self.passed = None

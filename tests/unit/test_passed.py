@@ -9,7 +9,15 @@ from typing import Any
 from helpers import FakeCaller, cmd_bytes, connect, make_bus, raises_errno, run
 
 from kdbusfs.abi import structs
-from kdbusfs.abi.constants import HELLO_ACCEPT_FD, RECV_DROP, RECV_PEEK, Cmd, Item
+from kdbusfs.abi.constants import (
+    DST_ID_BROADCAST,
+    HELLO_ACCEPT_FD,
+    MSG_SIGNAL,
+    RECV_DROP,
+    RECV_PEEK,
+    Cmd,
+    Item,
+)
 from kdbusfs.abi.items import item
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
@@ -58,7 +66,7 @@ class Installer(FakeCaller):
         for fd, slot in zip(passed.fds, passed.slots, strict=True):
             struct.pack_into("<i", pool.buffer, offset + slot, 500 + fd)
             self.installed.append(fd)
-        passed.fds = []
+        passed.close()
         return True
 
 
@@ -97,7 +105,8 @@ def test_a_receiver_that_can_take_them_gets_the_numbers_in_its_fds_item() -> Non
     assert receiver.caller.installed == [1001, 1002, 1003]
     assert fds_in_pool(receiver, got.msg_offset, 3) == [1501, 1502, 1503]
     assert not got.msg_return_flags & RECV_RETURN_INCOMPLETE_FDS
-    assert files.released == []
+    # Installed copies belong to the receiver; the daemon's are closed.
+    assert files.released == [1001, 1002, 1003]
 
 
 def test_a_receiver_that_cannot_take_them_finds_minus_one_and_they_are_closed() -> None:
@@ -145,3 +154,22 @@ def test_a_send_refused_by_the_receivers_quota_closes_them() -> None:
         with raises_errno(errno.EMFILE):
             send_fds(sender, receiver.id, 16)
     assert files.released == list(range(1017, 1065))
+
+
+def test_every_receiver_of_a_broadcast_gets_its_memfd_and_the_last_one_closes_it() -> None:
+    bus, sender, first, files = setup()
+    second = connect(bus, flags=HELLO_ACCEPT_FD)
+    second.caller = Installer(files)
+    for conn in (first, second):
+        run(conn.handle, conn.caller, Cmd.MATCH_ADD, cmd_bytes(structs.CMD_MATCH, cookie=1))
+    memfd = item(Item.PAYLOAD_MEMFD, struct.pack("<QQiI", 0, 4096, 5, 0))
+    items = memfd + item(Item.BLOOM_FILTER, bytes(8 + 64))
+    data = structs.MSG.pack(structs.MSG.size + len(items), MSG_SIGNAL, 0, DST_ID_BROADCAST, 0, 0xBB, 1,
+                            0) + items
+    address = sender.caller.place(data, 0x100)
+    run(sender.handle, sender.caller, Cmd.SEND,
+        structs.CMD_SEND.pack(structs.CMD_SEND.size, 0, 0, address, 0, 0, 0), 0x2000)
+    recv(first)
+    assert first.caller.installed == [1001] and files.released == []
+    recv(second)
+    assert second.caller.installed == [1001] and files.released == [1001]

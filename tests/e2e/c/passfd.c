@@ -276,6 +276,52 @@ static void check_sync_reply(struct conn *a, struct conn *b)
 	OK("an fd in a synchronous reply %s", installed ? "is installed in the caller" : "arrives as -1");
 }
 
+/* A broadcast passes memfds (never FDS): every receiver gets its own descriptor of it. */
+static void check_broadcast_memfd(const char *root, const char *bus, struct conn *a, struct conn *b)
+{
+	struct conn c;
+	hello(&c, root, bus, KDBUS_HELLO_ACCEPT_FD);
+	struct kdbus_cmd_match match = { .size = sizeof(match), .cookie = 77 };
+	CHECK(ioctl(b->fd, KDBUS_CMD_MATCH_ADD, &match) == 0 && ioctl(c.fd, KDBUS_CMD_MATCH_ADD, &match) == 0,
+	      "MATCH_ADD");
+	int fd = sealed_memfd(65536, 9);
+	struct kdbus_msg *m = build_msg(msgbuf, KDBUS_DST_ID_BROADCAST, NULL, NULL, 0, KDBUS_MSG_SIGNAL, 3);
+	struct kdbus_item *it = next_item(m);
+	it->type = KDBUS_ITEM_PAYLOAD_MEMFD;
+	it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_memfd);
+	it->memfd.size = 65536;
+	it->memfd.fd = fd;
+	m->size = KDBUS_ALIGN8(m->size) + it->size;
+	it = next_item(m);
+	it->type = KDBUS_ITEM_BLOOM_FILTER;
+	it->size = KDBUS_ITEM_HEADER_SIZE + 8 + 64;
+	memset(it->bloom_filter.data, 0xff, 64);
+	m->size = KDBUS_ALIGN8(m->size) + it->size;
+	CHECK(send_msg(a->fd, m, 0, NULL) == 0, "broadcast a memfd");
+	close(fd);
+	struct conn *receivers[2] = { b, &c };
+	for (int i = 0; i < 2; i++) {
+		struct kdbus_cmd_recv recv;
+		CHECK(recv_msg(receivers[i], &recv, 0, 0) == 0, "receiver %d: RECV the broadcast", i);
+		const struct kdbus_msg *got = (const void *)(receivers[i]->pool + recv.msg.offset);
+		const struct kdbus_item *item = find_item(got, KDBUS_ITEM_PAYLOAD_MEMFD);
+		CHECK(item != NULL, "receiver %d: the memfd item", i);
+		expect_delivery(item->memfd.fd, recv.msg.return_flags, "broadcast memfd");
+		if (installed) {
+			uint8_t byte;
+			CHECK(pread(item->memfd.fd, &byte, 1, 4096) == 1 && byte == (uint8_t)(4096 * 31 + 9),
+			      "receiver %d reads the memfd", i);
+			close(item->memfd.fd);
+		}
+		free_slice(receivers[i]->fd, recv.msg.offset);
+	}
+	struct kdbus_cmd_match remove = { .size = sizeof(remove), .cookie = 77 };
+	ioctl(b->fd, KDBUS_CMD_MATCH_REMOVE, &remove);
+	close(c.fd);
+	munmap(c.pool, POOL_SIZE);
+	OK("a memfd broadcast to two receivers %s", installed ? "is installed in each" : "arrives as -1");
+}
+
 /* kdbus tears a connection down within close(): the next RECV of anyone sees its ID_REMOVE.
  * Under the launcher that RECV reaches the daemon by another way than the close's RELEASE, and
  * must still come second. */
@@ -350,6 +396,7 @@ int main(int argc, char **argv)
 	check_peek_and_drop(&a, &b);
 	check_sync_reply(&a, &b);
 	check_close_then_recv(root, bus);
+	check_broadcast_memfd(root, bus, &a, &b);
 	if (installed)
 		check_rlimit(&a, &b);
 	check_no_leak(&a, &b, messages);
