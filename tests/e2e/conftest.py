@@ -26,7 +26,7 @@ from .harness import (
 
 CLIENTS = ("foundation", "hostile", "holder", "messaging", "calls", "policy", "fds", "limits", "signals",
            "update", "endpoint", "pagelock", "namespaces", "scribble",
-           "orphan", "items", "fuzz", "passfd", "killrecv")
+           "orphan", "items", "fuzz", "passfd", "killrecv", "waitcall")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .clients import run_client
-from .harness import Mount, as_user, user_python, wait_for
+from .harness import Mount, as_user, start_daemon, user_python, wait_for
 
 MESSAGES = "10000"
 
@@ -109,6 +109,34 @@ def test_receivers_not_launched_still_find_minus_one(root_mount: Mount, bin_dir:
     out = run_client(bin_dir / "passfd", str(root_mount.path), "plain", "1000")
     assert "passfd: all checks passed" in out
     wait_for_fds(root_mount, baseline)
+
+
+def _waits_in_seccomp(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "seccomp" in f.read()
+    except OSError:
+        return False
+
+
+def test_a_launched_caller_is_released_when_the_daemon_dies(bin_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "dies"
+    target.mkdir()
+    mount = start_daemon(target, tmp_path / "daemon.log")
+    launched = subprocess.Popen([sys.executable, "-m", "kdbusfs", "run", "--mount", str(target), "--",
+                                 str(bin_dir / "waitcall"), str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert launched.stdout is not None and launched.stdout.readline() == "calling\n"
+        # exec keeps the pid: the call waits on the daemon through its seccomp notification.
+        wait_for(lambda: _waits_in_seccomp(launched.pid), what="the call to wait in seccomp")
+        mount.process.kill()
+        mount.process.wait()
+        out, _ = launched.communicate(timeout=10)
+        assert out.startswith("returned -1"), out
+    finally:
+        if launched.poll() is None:
+            launched.kill()
+        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 def test_the_launcher_says_what_is_wrong(tmp_path: Path) -> None:
