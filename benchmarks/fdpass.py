@@ -8,7 +8,7 @@ the "plain" column is what the same traffic costs when no descriptor reaches any
 are not read): the price of installation is the ratio of the two. dbus-daemon passes the
 descriptors over its unix sockets.
 
-Clients: c/bench_fdpass_kdbus.c, c/bench_fdpass_dbus.c. Every process (daemons and clients) is
+Clients: c/bench_kdbus.c and c/bench_dbus.c with a descriptor KIND. Every process (daemons and clients) is
 pinned to CPU 0, then all are unpinned. Needs root and dbus-daemon's development files.
 usage: python benchmarks/fdpass.py [--seconds S] [--runs N]
 """
@@ -16,13 +16,11 @@ usage: python benchmarks/fdpass.py [--seconds S] [--runs N]
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from calls import buses, median_rate
-from ioctl_rate import compile_c
+from calls import build, buses, median_rate
 
 CASES = (("fd", 0), ("memfd", 1 << 20), ("memfd", 16 << 20))
 
@@ -35,14 +33,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="kdbusfs-fdpass-") as tmp:
         work = Path(tmp)
-        kdbus_bin = compile_c("bench_fdpass_kdbus", work)
-        dbus_libs = subprocess.run(["pkg-config", "--cflags", "--libs", "dbus-1"], capture_output=True,
-                                   text=True, check=True).stdout.split()
-        dbus_bin = compile_c("bench_fdpass_dbus", work, *dbus_libs)
+        bins = build(work)
+        kdbus_bin, dbus_bin = bins["bench_kdbus"], bins["bench_dbus"]
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
             with buses(work, pin) as (mnt, sock):
                 for kind, size in CASES:
-                    case = [kind, str(size), str(args.seconds)]
+                    case = [str(size), str(args.seconds), kind]
                     dbus = median_rate([*pin, str(dbus_bin), f"unix:path={sock}", *case], args.runs)
                     plain = median_rate([*pin, str(kdbus_bin), str(mnt), *case], args.runs)
                     launched = median_rate([*pin, sys.executable, "-m", "kdbusfs", "run", "--mount", str(mnt),

@@ -22,8 +22,12 @@ FILE_ID = 2
 class RawServer:
     watch: list[int] = []
     unwatch: list[int] = []
+    listen: list[int] = []
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
+        return []
+
+    def listener_ready(self, listener: int) -> list[bytes]:
         return []
 
     def handle(self, request: Request) -> list[bytes]:

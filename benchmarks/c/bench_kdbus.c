@@ -1,11 +1,16 @@
 /* kdbus: synchronous method calls by well-known name through a kdbusfs mount. The callee owns
  * "org.kdbusfs.Bench", receives each call in its pool, reads the payload and answers 8 bytes; the
  * caller uses KDBUS_SEND_SYNC_REPLY and finds the reply in its own pool.
- * usage: bench_kdbus MOUNT_ROOT PAYLOAD_BYTES SECONDS   -> "kdbusfs PAYLOAD CALLS_PER_SECOND" */
+ * With KIND, each call passes a descriptor instead of a payload: "fd" a pipe in FDS, "memfd" a
+ * sealed memfd of PAYLOAD_BYTES as PAYLOAD_MEMFD, which the callee maps and reads if it was
+ * installed (under `kdbusfs run`), and closes.
+ * usage: bench_kdbus MOUNT_ROOT PAYLOAD_BYTES SECONDS [fd|memfd]
+ *   -> "kdbusfs PAYLOAD CALLS_PER_SECOND" */
+#define _GNU_SOURCE
 #include <poll.h>
 #include <sys/wait.h>
 
-#include "bench_common.h"
+#include "bench_fdpass_common.h"
 #include "kdbus_client.h"
 
 #define POOL (16 * 1024 * 1024)
@@ -24,7 +29,7 @@ static void acquire(struct conn *c)
 		die("NAME_ACQUIRE");
 }
 
-static void serve(struct conn *c, int ready)
+static void serve(struct conn *c, int ready, size_t memfd_size)
 {
 	uint64_t msgbuf[64];
 	uint64_t answer;
@@ -48,9 +53,14 @@ static void serve(struct conn *c, int ready)
 		if (m->cookie == 0)
 			_exit(0);
 		answer = 0;
-		KDBUS_FOREACH(it, m->items, m->size - offsetof(struct kdbus_msg, items))
+		KDBUS_FOREACH(it, m->items, m->size - offsetof(struct kdbus_msg, items)) {
 			if (it->type == KDBUS_ITEM_PAYLOAD_OFF && it->vec.offset != ~0ULL)
 				answer += touch((uint8_t *)m + it->vec.offset, it->vec.size);
+			else if (it->type == KDBUS_ITEM_FDS)
+				answer += bench_consume(it->fds[0], 0);
+			else if (it->type == KDBUS_ITEM_PAYLOAD_MEMFD)
+				answer += bench_consume(it->memfd.fd, memfd_size);
+		}
 		memset(msgbuf, 0, sizeof(msgbuf));
 		r->payload_type = KDBUS_PAYLOAD_DBUS;
 		r->dst_id = m->src_id;
@@ -71,6 +81,10 @@ int main(int argc, char **argv)
 	const char *root = argv[1];
 	size_t payload = strtoull(argv[2], NULL, 0);
 	double seconds = atof(argv[3]);
+	const char *kind = argc > 4 ? argv[4] : NULL;
+	int memfd = kind && strcmp(kind, "memfd") == 0;
+	int fd = kind ? bench_descriptor(kind, payload) : -1;
+	uint64_t hello_flags = kind ? KDBUS_HELLO_ACCEPT_FD : 0;
 	char bus[64];
 	int ready[2];
 	uint8_t *data = calloc(1, payload + 8);
@@ -83,13 +97,13 @@ int main(int argc, char **argv)
 		die("pipe");
 	pid_t child = fork();
 	if (child == 0) {
-		struct conn s = connect_bus(root, bus, POOL, 1);
-		serve(&s, ready[1]);
+		struct conn s = connect_bus_with(root, bus, POOL, 1, hello_flags);
+		serve(&s, ready[1], memfd ? payload : 0);
 	}
 	char r;
 	if (read(ready[0], &r, 1) != 1)
 		die("callee did not start");
-	struct conn c = connect_bus(root, bus, POOL, 1);
+	struct conn c = connect_bus_with(root, bus, POOL, 1, hello_flags);
 
 	long n = 0;
 	uint64_t cookie = 1;
@@ -105,7 +119,22 @@ int main(int argc, char **argv)
 			it->type = KDBUS_ITEM_DST_NAME;
 			it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(NAME);
 			memcpy(it->str, NAME, sizeof(NAME));
-			it = put_vec(KDBUS_ITEM_NEXT(it), data, payload);
+			it = KDBUS_ITEM_NEXT(it);
+			if (memfd) {
+				it->type = KDBUS_ITEM_PAYLOAD_MEMFD;
+				it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(struct kdbus_memfd);
+				it->memfd.start = 0;
+				it->memfd.size = payload;
+				it->memfd.fd = fd;
+				it = KDBUS_ITEM_NEXT(it);
+			} else if (kind) {
+				it->type = KDBUS_ITEM_FDS;
+				it->size = KDBUS_ITEM_HEADER_SIZE + sizeof(int);
+				it->fds[0] = fd;
+				it = KDBUS_ITEM_NEXT(it);
+			} else {
+				it = put_vec(it, data, payload);
+			}
 			m->size = (uint8_t *)it - (uint8_t *)m;
 			struct kdbus_cmd_send send = { .size = sizeof(send), .flags = KDBUS_SEND_SYNC_REPLY,
 						       .msg_address = (uintptr_t)m };
