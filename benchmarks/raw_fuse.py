@@ -27,8 +27,11 @@ class RawServer:
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         return []
 
-    def listener_ready(self, listener: int) -> list[bytes]:
+    def listener_ready(self, listener: int, notification: object) -> list[bytes]:
         return []
+
+    def listener_gone(self, listener: int) -> None:
+        pass
 
     def handle(self, request: Request) -> list[bytes]:
         return handle(request)

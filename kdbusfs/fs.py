@@ -32,8 +32,8 @@ from .bus.bus import Bus
 from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
-from .bus.errors import KdbusError, LimitReached
-from .bus.limits import PAGE_SIZE
+from .bus.errors import KdbusError, LimitReached, user_named
+from .bus.limits import LISTENERS_PER_USER, PAGE_SIZE
 from .bus.metadata import UNKNOWN_USERNS
 from .bus.reply import SyncWait
 from .fuse import codec
@@ -126,8 +126,11 @@ class Filesystem:
         # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
         self.watch: list[int] = []
         self.unwatch: list[int] = []
-        # Seccomp listeners of launched clients (`kdbusfs run`) for the session to watch.
+        # Seccomp listeners of launched clients (`kdbusfs run`) for the session to watch, and the
+        # ones in use with the user who handed each over.
         self.listen: list[int] = []
+        self._listeners: dict[int, int] = {}
+        self._listeners_by_uid: dict[int, int] = {}
         self._cancel_fds: dict[int, SyncWait] = {}
         self.memory = memory or ProcessMemory()
         self.started_ns = time.time_ns()
@@ -205,18 +208,13 @@ class Filesystem:
             log.debug("%s failed: %s", what, exc)
 
     # -- launched clients (seccomp notifications) ---------------------------------------------
-    def listener_ready(self, listener: int) -> list[Output]:
+    def listener_ready(self, listener: int, notification: seccomp.Notification) -> list[Output]:
         """A launched client's RECV or SEND waits in seccomp: serve it here, installing the
         descriptors it receives. The answer that releases the client comes last in what this
         returns, after the pool stores and wake-ups it depends on (or later, for a call that
         waits for its reply)."""
         self._out = []
-        try:
-            notification = seccomp.receive(listener)
-        except OSError as exc:
-            log.warning("reading seccomp listener %d: %s", listener, exc.strerror)
-            return []
-        if notification is None:
+        if listener not in self._listeners:
             return []
         try:
             answer = self._serve_notification(listener, notification)
@@ -236,10 +234,15 @@ class Filesystem:
         fd, cmd, arg = notification.args[0] & 0xFFFF_FFFF, notification.args[1] & 0xFFFF_FFFF, \
             notification.args[2]
         carry_on = functools.partial(seccomp.resume, listener, notification.id)
+        if not notification.is_kdbus_ioctl():
+            return carry_on
         handle = self._handle_of(tid, fd)
         if handle is None:
             # Not a connection of this mount (another mount's, or any other file).
             return carry_on
+        if not seccomp.still_waiting(listener, notification.id):
+            # Killed since, and its tid may be another task's already: touch nothing of it.
+            return None
         caller = SupervisedCaller(self.memory, tid, listener, notification.id, self.device)
         err = 0
         try:
@@ -253,6 +256,10 @@ class Filesystem:
             if cmd == Cmd.RECV:
                 # What FUSE would copy back for an _IOR command.
                 self.memory.write(tid, arg, out)
+                if handle.conn is not None:
+                    # The installed numbers are pool bytes too: they must reach the client's page
+                    # cache before the answer (flushed below), whatever else is still queued.
+                    self.domain.changed.append(handle.conn)
         except KdbusError as exc:
             self._refused(f"{_cmd_name(cmd)} (launched)", exc)
             err = exc.errno
@@ -287,9 +294,24 @@ class Filesystem:
         if not is_listener:
             closer.close(listener)
             raise KdbusError(errno.EINVAL, f"fd {fd} is not a seccomp listener")
+        uid = caller.creds().uid
+        if self._listeners_by_uid.get(uid, 0) >= LISTENERS_PER_USER:
+            closer.close(listener)
+            raise LimitReached(errno.EMFILE, f"user {uid} already has {LISTENERS_PER_USER} launched "
+                                             "process trees supervised", "supervised launches per user",
+                               LISTENERS_PER_USER, "kdbusfs fixes it", user_named(uid))
+        self._listeners[listener] = uid
+        self._listeners_by_uid[uid] = self._listeners_by_uid.get(uid, 0) + 1
         self.listen.append(listener)
         log.info("task %d hands over its seccomp listener: its RECVs install descriptors", caller.tid)
         return codec.ioctl_out(0)
+
+    def listener_gone(self, listener: int) -> None:
+        """Every task under the listener's filter is gone: forget it, then close it."""
+        uid = self._listeners.pop(listener, None)
+        if uid is not None:
+            self._listeners_by_uid[uid] -= 1
+        closer.close(listener)
 
     def next_deadline(self) -> int | None:
         """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
@@ -390,6 +412,12 @@ class Filesystem:
     def _answer_supervised(self, wait: SyncWait, token: _Supervised) -> None:
         """A launched caller's call is over: install the reply's descriptors, then release it."""
         passed, wait.passed = wait.passed, None
+        if token.listener not in self._listeners or not seccomp.still_waiting(token.listener,
+                                                                             token.notif_id):
+            # The caller is gone (and its tid may be another task's): nothing to install or tell.
+            if passed is not None:
+                passed.close()
+            return
         err = wait.errno or 0
         if not err:
             assert wait.reply is not None

@@ -601,7 +601,25 @@ def task_file(tid: int, fd: int) -> tuple[int | None, int] | None:
     inode = _field(info, b"\nino:")
     if not inode:
         return None
-    return (_mounts.device(int(mount_id)) if mount_id else None), int(inode)
+    return (_mount_device(tid, int(mount_id)) if mount_id else None), int(inode)
+
+
+def _mount_device(tid: int, mount_id: int) -> int | None:
+    """The device of mount `mount_id` as task `tid` sees it. Mount ids are per mount namespace:
+    one the daemon's table does not know is looked up in the task's own (a service with
+    PrivateTmp= and the like has a namespace of its own)."""
+    device = _mounts.device(mount_id)
+    if device is not None:
+        return device
+    text = _read_text(f"/proc/{tid}/mountinfo", 1 << 20)
+    if text is None:
+        return None
+    prefix = f"{mount_id} ".encode()
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            major, minor = line.split()[2].split(b":")
+            return os.makedev(int(major), int(minor))
+    return None
 
 
 def _fd_device(pid: int, fd: int) -> int | None:
@@ -610,7 +628,7 @@ def _fd_device(pid: int, fd: int) -> int | None:
     if info is None:
         raise KdbusError(errno.EBADF, f"task {pid} has no fd {fd}")
     mount_id = _field(b"\n" + info, b"\nmnt_id:")
-    return _mounts.device(int(mount_id)) if mount_id else None
+    return _mount_device(pid, int(mount_id)) if mount_id else None
 
 
 # pidfd_open(2) flag: a pidfd for the thread itself, not its thread group (Linux 6.9).

@@ -52,6 +52,7 @@ _DATA_ARG1_LOW = 16 + 8  # the ioctl request number is args[1], an unsigned int
 # The listener's ioctls, _IOWR/_IOW('!', nr, struct).
 NOTIF_RECV = 0xC0502100
 NOTIF_SEND = 0xC0182101
+NOTIF_ID_VALID = 0x40082102
 NOTIF_ADDFD = 0x40182103
 # struct seccomp_notif: id, pid, flags, then seccomp_data.
 _NOTIF = struct.Struct("<QII" + "iIQ" + "6Q")
@@ -67,7 +68,15 @@ class Notification:
     # The notified thread, in the daemon's pid namespace (the daemon and launcher share it).
     tid: int
     syscall: int
+    arch: int
     args: tuple[int, ...]
+
+    def is_kdbus_ioctl(self) -> bool:
+        """An ioctl of this architecture asking RECV or SEND: all our filter notifies. A listener
+        of another filter (one its client wrote) may notify anything, which we let run."""
+        audit_arch, ioctl_nr, _ = _arch()
+        return self.arch == audit_arch and self.syscall == ioctl_nr and \
+            self.args[1] & 0xFFFF_FFFF in (Cmd.RECV, Cmd.SEND)
 
 
 def _arch() -> tuple[int, int, int]:
@@ -130,8 +139,17 @@ def receive(listener: int) -> Notification | None:
             return None
         raise
     fields = _NOTIF.unpack(buffer)
-    notif_id, tid, _flags, syscall, _arch_, _ip = fields[:6]
-    return Notification(notif_id, tid, syscall, tuple(fields[6:]))
+    notif_id, tid, _flags, syscall, arch, _ip = fields[:6]
+    return Notification(notif_id, tid, syscall, arch, tuple(fields[6:]))
+
+
+def still_waiting(listener: int, notif_id: int) -> bool:
+    """Whether the notified task still waits for this answer (not killed, its tid not reused)."""
+    try:
+        fcntl.ioctl(listener, NOTIF_ID_VALID, bytearray(struct.pack("<Q", notif_id)), True)
+    except OSError:
+        return False
+    return True
 
 
 def add_fd(listener: int, notif_id: int, fd: int) -> int:

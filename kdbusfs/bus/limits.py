@@ -48,6 +48,10 @@ LIMIT_BURST_REPEAT_S = 60.0
 LIMIT_LINES_PER_WINDOW = 30
 LIMIT_WINDOW_S = 60.0
 
+# kdbusfs: process trees launched with `kdbusfs run` one user may have supervised at once; each
+# holds a listener and a reader thread in the daemon.
+LISTENERS_PER_USER = 64
+
 # kdbusfs: before mounting over an existing FUSE mount, its daemon gets this long to answer a
 # statfs; one that does not is reported as stuck rather than waited for.
 DAEMON_ANSWER_TIMEOUT_S = 10.0

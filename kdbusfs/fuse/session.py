@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from .. import seccomp
 from . import protocol as p
 from .codec import Output, ProtocolError, Request, parse_request
 
@@ -33,6 +34,14 @@ DEADLINE_CHECK_EVERY = 64
 # The longest single wait: a client may set any u64 timeout, and epoll cannot wait past an int of
 # milliseconds (longer asks raise OverflowError). Waking early only looks at the deadline again.
 MAX_WAIT_S = 24 * 3600.0
+
+
+# Reads a notification from a seccomp listener (None if it went away first).
+Receive = Callable[[int], "seccomp.Notification | None"]
+# Requests already queued on /dev/fuse served before a launched client's ioctl, at most.
+DRAIN_BEFORE_NOTIFICATION = 256
+# How often a listener's thread looks whether the session is over, while nothing happens.
+LISTENER_POLL_MS = 1000
 
 
 class _Outcome(enum.Enum):
@@ -58,7 +67,9 @@ class Server(Protocol):
 
     def cancel_fd_ready(self, fd: int) -> list[Output]: ...
 
-    def listener_ready(self, listener: int) -> list[Output]: ...
+    def listener_ready(self, listener: int, notification: seccomp.Notification) -> list[Output]: ...
+
+    def listener_gone(self, listener: int) -> None: ...
 
     def close_fd(self, fd: int) -> None: ...
 
@@ -70,7 +81,7 @@ class Session:
     """
 
     def __init__(self, fd: int, server: Server, on_ready: Callable[[], None] | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, receive: Receive = seccomp.receive) -> None:
         self._fd = fd
         self._server = server
         self._on_ready = on_ready
@@ -84,7 +95,13 @@ class Session:
         # epoll above. One that cannot be registered stays open, unwatched, until its call ends,
         # so that its number is not reused while the server still knows it.
         self._watched: dict[int, bool] = {}
+        # Seccomp listeners, each read by a thread of its own (see _read_listener), which hands
+        # what it reads over through this queue and eventfd; None: the listener is done.
         self._listeners: set[int] = set()
+        self._receive = receive
+        self._notified: queue.SimpleQueue[tuple[int, seccomp.Notification | None]] = queue.SimpleQueue()
+        self._notify_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._epoll.register(self._notify_fd, select.EPOLLIN)
         self._stopped = False
         # Unmounted (reads fail with ENODEV) or DESTROYed: run() returns.
         self._ended = False
@@ -101,6 +118,7 @@ class Session:
         """Release the session's own descriptors, once run() has returned and stop() cannot come."""
         self._epoll.close()
         os.close(self._stop_fd)
+        # Not the listener threads' eventfd: a thread may still be about to say goodbye on it.
 
     def run(self) -> None:
         os.set_blocking(self._fd, False)
@@ -120,10 +138,10 @@ class Session:
                         # A steady stream of requests must not hold launched clients' RECVs back.
                         self._handle_events(self._epoll.poll(0))
         finally:
-            for watched in [*self._watched, *self._listeners]:
+            for watched in self._watched:
                 self._server.close_fd(watched)
             self._watched.clear()
-            self._listeners.clear()
+            # Listener threads see the session is over and hand their listeners back to nobody.
 
     def _serve_next(self) -> _Outcome:
         """Read and serve one request, if one is queued."""
@@ -177,13 +195,13 @@ class Session:
     def _handle_events(self, events: list[tuple[int, int]]) -> bool:
         """Serve what woke the loop besides requests; False if it was stop()."""
         server = self._server
-        for ready, mask in events:
+        for ready, _mask in events:
             if ready == self._fd:
                 continue
             if ready == self._stop_fd:
                 return False  # stop() has set the flag; this only woke us
-            if ready in self._listeners:
-                self._listener_event(ready, mask)
+            if ready == self._notify_fd:
+                self._serve_notifications()
             elif self._watched.get(ready):
                 self._writer.write_all(server.cancel_fd_ready(ready), "cancel fd")
                 self._sync_watches()
@@ -191,20 +209,52 @@ class Session:
                 self._unwatch(ready)
         return True
 
-    def _listener_event(self, listener: int, mask: int) -> None:
-        if mask & select.EPOLLIN:
+    def _serve_notifications(self) -> None:
+        try:
+            os.eventfd_read(self._notify_fd)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                listener, notification = self._notified.get_nowait()
+            except queue.Empty:
+                return
+            if notification is None:
+                self._listeners.discard(listener)
+                self._server.listener_gone(listener)
+                continue
             # Whatever the client did before this ioctl reached us first: a close() of another
-            # connection, say, whose RELEASE is already queued on /dev/fuse. Serve all of it, as
-            # the ioctl itself would have queued behind it.
-            while not self._ended and self._serve_next() is not _Outcome.IDLE:
-                pass
-            self._writer.write_all(self._server.listener_ready(listener), "seccomp")
+            # connection, say, whose RELEASE is already queued on /dev/fuse. Serve it, as the
+            # ioctl itself would have queued behind it (a bounded number: others keep sending).
+            for _ in range(DRAIN_BEFORE_NOTIFICATION):
+                if self._ended or self._serve_next() is _Outcome.IDLE:
+                    break
+            self._writer.write_all(self._server.listener_ready(listener, notification), "seccomp")
             self._sync_watches()
-        elif mask & (select.EPOLLHUP | select.EPOLLERR):
-            # Every task under the filter is gone.
-            self._listeners.discard(listener)
-            self._epoll.unregister(listener)
-            self._server.close_fd(listener)
+
+    def _read_listener(self, listener: int) -> None:
+        """A listener's own thread. NOTIF_RECV waits until a notification comes, even after poll
+        said one was there (another holder of the listener may take it first): on the serving
+        thread that would let any client stop the mount."""
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        try:
+            while not (self._stopped or self._ended):
+                # The timeout only lets a thread notice that the session is over.
+                events = poller.poll(LISTENER_POLL_MS)
+                if not events:
+                    continue
+                if not events[0][1] & select.POLLIN:
+                    return  # hung up: every task under the filter is gone
+                notification = self._receive(listener)
+                if notification is not None:
+                    self._notified.put((listener, notification))
+                    os.eventfd_write(self._notify_fd, 1)
+        except OSError as exc:
+            log.warning("seccomp listener %d: %s", listener, exc.strerror)
+        finally:
+            self._notified.put((listener, None))
+            os.eventfd_write(self._notify_fd, 1)
 
     def _tick_if_due(self) -> None:
         deadline = self._server.next_deadline()
@@ -229,8 +279,9 @@ class Session:
             self._unwatch(server.unwatch.pop())
         while server.listen:
             listener = server.listen.pop()
-            self._epoll.register(listener, select.EPOLLIN)
             self._listeners.add(listener)
+            threading.Thread(target=self._read_listener, args=(listener,),
+                             name=f"kdbusfs-listener-{listener}", daemon=True).start()
 
     def _unwatch(self, fd: int) -> None:
         registered = self._watched.pop(fd, None)

@@ -83,6 +83,17 @@ def test_launched_receivers_get_pipes_memfds_and_16_mib_payloads_on_user_mount(
     check_installed(user_mount, out, baseline)
 
 
+def test_a_launched_receiver_in_a_mount_namespace_of_its_own_gets_them(
+    root_mount: Mount, bin_dir: Path,
+) -> None:
+    # As a service with PrivateTmp= and the like: mount ids differ from the daemon's.
+    root = str(root_mount.path)
+    cmd = ["unshare", "--mount", sys.executable, "-m", "kdbusfs", "run", "--mount", root, "--",
+           str(bin_dir / "passfd"), root, "installed", "100"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "passfd: all checks passed" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_receivers_killed_while_taking_descriptors_leave_nothing_behind_on_root_mount(
     root_mount: Mount, bin_dir: Path,
 ) -> None:

@@ -10,11 +10,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from kdbusfs import seccomp
 from kdbusfs.fuse import codec
 from kdbusfs.fuse import protocol as p
 from kdbusfs.fuse.codec import Request
@@ -50,10 +51,12 @@ class Recorder:
         self.deadline = None
         return [codec.reply(999)]
 
-    def listener_ready(self, listener: int) -> list[codec.Output]:
-        self.listened.append(listener)
-        os.read(listener, 1)
+    def listener_ready(self, listener: int, notification: seccomp.Notification) -> list[codec.Output]:
+        self.listened.append(notification.id)
         return [codec.reply(888), lambda: self.answered.append(listener)]
+
+    def listener_gone(self, listener: int) -> None:
+        self.closed.append(listener)
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         self.cancelled.append(fd)
@@ -82,9 +85,10 @@ def kernel() -> Iterator[Kernel]:
 
 
 @contextmanager
-def serving(ours: socket.socket, server: Recorder) -> Iterator[Session]:
+def serving(ours: socket.socket, server: Recorder,
+            receive: Callable[[int], seccomp.Notification | None] = seccomp.receive) -> Iterator[Session]:
     """The session running on a thread of its own; stopped, joined and closed afterwards."""
-    session = Session(ours.fileno(), server)
+    session = Session(ours.fileno(), server, receive=receive)
     thread = threading.Thread(target=session.run, daemon=True)
     thread.start()
     try:
@@ -152,16 +156,22 @@ def test_a_cancel_fd_fires_once_and_is_closed(kernel: Kernel) -> None:
     os.close(write_end)
 
 
+def pipe_notifications(listener: int) -> seccomp.Notification | None:
+    """Reads a pipe standing in for a seccomp listener: each byte is a notification."""
+    byte = os.read(listener, 1)
+    return seccomp.Notification(byte[0], 0, 0, 0, ()) if byte else None
+
+
 def test_a_listener_is_served_each_time_it_is_readable_and_closed_when_it_hangs_up(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
     # A pipe stands in for a seccomp listener: readable = a notification, hang-up = no task left.
     read_end, write_end = os.pipe()
     server.listen.append(read_end)
-    with serving(ours, server):
+    with serving(ours, server, receive=pipe_notifications):
         assert ask(theirs, 1) == 1
         for n in (1, 2):
-            os.write(write_end, b"x")
+            os.write(write_end, bytes([n]))
             # What listener_ready returns is written (888), then its answer runs.
             assert unique_of(theirs.recv(4096)) == 888
             deadline = time.monotonic() + 5
@@ -174,7 +184,29 @@ def test_a_listener_is_served_each_time_it_is_readable_and_closed_when_it_hangs_
             time.sleep(0.01)
         assert server.closed == [read_end]
         assert ask(theirs, 2) == 2
-    assert server.listened == [read_end, read_end]
+    assert server.listened == [1, 2]
+
+
+def test_a_listener_whose_read_blocks_does_not_stop_the_mount(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    read_end, write_end = os.pipe()
+    server.listen.append(read_end)
+    released = threading.Event()
+
+    def taken_by_someone_else(listener: int) -> seccomp.Notification | None:
+        # As NOTIF_RECV when another holder of the listener took the notification first.
+        released.wait(10)
+        return None
+
+    with serving(ours, server, receive=taken_by_someone_else):
+        assert ask(theirs, 1) == 1
+        os.write(write_end, b"x")
+        # The listener's reader is stuck; requests are still served.
+        for unique in range(2, 12):
+            assert ask(theirs, unique) == unique
+        released.set()
+    os.close(write_end)
 
 
 def test_a_watch_ended_before_it_started_is_closed_not_leaked(kernel: Kernel) -> None:

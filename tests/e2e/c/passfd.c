@@ -110,6 +110,29 @@ static void check_pipe(struct conn *a, struct conn *b)
 	OK("a pipe passed in FDS %s", installed ? "is readable in the receiver" : "arrives as -1");
 }
 
+/* Two messages queued: the first RECV must publish its numbers although the queue is not empty. */
+static void check_two_queued(struct conn *a, struct conn *b)
+{
+	int p[2], got[4];
+	uint64_t flags;
+	CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe2");
+	send_fds(a, b->id, &p[0], 1);
+	send_fds(a, b->id, &p[0], 1);
+	CHECK(write(p[1], "ab", 2) == 2, "write");
+	for (int i = 0; i < 2; i++) {
+		CHECK(recv_fds(b, got, 4, &flags, 0) == 1, "message %d of 2", i);
+		expect_delivery(got[0], flags, "one of two queued messages");
+		if (installed) {
+			char c;
+			CHECK(read(got[0], &c, 1) == 1 && c == "ab"[i], "the fd of message %d reads the pipe", i);
+			close(got[0]);
+		}
+	}
+	close(p[0]);
+	close(p[1]);
+	OK("two queued messages %s", installed ? "each publish their installed fd" : "arrive with -1");
+}
+
 static void check_memfd_in_fds(struct conn *a, struct conn *b)
 {
 	int fd = sealed_memfd(4096, 7), got[4];
@@ -391,6 +414,7 @@ int main(int argc, char **argv)
 	hello(&a, root, bus, KDBUS_HELLO_ACCEPT_FD);
 	hello(&b, root, bus, KDBUS_HELLO_ACCEPT_FD);
 	check_pipe(&a, &b);
+	check_two_queued(&a, &b);
 	check_memfd_in_fds(&a, &b);
 	check_payload_memfd(&a, &b);
 	check_peek_and_drop(&a, &b);
