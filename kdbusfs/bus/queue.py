@@ -43,7 +43,8 @@ class Entry:
     # The slice's bytes as the daemon wrote them, for a message that may move to another pool with
     # its name while the pool it sits in is writable by its client.
     kept: bytearray | None = None
-    # Descriptors the message passes, held for this receiver's RECV (the only one that gets them).
+    # Descriptors the message passes, held for this receiver's RECV (shared with the other
+    # receivers of a broadcast).
     passed: Passed | None = None
 
     def drop_passed(self) -> None:

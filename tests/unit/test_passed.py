@@ -6,6 +6,7 @@ import errno
 import struct
 from typing import Any
 
+import pytest
 from helpers import FakeCaller, cmd_bytes, connect, make_bus, raises_errno, run
 
 from kdbusfs.abi import structs
@@ -173,3 +174,28 @@ def test_every_receiver_of_a_broadcast_gets_its_memfd_and_the_last_one_closes_it
     assert first.caller.installed == [1001] and files.released == []
     recv(second)
     assert second.caller.installed == [1001] and files.released == [1001]
+
+
+def test_a_launched_receiver_gets_each_descriptor_added_and_its_number_in_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kdbusfs import peer, seccomp
+    added: list[tuple[int, int, int]] = []
+
+    def add_fd(listener: int, notif_id: int, fd: int) -> int:
+        if fd == 1002:
+            raise OSError(errno.EMFILE, "full")
+        added.append((listener, notif_id, fd))
+        return 40 + len(added)
+
+    monkeypatch.setattr(seccomp, "add_fd", add_fd)
+    files = Files()
+    pool = Pool(4096)
+    passed = Passed([1001, 1002, 1003], [80, 84, 88], files.release)
+    caller = peer.SupervisedCaller(peer.ProcessMemory(), 1, listener=7, notif_id=99)
+    struct.pack_into("<3i", pool.buffer, 100 + 80, -1, -1, -1)
+    assert caller.install(passed, pool, 100) is False  # one did not fit
+    assert added == [(7, 99, 1001), (7, 99, 1003)]
+    assert struct.unpack_from("<3i", pool.buffer, 180) == (41, -1, 42)
+    assert pool.dirty == [(180, 192)]
+    assert files.released == [1001, 1002, 1003]
