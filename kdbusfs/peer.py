@@ -609,7 +609,8 @@ def _mount_device(tid: int, mount_id: int) -> int | None:
     one the daemon's table does not know is looked up in the task's own (a service with
     PrivateTmp= and the like has a namespace of its own)."""
     device = _mounts.device(mount_id)
-    if device is not None:
+    if device is not None or _ns_inode(tid, "mnt") == _OWN_NS["mnt"]:
+        # Known, or in our namespace and still unknown: a mount no table lists (pipefs, sockfs).
         return device
     text = _read_text(f"/proc/{tid}/mountinfo", 1 << 20)
     if text is None:
