@@ -151,6 +151,15 @@ def test_a_launched_caller_is_released_when_the_daemon_dies(bin_dir: Path, tmp_p
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+def test_receivers_not_launched_still_find_minus_one_on_user_mount(
+    user_mount: Mount, bin_dir: Path, test_user: str,
+) -> None:
+    baseline = warmed_up_fds(user_mount, bin_dir / "passfd", test_user)
+    out = run_client(bin_dir / "passfd", str(user_mount.path), "plain", "1000", user=test_user)
+    assert "passfd: all checks passed" in out
+    wait_for_fds(user_mount, baseline)
+
+
 def test_the_launcher_says_what_is_wrong(tmp_path: Path) -> None:
     kdbusfs = [sys.executable, "-m", "kdbusfs", "run"]
     proc = subprocess.run([*kdbusfs, "--mount", str(tmp_path)], capture_output=True, text=True)
