@@ -27,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import seccomp
-from .abi.constants import KDBUSFS_CMD_SUPERVISE, RECV_RETURN_INCOMPLETE_FDS, SEND_SYNC_REPLY, Cmd
+from .abi import structs
+from .abi.constants import (
+    KDBUSFS_CMD_SUPERVISE,
+    KDBUSFS_SUPERVISE,
+    RECV_RETURN_INCOMPLETE_FDS,
+    SEND_SYNC_REPLY,
+    Cmd,
+)
 from .bus.bus import Bus
 from .bus.connection import Connection
 from .bus.domain import Domain
@@ -75,9 +82,6 @@ class Node:
 
 
 _ANSWER = struct.Struct("<QQQQQ")
-_SUPERVISE = struct.Struct("<QQq")
-# kdbus_cmd_send: size, then flags.
-_SEND_FLAGS_AT = 8
 _IOCTL_IN_SIZE = p.IOCTL_IN.size
 
 
@@ -281,10 +285,10 @@ class Filesystem:
         """KDBUSFS_CMD_SUPERVISE on `control`: take over the caller's seccomp listener."""
         if not isinstance(opened.handle.node, Control):
             raise KdbusError(errno.ENOTTY, "SUPERVISE is a command of the control node")
-        if len(in_data) != _SUPERVISE.size:
+        if len(in_data) != KDBUSFS_SUPERVISE.size:
             raise KdbusError(errno.EINVAL, "malformed SUPERVISE")
-        size, flags, fd = _SUPERVISE.unpack(in_data)
-        if size != _SUPERVISE.size or flags:
+        size, flags, fd = KDBUSFS_SUPERVISE.unpack(in_data)
+        if size != KDBUSFS_SUPERVISE.size or flags:
             raise KdbusError(errno.EINVAL, f"SUPERVISE of size {size} with flags {flags:#x}")
         listener = caller.files().grab(fd, recheck=False)
         try:
@@ -400,14 +404,17 @@ class Filesystem:
         assert wait.reply is not None
         offset, size, flags = wait.reply
         try:
-            # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the
-            # caller's memory is the only way back.
-            self.memory.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
-                                                                          size, flags))
+            self._write_reply(token, offset, size, flags)
         except KdbusError as exc:
             self._out.append(codec.reply_error(token.unique, exc.errno))
             return
         self._out.append(codec.reply(token.unique, codec.ioctl_out(0)))
+
+    def _write_reply(self, token: _Blocked | _Supervised, offset: int, size: int, flags: int) -> None:
+        # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the
+        # caller's memory is the only way back.
+        self.memory.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
+                                                                      size, flags))
 
     def _answer_supervised(self, wait: SyncWait, token: _Supervised) -> None:
         """A launched caller's call is over: install the reply's descriptors, then release it."""
@@ -430,8 +437,7 @@ class Filesystem:
                 # The numbers must reach the caller's page cache before the call returns.
                 self._push(wait.caller)
             try:
-                self.memory.write(token.tid, token.address + 16,
-                                  _ANSWER.pack(0, token.msg_address, offset, size, flags))
+                self._write_reply(token, offset, size, flags)
             except KdbusError as exc:
                 err = exc.errno
         elif passed is not None:
@@ -825,10 +831,10 @@ def _sync_send(caller: RequestCaller, address: int) -> bool:
     """Whether the SEND struct at `address` asks for a synchronous reply (False if unreadable:
     the ordinary path then gives the errno)."""
     try:
-        flags = int.from_bytes(caller.read(address + _SEND_FLAGS_AT, 8), "little")
+        send = structs.CMD_SEND.unpack(caller.read(address, structs.CMD_SEND.size))
     except KdbusError:
         return False
-    return bool(flags & SEND_SYNC_REPLY)
+    return bool(send.flags & SEND_SYNC_REPLY)
 
 
 def _cmd_name(cmd: int) -> str:

@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import struct
 import sys
 
 from . import seccomp
-from .abi.constants import KDBUSFS_CMD_SUPERVISE
+from .abi.constants import KDBUSFS_CMD_SUPERVISE, KDBUSFS_SUPERVISE
 from .fuse.mount import mountinfo
 
 FSTYPE = "fuse.kdbusfs"
-_SUPERVISE = struct.Struct("<QQq")
 
 
 def default_mount() -> str | None:
@@ -41,7 +39,8 @@ def supervise(mount: str) -> None:
     try:
         listener = seccomp.install_filter()
         try:
-            fcntl.ioctl(control, KDBUSFS_CMD_SUPERVISE, _SUPERVISE.pack(_SUPERVISE.size, 0, listener))
+            command = KDBUSFS_SUPERVISE.pack(KDBUSFS_SUPERVISE.size, 0, listener)
+            fcntl.ioctl(control, KDBUSFS_CMD_SUPERVISE, command)
         finally:
             os.close(listener)
     finally:

@@ -592,16 +592,14 @@ _mounts = MountTable()
 
 def task_file(tid: int, fd: int) -> tuple[int | None, int] | None:
     """(device, inode) of the file behind `fd` of task `tid`, from /proc without touching the
-    file; None if the task has no such fd."""
+    file (inode 0 where fdinfo does not say); None if the task has no such fd."""
     info = _read_text(f"/proc/{tid}/fdinfo/{fd}")
     if info is None:
         return None
     info = b"\n" + info
     mount_id = _field(info, b"\nmnt_id:")
     inode = _field(info, b"\nino:")
-    if not inode:
-        return None
-    return (_mount_device(tid, int(mount_id)) if mount_id else None), int(inode)
+    return (_mount_device(tid, int(mount_id)) if mount_id else None), int(inode or 0)
 
 
 def _mount_device(tid: int, mount_id: int) -> int | None:
@@ -625,11 +623,10 @@ def _mount_device(tid: int, mount_id: int) -> int | None:
 
 def _fd_device(pid: int, fd: int) -> int | None:
     """Device of the file behind `fd` of `pid`, from /proc (without touching the file); EBADF if none."""
-    info = _read_text(f"/proc/{pid}/fdinfo/{fd}")
-    if info is None:
+    found = task_file(pid, fd)
+    if found is None:
         raise KdbusError(errno.EBADF, f"task {pid} has no fd {fd}")
-    mount_id = _field(b"\n" + info, b"\nmnt_id:")
-    return _mount_device(pid, int(mount_id)) if mount_id else None
+    return found[0]
 
 
 # pidfd_open(2) flag: a pidfd for the thread itself, not its thread group (Linux 6.9).

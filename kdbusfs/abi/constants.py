@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import struct
 
 IOCTL_MAGIC = 0x95
 
@@ -55,7 +56,8 @@ class Cmd(enum.IntEnum):
 
 # kdbusfs's own command, not kdbus's: on `control`, hand the daemon the listener of a seccomp
 # filter (struct kdbusfs_cmd_supervise {u64 size; u64 flags; s64 listener_fd}); see seccomp.py.
-KDBUSFS_CMD_SUPERVISE = _ioc(_IOC_WRITE, 0xF0, 24)
+KDBUSFS_SUPERVISE = struct.Struct("<QQq")
+KDBUSFS_CMD_SUPERVISE = _ioc(_IOC_WRITE, 0xF0, KDBUSFS_SUPERVISE.size)
 
 
 class Item(enum.IntEnum):
