@@ -120,6 +120,8 @@ def test_receivers_not_launched_still_find_minus_one(root_mount: Mount, bin_dir:
     out = run_client(bin_dir / "passfd", str(root_mount.path), "plain", "1000")
     assert "passfd: all checks passed" in out
     wait_for_fds(root_mount, baseline)
+    # It also hands malformed SUPERVISE commands to the daemon: errnos, no traceback.
+    assert "Traceback" not in root_mount.log()
 
 
 def _waits_in_seccomp(pid: int) -> bool:
@@ -158,6 +160,7 @@ def test_receivers_not_launched_still_find_minus_one_on_user_mount(
     out = run_client(bin_dir / "passfd", str(user_mount.path), "plain", "1000", user=test_user)
     assert "passfd: all checks passed" in out
     wait_for_fds(user_mount, baseline)
+    assert "Traceback" not in user_mount.log()
 
 
 def test_the_launcher_says_what_is_wrong(tmp_path: Path) -> None:

@@ -19,6 +19,38 @@
 static uint64_t msgbuf[4096];
 static int installed;
 
+/* kdbusfs's own command (the launcher's): hand the daemon a seccomp listener. */
+struct kdbusfs_cmd_supervise {
+	uint64_t size;
+	uint64_t flags;
+	int64_t listener_fd;
+};
+#define KDBUSFS_CMD_SUPERVISE _IOW(KDBUS_IOCTL_MAGIC, 0xF0, struct kdbusfs_cmd_supervise)
+
+/* SUPERVISE refuses what is not a well-formed hand-over of a seccomp listener, on control only. */
+static void check_supervise_refusals(const char *root, struct conn *a)
+{
+	char path[4096];
+	int p[2];
+	snprintf(path, sizeof(path), "%s/control", root);
+	int control = open(path, O_RDWR | O_CLOEXEC);
+	CHECK(control >= 0 && pipe2(p, O_CLOEXEC) == 0, "open control, pipe");
+	struct kdbusfs_cmd_supervise cmd = { .size = 16, .listener_fd = p[0] };
+	EXPECT_ERRNO(EINVAL, control, KDBUSFS_CMD_SUPERVISE, &cmd, "SUPERVISE with a wrong size");
+	cmd.size = sizeof(cmd);
+	cmd.flags = 1;
+	EXPECT_ERRNO(EINVAL, control, KDBUSFS_CMD_SUPERVISE, &cmd, "SUPERVISE with unknown flags");
+	cmd.flags = 0;
+	EXPECT_ERRNO(EINVAL, control, KDBUSFS_CMD_SUPERVISE, &cmd, "SUPERVISE of a pipe");
+	cmd.listener_fd = -1;
+	EXPECT_ERRNO(EBADF, control, KDBUSFS_CMD_SUPERVISE, &cmd, "SUPERVISE of fd -1");
+	cmd.listener_fd = p[0];
+	EXPECT_ERRNO(ENOTTY, a->fd, KDBUSFS_CMD_SUPERVISE, &cmd, "SUPERVISE on a bus endpoint");
+	close(control);
+	close(p[0]);
+	close(p[1]);
+}
+
 static int count_fds(void)
 {
 	DIR *d = opendir("/proc/self/fd");
@@ -413,6 +445,7 @@ int main(int argc, char **argv)
 	int owner = make_bus(root, suffix, bus, sizeof(bus));
 	hello(&a, root, bus, KDBUS_HELLO_ACCEPT_FD);
 	hello(&b, root, bus, KDBUS_HELLO_ACCEPT_FD);
+	check_supervise_refusals(root, &a);
 	check_pipe(&a, &b);
 	check_two_queued(&a, &b);
 	check_memfd_in_fds(&a, &b);
