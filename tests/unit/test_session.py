@@ -31,6 +31,8 @@ class Recorder:
         self.watch: list[int] = []
         self.unwatch: list[int] = []
         self.listen: list[int] = []
+        # Notified when a listener's answer runs or the listener is gone (other threads do both).
+        self.listener_events = threading.Condition()
         self.listened: list[int] = []
         self.answered: list[int] = []
         self.handled: list[int] = []
@@ -53,10 +55,17 @@ class Recorder:
 
     def listener_ready(self, listener: int, notification: seccomp.Notification) -> list[codec.Output]:
         self.listened.append(notification.id)
-        return [codec.reply(888), lambda: self.answered.append(listener)]
+
+        def answer() -> None:
+            with self.listener_events:
+                self.answered.append(listener)
+                self.listener_events.notify_all()
+        return [codec.reply(888), answer]
 
     def listener_gone(self, listener: int) -> None:
-        self.closed.append(listener)
+        with self.listener_events:
+            self.closed.append(listener)
+            self.listener_events.notify_all()
 
     def cancel_fd_ready(self, fd: int) -> list[bytes]:
         self.cancelled.append(fd)
@@ -174,14 +183,12 @@ def test_a_listener_is_served_each_time_it_is_readable_and_closed_when_it_hangs_
             os.write(write_end, bytes([n]))
             # What listener_ready returns is written (888), then its answer runs.
             assert unique_of(theirs.recv(4096)) == 888
-            deadline = time.monotonic() + 5
-            while len(server.answered) < n and time.monotonic() < deadline:
-                time.sleep(0.01)
+            with server.listener_events:
+                server.listener_events.wait_for(lambda n=n: len(server.answered) >= n, timeout=5)
             assert server.answered == [read_end] * n
         os.close(write_end)
-        deadline = time.monotonic() + 5
-        while not server.closed and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with server.listener_events:
+            server.listener_events.wait_for(lambda: bool(server.closed), timeout=5)
         assert server.closed == [read_end]
         assert ask(theirs, 2) == 2
     assert server.listened == [1, 2]
