@@ -23,6 +23,7 @@ import trio
 
 from . import __version__, install, launch, sysfs
 from .bus.domain import Domain, DomainLimits
+from .forward import Inbox
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
 from .fuse.session import Session
@@ -268,7 +269,7 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
 async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: bool,
                               ready: Callable[[], None] | None) -> None:
     """Trio keeps the edge (signals, unmounting); the session serves on a thread of its own."""
-    session = Session(fd, fs, ready, debug)
+    session = Session(fd, fs, ready, debug, inbox=Inbox.open(fs.device))
     try:
         await _serve_session(session, mountpoint)
     finally:

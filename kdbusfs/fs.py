@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import seccomp
+from . import forward, seccomp
 from .abi import structs
 from .abi.constants import (
     KDBUSFS_CMD_SUPERVISE,
@@ -135,6 +135,10 @@ class Filesystem:
         self.listen: list[int] = []
         self._listeners: dict[int, int] = {}
         self._listeners_by_uid: dict[int, int] = {}
+        # Listeners other mounts' daemons lent us with one notification each (forward.py), by the
+        # notification's id: ours to close once it is answered.
+        self._borrowed: dict[int, int] = {}
+        self._outbox = forward.Outbox()
         self._cancel_fds: dict[int, SyncWait] = {}
         self.memory = memory or ProcessMemory()
         self.started_ns = time.time_ns()
@@ -217,42 +221,82 @@ class Filesystem:
         descriptors it receives. The answer that releases the client comes last in what this
         returns, after the pool stores and wake-ups it depends on (or later, for a call that
         waits for its reply)."""
-        self._out = []
         if listener not in self._listeners:
             return []
+        return self._serving(listener, notification, forwarded=False)
+
+    def forwarded_ready(self, forwarded: forward.Forwarded) -> list[Output]:
+        """Another mount's daemon hands us a launched client's ioctl on one of our files."""
+        listener, notification = forwarded.listener, forwarded.notification
+        if notification.id in self._borrowed.values() or not seccomp.still_waiting(listener, notification.id):
+            # Forwarded twice, or answered or killed since: not ours to answer.
+            closer.close(listener)
+            return []
+        self._borrowed[listener] = notification.id
+        if not forwarded.may_serve():
+            log.warning("a forwarder of uid %d names task %d of another user: letting its ioctl "
+                        "carry on as it is", forwarded.forwarder_uid, notification.tid)
+            self._out = [self._answer_of(listener, notification.id, None)]
+            return self._out
+        return self._serving(listener, notification, forwarded=True)
+
+    def _serving(self, listener: int, notification: seccomp.Notification, forwarded: bool) -> list[Output]:
+        self._out = []
         try:
-            answer = self._serve_notification(listener, notification)
+            answer = self._serve_notification(listener, notification, forwarded)
             if self.domain.changed or self.domain.completed:
                 self._flush()
         except Exception:
             log.exception("serving a launched client's ioctl failed unexpectedly")
-            answer = functools.partial(seccomp.answer, listener, notification.id, errno.EIO)
+            answer = self._answer_of(listener, notification.id, errno.EIO)
         if answer is not None:
             self._out.append(answer)
         return self._out
 
-    def _serve_notification(self, listener: int,
-                            notification: seccomp.Notification) -> Callable[[], None] | None:
-        """Serve a notified ioctl; the answer to give now, or None if it waits (a call)."""
+    def _answer_of(self, listener: int, notif_id: int, err: int | None) -> Callable[[], None]:
+        """What ends a notified syscall: -err, or 0, or carrying on as if unnotified (None). A
+        borrowed listener is closed once it has given the answer."""
+        if err is None:
+            answer = functools.partial(seccomp.resume, listener, notif_id)
+        else:
+            answer = functools.partial(seccomp.answer, listener, notif_id, err)
+        if self._borrowed.pop(listener, None) is None:
+            return answer
+
+        def answer_and_close() -> None:
+            try:
+                answer()
+            finally:
+                os.close(listener)
+        return answer_and_close
+
+    def _serve_notification(self, listener: int, notification: seccomp.Notification,
+                            forwarded: bool) -> Callable[[], None] | None:
+        """Serve a notified ioctl; the answer to give now, or None if it waits (a call) or
+        another mount's daemon gives it."""
         tid = notification.tid
         fd, cmd, arg = notification.args[0] & 0xFFFF_FFFF, notification.args[1] & 0xFFFF_FFFF, \
             notification.args[2]
-        carry_on = functools.partial(seccomp.resume, listener, notification.id)
         if not notification.is_kdbus_ioctl():
-            return carry_on
-        handle = self._handle_of(tid, fd)
+            return self._answer_of(listener, notification.id, None)
+        found = task_file(tid, fd)
+        handle = self._handle_of(found)
         if handle is None:
-            # Not a connection of this mount (another mount's, or any other file).
-            return carry_on
+            if found is not None and found[0] is not None and not forwarded and \
+                    self._forward(found[0], listener, notification, cmd, arg):
+                return None
+            # Not a connection of a kdbusfs mount, or nobody to serve it there.
+            return self._answer_of(listener, notification.id, None)
         if not seccomp.still_waiting(listener, notification.id):
-            # Killed since, and its tid may be another task's already: touch nothing of it.
-            return None
+            # Killed since, and its tid may be another task's already: touch nothing of it (the
+            # answer only meets ENOENT, and gives a borrowed listener back).
+            return self._answer_of(listener, notification.id, None)
         caller = SupervisedCaller(self.memory, tid, listener, notification.id, self.device)
         err = 0
         try:
             if cmd == Cmd.SEND and not _sync_send(caller, arg):
                 # Only a synchronous call receives descriptors (with its reply).
-                return carry_on
+                return self._answer_of(listener, notification.id, None)
             out = ioctl(handle, cmd, arg, b"", caller)
             if isinstance(out, Pending):
                 self._block(out, _Supervised(listener, notification.id, tid, out.address, out.msg_address))
@@ -269,11 +313,26 @@ class Filesystem:
             err = exc.errno
         finally:
             caller.done()
-        return functools.partial(seccomp.answer, listener, notification.id, err)
+        return self._answer_of(listener, notification.id, err)
 
-    def _handle_of(self, tid: int, fd: int) -> Handle | None:
-        """The connected handle behind `fd` of task `tid`, if that file is one of this mount's."""
-        found = task_file(tid, fd)
+    def _forward(self, device: int, listener: int, notification: seccomp.Notification, cmd: int,
+                 arg: int) -> bool:
+        """Hand an ioctl on another mount's file to that mount's daemon (forward.py), unless it is
+        a SEND that receives nothing: that carries on at once, sparing it a trip."""
+        if device == self.device:
+            return False
+        if cmd == Cmd.SEND:
+            caller = SupervisedCaller(self.memory, notification.tid, listener, notification.id)
+            try:
+                if not _sync_send(caller, arg):
+                    return False
+            finally:
+                caller.done()
+        return self._outbox.forward(device, listener, notification)
+
+    def _handle_of(self, found: tuple[int | None, int] | None) -> Handle | None:
+        """The connected handle behind a task's file (task_file's answer), if it is one of this
+        mount's."""
         if found is None or found[0] != self.device:
             return None
         node = self._nodes.get(found[1])
@@ -291,11 +350,7 @@ class Filesystem:
         if size != KDBUSFS_SUPERVISE.size or flags:
             raise KdbusError(errno.EINVAL, f"SUPERVISE of size {size} with flags {flags:#x}")
         listener = caller.files().grab(fd, recheck=False)
-        try:
-            is_listener = os.readlink(f"/proc/self/fd/{listener}") == seccomp.LISTENER_LINK
-        except OSError:
-            is_listener = False
-        if not is_listener:
+        if not seccomp.is_listener(listener):
             closer.close(listener)
             raise KdbusError(errno.EINVAL, f"fd {fd} is not a seccomp listener")
         uid = caller.creds().uid
@@ -316,6 +371,9 @@ class Filesystem:
         if uid is not None:
             self._listeners_by_uid[uid] -= 1
         closer.close(listener)
+        if not self._listeners:
+            # Nothing left to forward: the daemon holds nothing of launched clients.
+            self._outbox.close()
 
     def next_deadline(self) -> int | None:
         """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
@@ -419,11 +477,13 @@ class Filesystem:
     def _answer_supervised(self, wait: SyncWait, token: _Supervised) -> None:
         """A launched caller's call is over: install the reply's descriptors, then release it."""
         passed, wait.passed = wait.passed, None
-        if token.listener not in self._listeners or not seccomp.still_waiting(token.listener,
-                                                                             token.notif_id):
+        ours = token.listener in self._listeners or token.listener in self._borrowed
+        if not ours or not seccomp.still_waiting(token.listener, token.notif_id):
             # The caller is gone (and its tid may be another task's): nothing to install or tell.
             if passed is not None:
                 passed.close()
+            if token.listener in self._borrowed:
+                self._out.append(self._answer_of(token.listener, token.notif_id, None))
             return
         err = wait.errno or 0
         if not err:
@@ -442,7 +502,7 @@ class Filesystem:
                 err = exc.errno
         elif passed is not None:
             passed.close()
-        self._out.append(functools.partial(seccomp.answer, token.listener, token.notif_id, err))
+        self._out.append(self._answer_of(token.listener, token.notif_id, err))
 
     def _ok(self, request: Request) -> bytes:
         return b""

@@ -5,9 +5,9 @@ The launcher puts itself under a seccomp filter that turns KDBUS_CMD_RECV and KD
 ioctls into notifications, hands the filter's listener to the daemon of one kdbusfs mount
 (KDBUSFS_CMD_SUPERVISE on its `control`) and execs COMMAND, which inherits the filter, as does
 everything it forks and execs. That daemon then serves those RECVs and synchronous SENDs itself
-and installs the descriptors they receive (seccomp.py); other SENDs, and ioctls on another
-mount's files, carry on as usual (there: -1 and INCOMPLETE_FDS). 32-bit (and x32) callers are
-not filtered. Needs no privileges: the filter comes with no_new_privs.
+and installs the descriptors they receive (seccomp.py), handing those on another kdbusfs mount's
+files to that mount's daemon (forward.py); other SENDs carry on as usual. 32-bit (and x32)
+callers are not filtered. Needs no privileges: the filter comes with no_new_privs.
 """
 
 from __future__ import annotations

@@ -188,6 +188,14 @@ def _ns_inode(tid: int, kind: str) -> int | None:
         return None
 
 
+def in_own_pid_namespace(pid: int) -> bool:
+    """Whether `pid` (as we see it) lives in our pid namespace, so that the pids it names are ours.
+    From its status, which any user may read (its ns link only those who may ptrace it): NSpid
+    lists its pid in our namespace and in every one below down to its own."""
+    status = _read_status(pid) if pid > 0 else None
+    return status is not None and len(_field(status, b"\nNSpid:").split()) == 1
+
+
 def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None,
                        user_ns: Callable[[], int | None] | None = None) -> Creds:
     """Creds from a status read; `user_ns` gives the task's user namespace inode, when a caller

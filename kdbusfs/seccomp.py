@@ -20,6 +20,7 @@ import os
 import platform
 import struct
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .abi.constants import Cmd
 
@@ -70,6 +71,18 @@ class Notification:
     syscall: int
     arch: int
     args: tuple[int, ...]
+
+    # As the kernel gives it (struct seccomp_notif): forwarded to another daemon as is.
+    SIZE: ClassVar[int] = _NOTIF.size
+
+    @classmethod
+    def unpack(cls, buffer: bytes | bytearray) -> Notification:
+        fields = _NOTIF.unpack(buffer)
+        notif_id, tid, _flags, syscall, arch, _ip = fields[:6]
+        return cls(notif_id, tid, syscall, arch, tuple(fields[6:]))
+
+    def pack(self) -> bytes:
+        return _NOTIF.pack(self.id, self.tid, 0, self.syscall, self.arch, 0, *self.args)
 
     def is_kdbus_ioctl(self) -> bool:
         """An ioctl of this architecture asking RECV or SEND: all our filter notifies. A listener
@@ -138,9 +151,15 @@ def receive(listener: int) -> Notification | None:
         if exc.errno == errno.ENOENT:
             return None
         raise
-    fields = _NOTIF.unpack(buffer)
-    notif_id, tid, _flags, syscall, arch, _ip = fields[:6]
-    return Notification(notif_id, tid, syscall, arch, tuple(fields[6:]))
+    return Notification.unpack(buffer)
+
+
+def is_listener(fd: int) -> bool:
+    """Whether our `fd` is a seccomp listener (one handed to us could be any file)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == LISTENER_LINK
+    except OSError:
+        return False
 
 
 def still_waiting(listener: int, notif_id: int) -> bool:

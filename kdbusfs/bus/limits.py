@@ -55,3 +55,7 @@ LISTENERS_PER_USER = 64
 # kdbusfs: before mounting over an existing FUSE mount, its daemon gets this long to answer a
 # statfs; one that does not is reported as stuck rather than waited for.
 DAEMON_ANSWER_TIMEOUT_S = 10.0
+
+# kdbusfs: daemons of other mounts one daemon takes notifications from at once (kdbusfs run with
+# clients of several mounts); each holds a socket. Mounts on one machine are few.
+FORWARDERS_MAX = 64

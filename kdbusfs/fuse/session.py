@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .. import seccomp
+from ..forward import Forwarded, Inbox
 from . import protocol as p
 from .codec import Output, ProtocolError, Request, parse_request
 
@@ -71,6 +72,8 @@ class Server(Protocol):
 
     def listener_gone(self, listener: int) -> None: ...
 
+    def forwarded_ready(self, forwarded: Forwarded) -> list[Output]: ...
+
     def close_fd(self, fd: int) -> None: ...
 
 
@@ -81,7 +84,8 @@ class Session:
     """
 
     def __init__(self, fd: int, server: Server, on_ready: Callable[[], None] | None = None,
-                 debug: bool = False, receive: Receive = seccomp.receive) -> None:
+                 debug: bool = False, receive: Receive = seccomp.receive,
+                 inbox: Inbox | None = None) -> None:
         self._fd = fd
         self._server = server
         self._on_ready = on_ready
@@ -96,10 +100,13 @@ class Session:
         # so that its number is not reused while the server still knows it.
         self._watched: dict[int, bool] = {}
         # Seccomp listeners, each read by a thread of its own (see _read_listener), which hands
-        # what it reads over through this queue and eventfd; None: the listener is done.
+        # what it reads over through this queue and eventfd; None: the listener is done. The
+        # inbox's thread hands over notifications other mounts' daemons forward the same way.
         self._listeners: set[int] = set()
         self._receive = receive
-        self._notified: queue.SimpleQueue[tuple[int, seccomp.Notification | None]] = queue.SimpleQueue()
+        self._inbox = inbox
+        self._notified: queue.SimpleQueue[tuple[int, seccomp.Notification | None] | Forwarded] = \
+            queue.SimpleQueue()
         self._notify_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._epoll.register(self._notify_fd, select.EPOLLIN)
         self._stopped = False
@@ -122,6 +129,9 @@ class Session:
 
     def run(self) -> None:
         os.set_blocking(self._fd, False)
+        if self._inbox is not None:
+            threading.Thread(target=self._inbox.serve, args=(self._hand_over, self._over),
+                             name="kdbusfs-inbox", daemon=True).start()
         served = 0
         try:
             while not self._stopped and not self._ended:
@@ -134,7 +144,7 @@ class Session:
                 served += 1
                 if served % DEADLINE_CHECK_EVERY == 0:
                     self._tick_if_due()
-                    if self._listeners:
+                    if self._listeners or self._inbox is not None:
                         # A steady stream of requests must not hold launched clients' RECVs back.
                         self._handle_events(self._epoll.poll(0))
         finally:
@@ -216,21 +226,38 @@ class Session:
             pass
         while True:
             try:
-                listener, notification = self._notified.get_nowait()
+                item = self._notified.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(item, Forwarded):
+                self._drain()
+                self._writer.write_all(self._server.forwarded_ready(item), "forwarded")
+                self._sync_watches()
+                continue
+            listener, notification = item
             if notification is None:
                 self._listeners.discard(listener)
                 self._server.listener_gone(listener)
                 continue
-            # Whatever the client did before this ioctl reached us first: a close() of another
-            # connection, say, whose RELEASE is already queued on /dev/fuse. Serve it, as the
-            # ioctl itself would have queued behind it (a bounded number: others keep sending).
-            for _ in range(DRAIN_BEFORE_NOTIFICATION):
-                if self._ended or self._serve_next() is _Outcome.IDLE:
-                    break
+            self._drain()
             self._writer.write_all(self._server.listener_ready(listener, notification), "seccomp")
             self._sync_watches()
+
+    def _drain(self) -> None:
+        """Whatever a launched client did before its notified ioctl reached us first (a close()
+        of another connection, say, whose RELEASE is already queued on /dev/fuse): serve it, as
+        the ioctl itself would have queued behind it (a bounded number: others keep sending)."""
+        for _ in range(DRAIN_BEFORE_NOTIFICATION):
+            if self._ended or self._serve_next() is _Outcome.IDLE:
+                break
+
+    def _over(self) -> bool:
+        return self._stopped or self._ended
+
+    def _hand_over(self, forwarded: Forwarded) -> None:
+        """From the inbox's thread: a notification to serve on the session's."""
+        self._notified.put(forwarded)
+        os.eventfd_write(self._notify_fd, 1)
 
     def _read_listener(self, listener: int) -> None:
         """A listener's own thread. NOTIF_RECV waits until a notification comes, even after poll

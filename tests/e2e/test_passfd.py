@@ -83,6 +83,33 @@ def test_launched_receivers_get_pipes_memfds_and_16_mib_payloads_on_user_mount(
     check_installed(user_mount, out, baseline)
 
 
+def _launched_on_both(launcher: Mount, other: Mount, bin_dir: Path, test_user: str, user_runtime: Path,
+                      root_mount: Mount, user_mount: Mount) -> None:
+    """A user's client of both its own mount and root's, launched on `launcher`: the daemon of
+    `other` gets its notifications forwarded and installs that mount's descriptors."""
+    baselines = {m.path: warmed_up_fds(m, bin_dir / "passfd", test_user) for m in (root_mount, user_mount)}
+    roots = f"{launcher.path},{other.path}"
+    out = run_launched(launcher, bin_dir / "passfd", roots, "installed", "2000",
+                       python=user_python(), user=test_user, env={"PYTHONPATH": str(user_runtime)})
+    for mount in (root_mount, user_mount):
+        check_installed(mount, out, baselines[mount.path])
+
+
+def test_a_client_of_two_mounts_launched_on_root_mount_gets_descriptors_from_both(
+    root_mount: Mount, user_mount: Mount, bin_dir: Path, test_user: str, user_runtime: Path,
+) -> None:
+    # Root's daemon forwards what the user's own mount serves.
+    _launched_on_both(root_mount, user_mount, bin_dir, test_user, user_runtime, root_mount, user_mount)
+
+
+def test_a_client_of_two_mounts_launched_on_user_mount_gets_descriptors_from_both(
+    root_mount: Mount, user_mount: Mount, bin_dir: Path, test_user: str, user_runtime: Path,
+) -> None:
+    # The user's daemon forwards what root's mount serves: root's daemon checks the task is the
+    # forwarder's user's.
+    _launched_on_both(user_mount, root_mount, bin_dir, test_user, user_runtime, root_mount, user_mount)
+
+
 def test_a_launched_receiver_in_a_mount_namespace_of_its_own_gets_them(
     root_mount: Mount, bin_dir: Path,
 ) -> None:

@@ -2,7 +2,7 @@
  * (close-on-exec) and their numbers are in the FDS item and the memfd items; without it they read
  * -1 and RECV says INCOMPLETE_FDS.
  *
- * usage: passfd MOUNT_ROOT installed|plain [MESSAGES]
+ * usage: passfd MOUNT_ROOT[,MOUNT_ROOT...] installed|plain [MESSAGES]
  *   prints "passfd: all checks passed" and, for the leak check, "fds before N after M". */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -432,12 +432,9 @@ static void check_no_leak(struct conn *a, struct conn *b, int messages)
 	OK("%d fd-carrying messages leave the receiver's fd table as it was", messages);
 }
 
-int main(int argc, char **argv)
+/* Every check on the buses of one mount. */
+static void check_mount(const char *root, int messages)
 {
-	CHECK(argc == 3 || argc == 4, "usage: passfd MOUNT_ROOT installed|plain [MESSAGES]");
-	const char *root = argv[1];
-	installed = strcmp(argv[2], "installed") == 0;
-	int messages = argc == 4 ? atoi(argv[3]) : 1000;
 	char bus[64], suffix[32];
 	struct conn a, b;
 
@@ -457,7 +454,21 @@ int main(int argc, char **argv)
 	if (installed)
 		check_rlimit(&a, &b);
 	check_no_leak(&a, &b, messages);
+	munmap(a.pool, POOL_SIZE);
+	munmap(b.pool, POOL_SIZE);
+	close(a.fd);
+	close(b.fd);
 	close(owner);
+}
+
+int main(int argc, char **argv)
+{
+	CHECK(argc == 3 || argc == 4, "usage: passfd MOUNT_ROOT[,MOUNT_ROOT...] installed|plain [MESSAGES]");
+	installed = strcmp(argv[2], "installed") == 0;
+	int messages = argc == 4 ? atoi(argv[3]) : 1000;
+	/* A process using the buses of several mounts (/sys/fs/kdbus and ~/kdbus, say), in turn. */
+	for (char *root = strtok(argv[1], ","); root != NULL; root = strtok(NULL, ","))
+		check_mount(root, messages);
 	printf("passfd: all checks passed\n");
 	return 0;
 }
