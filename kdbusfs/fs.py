@@ -27,12 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import forward, seccomp
-from .abi import structs
 from .abi.constants import (
     KDBUSFS_CMD_SUPERVISE,
     KDBUSFS_SUPERVISE,
     RECV_RETURN_INCOMPLETE_FDS,
-    SEND_SYNC_REPLY,
     Cmd,
 )
 from .bus.bus import Bus
@@ -283,7 +281,7 @@ class Filesystem:
         handle = self._handle_of(found)
         if handle is None:
             if found is not None and found[0] is not None and not forwarded and \
-                    self._forward(found[0], listener, notification, cmd, arg):
+                    self._forward(found[0], listener, notification):
                 return None
             # Not a connection of a kdbusfs mount, or nobody to serve it there.
             return self._answer_of(listener, notification.id, None)
@@ -294,9 +292,8 @@ class Filesystem:
         caller = SupervisedCaller(self.memory, tid, listener, notification.id, self.device)
         err = 0
         try:
-            if cmd == Cmd.SEND and not _sync_send(caller, arg):
-                # Only a synchronous call receives descriptors (with its reply).
-                return self._answer_of(listener, notification.id, None)
+            # Every SEND is served here, not only calls that receive descriptors with their reply:
+            # letting one carry on would cost a FUSE round trip on top of this one.
             out = ioctl(handle, cmd, arg, b"", caller)
             if isinstance(out, Pending):
                 self._block(out, _Supervised(listener, notification.id, tid, out.address, out.msg_address))
@@ -315,20 +312,9 @@ class Filesystem:
             caller.done()
         return self._answer_of(listener, notification.id, err)
 
-    def _forward(self, device: int, listener: int, notification: seccomp.Notification, cmd: int,
-                 arg: int) -> bool:
-        """Hand an ioctl on another mount's file to that mount's daemon (forward.py), unless it is
-        a SEND that receives nothing: that carries on at once, sparing it a trip."""
-        if device == self.device:
-            return False
-        if cmd == Cmd.SEND:
-            caller = SupervisedCaller(self.memory, notification.tid, listener, notification.id)
-            try:
-                if not _sync_send(caller, arg):
-                    return False
-            finally:
-                caller.done()
-        return self._outbox.forward(device, listener, notification)
+    def _forward(self, device: int, listener: int, notification: seccomp.Notification) -> bool:
+        """Hand an ioctl on another mount's file to that mount's daemon (forward.py)."""
+        return device != self.device and self._outbox.forward(device, listener, notification)
 
     def _handle_of(self, found: tuple[int | None, int] | None) -> Handle | None:
         """The connected handle behind a task's file (task_file's answer), if it is one of this
@@ -885,16 +871,6 @@ def _seal_pool(memfd: int) -> None:
     # would send to the memfd) now fails, and the pool's size is fixed. A writable shared mapping
     # cannot be refused this way: FUSE passthrough maps the memfd without shmem's seal check.
     fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
-
-
-def _sync_send(caller: RequestCaller, address: int) -> bool:
-    """Whether the SEND struct at `address` asks for a synchronous reply (False if unreadable:
-    the ordinary path then gives the errno)."""
-    try:
-        send = structs.CMD_SEND.unpack(caller.read(address, structs.CMD_SEND.size))
-    except KdbusError:
-        return False
-    return bool(send.flags & SEND_SYNC_REPLY)
 
 
 def _cmd_name(cmd: int) -> str:

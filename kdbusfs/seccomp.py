@@ -100,8 +100,9 @@ def _arch() -> tuple[int, int, int]:
 
 
 def _filter_program() -> bytes:
-    """ioctl(_, KDBUS_CMD_RECV or KDBUS_CMD_SEND, _) notifies the supervisor (a SEND only ever
-    receives descriptors as a synchronous call's reply; the supervisor lets the others run);
+    """ioctl(_, KDBUS_CMD_RECV or KDBUS_CMD_SEND, _) notifies the supervisor (a SEND receives
+    descriptors as a synchronous call's reply; the supervisor serves the others too, which costs
+    less than letting them carry on to a FUSE request);
     everything else is allowed."""
     audit_arch, ioctl_nr, _ = _arch()
     insn = struct.Struct("<HBBI")
