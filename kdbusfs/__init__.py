@@ -6,7 +6,7 @@ Layers, inside out:
     handle.py open kdbus files and the one KDBUS_CMD_* dispatch table
     fuse/     the FUSE protocol codec (no I/O), the serving loop, mounting
     fs.py     the tree of nodes and the FUSE operations on it
-    peer.py   the calling process: its memory and credentials
+    host/     the edge to the system: the caller's memory, /proc, descriptors, mounts
     cli.py    the `kdbusfs` command
 """
 

@@ -27,7 +27,7 @@ from .forward import Inbox
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
 from .fuse.session import Session
-from .peer import mount_device
+from .host.mounts import mount_device
 
 log = logging.getLogger("kdbusfs")
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from . import seccomp
 from .bus.limits import FORWARDERS_MAX
-from .peer import in_own_pid_namespace, read_creds
+from .host.proc import in_own_pid_namespace, read_creds
 
 log = logging.getLogger("kdbusfs.forward")
 

@@ -45,8 +45,11 @@ from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Output, Request
 from .handle import Control, Handle, HandleType, Pending, ioctl
+from .host import Host
+from .host.caller import RequestCaller, SupervisedCaller
+from .host.mounts import task_file
+from .host.proc import ProcProcess, dying
 from .limitlog import LimitLog
-from .peer import ProcessMemory, ProcProcess, RequestCaller, SupervisedCaller, closer, dying, task_file
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -117,7 +120,7 @@ class OpenFile:
 class Filesystem:
     """Maps FUSE requests onto the kdbus model; returns the bytes to write back, in order."""
 
-    def __init__(self, domain: Domain, memory: ProcessMemory | None = None,
+    def __init__(self, domain: Domain, host: Host | None = None,
                  device: int | None = None, fuse_fd: int | None = None) -> None:
         self.domain = domain
         # The /dev/fuse descriptor, for passthrough's backing-file ioctls (root only).
@@ -138,7 +141,7 @@ class Filesystem:
         self._borrowed: dict[int, int] = {}
         self._outbox = forward.Outbox()
         self._cancel_fds: dict[int, SyncWait] = {}
-        self.memory = memory or ProcessMemory()
+        self.host = host or Host()
         self.started_ns = time.time_ns()
         self._next_nodeid = CONTROL_ID + 1
         self._nodes: dict[int, Node] = {}
@@ -228,7 +231,7 @@ class Filesystem:
         listener, notification = forwarded.listener, forwarded.notification
         if notification.id in self._borrowed.values() or not seccomp.still_waiting(listener, notification.id):
             # Forwarded twice, or answered or killed since: not ours to answer.
-            closer.close(listener)
+            self.host.closer.close(listener)
             return []
         self._borrowed[listener] = notification.id
         if not forwarded.may_serve():
@@ -289,7 +292,7 @@ class Filesystem:
             # Killed since, and its tid may be another task's already: touch nothing of it (the
             # answer only meets ENOENT, and gives a borrowed listener back).
             return self._answer_of(listener, notification.id, None)
-        caller = SupervisedCaller(self.memory, tid, listener, notification.id, self.device)
+        caller = SupervisedCaller(self.host, tid, listener, notification.id, self.device)
         err = 0
         try:
             # Every SEND is served here, not only calls that receive descriptors with their reply:
@@ -300,7 +303,7 @@ class Filesystem:
                 return None
             if cmd == Cmd.RECV:
                 # What FUSE would copy back for an _IOR command.
-                self.memory.write(tid, arg, out)
+                self.host.memory.write(tid, arg, out)
                 if handle.conn is not None:
                     # The installed numbers are pool bytes too: they must reach the client's page
                     # cache before the answer (flushed below), whatever else is still queued.
@@ -337,11 +340,11 @@ class Filesystem:
             raise KdbusError(errno.EINVAL, f"SUPERVISE of size {size} with flags {flags:#x}")
         listener = caller.files().grab(fd, recheck=False)
         if not seccomp.is_listener(listener):
-            closer.close(listener)
+            self.host.closer.close(listener)
             raise KdbusError(errno.EINVAL, f"fd {fd} is not a seccomp listener")
         uid = caller.creds().uid
         if self._listeners_by_uid.get(uid, 0) >= LISTENERS_PER_USER:
-            closer.close(listener)
+            self.host.closer.close(listener)
             raise LimitReached(errno.EMFILE, f"user {uid} already has {LISTENERS_PER_USER} launched "
                                              "process trees supervised", "supervised launches per user",
                                LISTENERS_PER_USER, "kdbusfs fixes it", user_named(uid))
@@ -356,7 +359,7 @@ class Filesystem:
         uid = self._listeners.pop(listener, None)
         if uid is not None:
             self._listeners_by_uid[uid] -= 1
-        closer.close(listener)
+        self.host.closer.close(listener)
         if not self._listeners:
             # Nothing left to forward: the daemon holds nothing of launched clients.
             self._outbox.close()
@@ -421,7 +424,7 @@ class Filesystem:
             opened.pollers.clear()
 
     def close_fd(self, fd: int) -> None:
-        closer.close(fd)
+        self.host.closer.close(fd)
 
     def cancel_fd_ready(self, fd: int) -> list[Output]:
         """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
@@ -457,7 +460,7 @@ class Filesystem:
     def _write_reply(self, token: _Blocked | _Supervised, offset: int, size: int, flags: int) -> None:
         # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the
         # caller's memory is the only way back.
-        self.memory.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
+        self.host.memory.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
                                                                       size, flags))
 
     def _answer_supervised(self, wait: SyncWait, token: _Supervised) -> None:
@@ -476,7 +479,7 @@ class Filesystem:
             assert wait.reply is not None
             offset, size, flags = wait.reply
             if passed is not None:
-                installer = SupervisedCaller(self.memory, token.tid, token.listener, token.notif_id,
+                installer = SupervisedCaller(self.host, token.tid, token.listener, token.notif_id,
                                              self.device)
                 if installer.install(passed, wait.caller.pool, offset):
                     flags &= ~RECV_RETURN_INCOMPLETE_FDS
@@ -760,7 +763,7 @@ class Filesystem:
         opened = self._file(fh)
         handle = opened.handle
         h = request.header
-        caller = RequestCaller(self.memory, h.pid, h.uid, h.gid, self.device)
+        caller = RequestCaller(self.host, h.pid, h.uid, h.gid, self.device)
         in_data = request.body[_IOCTL_IN_SIZE : _IOCTL_IN_SIZE + in_size].tobytes()
         if cmd == KDBUSFS_CMD_SUPERVISE:
             # kdbusfs's own command (descriptors and seccomp are the edge's business, not kdbus's).
@@ -852,7 +855,7 @@ class Filesystem:
 
     def shutdown(self) -> None:
         self.domain.shutdown()
-        self.memory.close()
+        self.host.close()
 
 
 def _map_pool(memfd: int, size: int) -> mmap.mmap:

@@ -6,7 +6,8 @@ ioctls into notifications, hands the filter's listener to the daemon of one kdbu
 (KDBUSFS_CMD_SUPERVISE on its `control`) and execs COMMAND, which inherits the filter, as does
 everything it forks and execs. That daemon then serves those RECVs and SENDs itself
 and installs the descriptors they receive (seccomp.py), handing those on another kdbusfs mount's
-files to that mount's daemon (forward.py). 32-bit (and x32) callers are not filtered. Needs no privileges: the filter comes with no_new_privs.
+files to that mount's daemon (forward.py). 32-bit (and x32) callers are not filtered. Needs no
+privileges: the filter comes with no_new_privs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Who a caller is: the credentials and process facts kdbus records and attaches.
 
-The edge (kdbusfs.peer) reads them from /proc when a file is opened or a command runs, lazily: a
+The edge (kdbusfs.host) reads them from /proc when a file is opened or a command runs, lazily: a
 `Process` answers only what a receiver asked for. The model stores and renders them as items, each
 receiver seeing ids through its own user and pid namespaces (a `View`).
 

@@ -17,7 +17,7 @@ import pytest
 
 from kdbusfs.fuse import mount as fuse_mount
 from kdbusfs.fuse.mount import libc_mount, libc_umount, mountinfo
-from kdbusfs.peer import MountTable
+from kdbusfs.host.mounts import MountTable
 
 from .clients import run_client
 from .harness import REPO, is_mounted, start_daemon, wait_for, world_tempdir

@@ -179,7 +179,9 @@ def test_every_receiver_of_a_broadcast_gets_its_memfd_and_the_last_one_closes_it
 def test_a_launched_receiver_gets_each_descriptor_added_and_its_number_in_the_pool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kdbusfs import peer, seccomp
+    from kdbusfs import seccomp
+    from kdbusfs.host import Host
+    from kdbusfs.host.caller import SupervisedCaller
     added: list[tuple[int, int, int]] = []
 
     def add_fd(listener: int, notif_id: int, fd: int) -> int:
@@ -192,7 +194,7 @@ def test_a_launched_receiver_gets_each_descriptor_added_and_its_number_in_the_po
     files = Files()
     pool = Pool(4096)
     passed = Passed([1001, 1002, 1003], [80, 84, 88], files.release)
-    caller = peer.SupervisedCaller(peer.ProcessMemory(), 1, listener=7, notif_id=99)
+    caller = SupervisedCaller(Host(), 1, listener=7, notif_id=99)
     struct.pack_into("<3i", pool.buffer, 100 + 80, -1, -1, -1)
     assert caller.install(passed, pool, 100) is False  # one did not fit
     assert added == [(7, 99, 1001), (7, 99, 1003)]

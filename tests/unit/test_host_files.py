@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from kdbusfs import peer
+from kdbusfs.bus.errors import KdbusError
+from kdbusfs.host import files
 
 
 def test_without_pidfd_thread_the_thread_group_is_opened(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,13 +22,13 @@ def test_without_pidfd_thread_the_thread_group_is_opened(monkeypatch: pytest.Mon
             raise OSError(errno.EINVAL, "unknown flag")
         return real_open(pid, flags)
 
-    monkeypatch.setattr(peer.os, "pidfd_open", old_kernel)
+    monkeypatch.setattr(files.os, "pidfd_open", old_kernel)
     tid: list[int] = []
     thread = threading.Thread(target=lambda: tid.append(threading.get_native_id()))
     thread.start()
     thread.join()
-    os.close(peer._thread_pidfd(tid[0], os.getpid()))
-    assert opened == [(tid[0], peer.PIDFD_THREAD), (os.getpid(), 0)]
+    os.close(files._thread_pidfd(tid[0], os.getpid()))
+    assert opened == [(tid[0], files.PIDFD_THREAD), (os.getpid(), 0)]
 
 
 def test_a_gone_sender_is_ebadf() -> None:
@@ -36,6 +37,6 @@ def test_a_gone_sender_is_ebadf() -> None:
     gone = thread.native_id
     thread.join()
     assert gone is not None
-    with pytest.raises(peer.KdbusError) as info:
-        peer._thread_pidfd(gone, gone)
+    with pytest.raises(KdbusError) as info:
+        files._thread_pidfd(gone, gone)
     assert info.value.errno == errno.EBADF
