@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import protocol as p
@@ -92,10 +93,18 @@ def notification(code: int, payload: bytes) -> bytes:
     return p.OUT_HEADER.pack(p.OUT_HEADER.size + len(payload), code, 0) + payload
 
 
-# What a server hands the session to write, in order: a FUSE message, or an action to run once
-# everything before it has been written (the answer to a launched client's seccomp notification,
-# which must follow the pool stores it depends on).
-Output = bytes | Callable[[], None]
+@dataclass(frozen=True, slots=True)
+class Store:
+    """A FUSE_NOTIFY_STORE message. Writing one may wait for a page lock that a READ holds until
+    it is answered, so the session writes it off the serving thread."""
+
+    message: bytes
+
+
+# What a server hands the session to write, in order: a FUSE message, a store, or an action to
+# run once everything before it has been written (the answer to a launched client's seccomp
+# notification, which must follow the pool stores it depends on).
+Output = bytes | Store | Callable[[], None]
 
 
 def entry_out(nodeid: int, attr: Attr, entry_valid_s: int = 0, attr_valid_s: int = 0) -> bytes:
@@ -166,8 +175,9 @@ def notify_poll(kh: int) -> bytes:
     return notification(p.Notify.POLL, p.NOTIFY_POLL.pack(kh))
 
 
-def notify_store(nodeid: int, offset: int, data: bytes | memoryview) -> bytes:
-    return notification(p.Notify.STORE, p.NOTIFY_STORE.pack(nodeid, offset, len(data), 0) + bytes(data))
+def notify_store(nodeid: int, offset: int, data: bytes | memoryview) -> Store:
+    header = p.NOTIFY_STORE.pack(nodeid, offset, len(data), 0)
+    return Store(notification(p.Notify.STORE, header + bytes(data)))
 
 
 def notify_inval_entry(parent: int, name: bytes) -> bytes:

@@ -22,7 +22,7 @@ from typing import Protocol
 from .. import seccomp
 from ..forward import Forwarded, Inbox
 from . import protocol as p
-from .codec import Output, ProtocolError, Request, parse_request
+from .codec import Output, ProtocolError, Request, Store, parse_request
 
 log = logging.getLogger("kdbusfs.session")
 
@@ -340,14 +340,6 @@ def _run_one(action: Callable[[], None]) -> None:
         log.warning("answering a launched client failed: %s", exc.strerror)
 
 
-_STORE = p.Notify.STORE
-
-
-def _is_store(message: bytes) -> bool:
-    # A notification is a reply with unique 0 and the notify code in the error field.
-    return message[4] == _STORE and message[8:16] == b"\0" * 8 and message[5:8] == b"\0\0\0"
-
-
 class _StoreWriter:
     """Writes FUSE_NOTIFY_STORE messages, and whatever must follow them, on a thread of its own.
 
@@ -366,16 +358,18 @@ class _StoreWriter:
 
     def write_all(self, messages: list[Output], what: str | int) -> None:
         for message in messages:
-            if callable(message):
-                # After everything before it, the stores it depends on included.
-                if self._pending:
-                    self._enqueue(message, what)
+            if isinstance(message, bytes):
+                if self._pending and what != p.Opcode.READ:
+                    self._enqueue(message, what)  # behind the stores before it
                 else:
-                    _run_one(message)
-            elif _is_store(message) or (self._pending and what != p.Opcode.READ):
+                    _write_one(self._fd, message, what)
+            elif isinstance(message, Store):
+                self._enqueue(message, what)
+            elif self._pending:
+                # An action runs after everything before it, the stores it depends on included.
                 self._enqueue(message, what)
             else:
-                _write_one(self._fd, message, what)
+                _run_one(message)
 
     def _enqueue(self, message: Output, what: str | int) -> None:
         if self._thread is None:
@@ -388,10 +382,12 @@ class _StoreWriter:
     def _run(self) -> None:
         while True:
             message, what = self._queue.get()
-            if callable(message):
-                _run_one(message)
-            else:
+            if isinstance(message, Store):
+                _write_one(self._fd, message.message, what)
+            elif isinstance(message, bytes):
                 _write_one(self._fd, message, what)
+            else:
+                _run_one(message)
             with self._lock:
                 self._pending -= 1
 

@@ -396,7 +396,7 @@ def test_notify_poll_encoding() -> None:
 
 def test_notify_store_encoding() -> None:
     data = b"\x07" * 13
-    assert codec.notify_store(5, 4096, data) == b"".join([
+    assert codec.notify_store(5, 4096, data).message == b"".join([
         struct.pack("<I", 16 + 24 + 13),            # len
         struct.pack("<i", p.Notify.STORE),          # error: notify code
         struct.pack("<Q", 0),                       # unique
