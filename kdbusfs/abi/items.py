@@ -7,7 +7,7 @@ and the per-type checks are the generic rules every command shares (KDBUS-SPEC.m
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ..bus.errors import KdbusError
@@ -247,6 +247,22 @@ def walk_items(
     if pos != align8(end):
         raise KdbusError(errno.EINVAL, "trailing bytes after the last item")
     return found
+
+
+def read_items(data: bytes, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The items of data[start:end] as (type, payload), for what the bus wrote (a pool slice).
+
+    No per-type rules: a reader takes the types it knows and skips the others. An item that does
+    not fit in the area raises ValueError, since the bus never writes one.
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos + _HEADER <= end:
+        size, item_type = _unpack_header(data, pos)
+        if size < _HEADER or pos + size > end:
+            raise ValueError(f"item at offset {pos} has bad size {size}")
+        yield item_type, bytes(data[pos + _HEADER : pos + size])
+        pos += align8(size)
 
 
 def item(item_type: int, payload: bytes) -> bytes:

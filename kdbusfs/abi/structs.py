@@ -110,6 +110,11 @@ notify_id_change = c.Struct("id" / u64, "flags" / u64)
 notify_name_change = c.Struct("old_id" / u64, "old_flags" / u64, "new_id" / u64, "new_flags" / u64)
 policy_access = c.Struct("type" / u64, "access" / u64, "id" / u64)
 audit = c.Struct("sessionid" / u32, "loginuid" / u32)
+# Fixed parts in front of variable data: kdbus_bloom_filter (then the filter words), kdbus_name
+# (OWNED_NAME: then the NUL-terminated name), kdbus_caps (then four capability sets).
+bloom_filter = c.Struct("generation" / u64)
+name = c.Struct("flags" / u64)
+caps = c.Struct("last_cap" / u32)
 
 CMD = Layout("kdbus_cmd", cmd)
 CMD_HELLO = Layout("kdbus_cmd_hello", cmd_hello)
@@ -133,6 +138,9 @@ NOTIFY_ID_CHANGE = Layout("kdbus_notify_id_change", notify_id_change)
 NOTIFY_NAME_CHANGE = Layout("kdbus_notify_name_change", notify_name_change)
 POLICY_ACCESS = Layout("kdbus_policy_access", policy_access)
 AUDIT = Layout("kdbus_audit", audit)
+BLOOM_FILTER = Layout("kdbus_bloom_filter", bloom_filter)
+NAME = Layout("kdbus_name", name)
+CAPS = Layout("kdbus_caps", caps)
 
 U64 = struct.Struct("<Q")
 ITEM_HEADER_SIZE = ITEM_HEADER.size
