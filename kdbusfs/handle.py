@@ -15,7 +15,7 @@ import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Generic, Protocol
 
 from .abi import structs
 from .abi.constants import (
@@ -43,7 +43,7 @@ from .abi.constants import (
     ioc_size,
 )
 from .abi.items import ItemSpec, ParsedItem, item, walk_items
-from .abi.structs import U64, Layout
+from .abi.structs import U64, Layout, T
 from .bus import limits
 from .bus.bus import Bus
 from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner, is_privileged, unicast
@@ -147,39 +147,38 @@ class Handle:
             self.conn.pool.close()
 
 
-class Args:
-    """A command struct copied from the caller, its fixed part editable for write-back."""
+class Args(Generic[T]):
+    """A command struct copied from the caller: its fixed part as the caller wrote it (`fields`)
+    and as it goes back (`out`, which commands replace fields of by name), and its items."""
 
-    __slots__ = ("address", "data", "original", "fixed", "fields", "items", "negotiate")
+    __slots__ = ("address", "data", "layout", "fields", "out", "items", "negotiate")
 
-    def __init__(self, address: int, data: bytes, layout: Layout,
+    def __init__(self, address: int, data: bytes, layout: Layout[T],
                  items: dict[int, list[ParsedItem]]) -> None:
         self.address = address
         self.data = data
-        self.original = original = data[: layout.size]
-        self.fixed = bytearray(original)
-        self.fields = fields = layout.unpack(original)
+        self.layout = layout
+        self.fields: T = layout.unpack(data)
+        self.out: T = self.fields
         self.items = items
-        self.negotiate = bool(fields[1] & FLAG_NEGOTIATE)
+        self.negotiate = bool(U64.unpack_from(data, 8)[0] & FLAG_NEGOTIATE)
 
     def item(self, item_type: int) -> ParsedItem | None:
         found = self.items.get(item_type)
         return found[0] if found else None
 
-    def set_u64(self, offset: int, value: int) -> None:
-        U64.pack_into(self.fixed, offset, value)
-
-    def set_bytes(self, offset: int, value: bytes) -> None:
-        self.fixed[offset : offset + len(value)] = value
+    def fixed(self) -> bytes:
+        """The fixed part to write back."""
+        return self.layout.pack_fields(self.out)
 
 
-Runner = Callable[[Handle, Args, Caller], "Pending | None"]
+Runner = Callable[[Handle, Args[Any], Caller], "Pending | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     cmd: Cmd
-    layout: Layout
+    layout: Layout[Any]
     flags: int
     items: dict[int, ItemSpec]
     run: Runner
@@ -191,7 +190,7 @@ class Command:
     kinds: tuple[Kind, ...] = ()
     mandatory: tuple[int, ...] = field(default=())
     # Extra work when negotiating (SEND negotiates its message too).
-    negotiate: Callable[[Handle, Args, Caller], None] | None = None
+    negotiate: Callable[[Handle, Args[Any], Caller], None] | None = None
     # Commands that report through their struct even when failing (RECV on EAGAIN).
     writeback_on_error: bool = False
 
@@ -214,7 +213,7 @@ def _attach_flags(value: int) -> int:
 
 # -- setup commands -----------------------------------------------------------------------------
 
-def _bus_make(handle: Handle, args: Args, caller: Caller) -> None:
+def _bus_make(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     assert isinstance(handle.node, Control)
     name_item = args.item(Item.MAKE_NAME)
     bloom_item = args.item(Item.BLOOM_PARAMETER)
@@ -236,7 +235,7 @@ def _bus_make(handle: Handle, args: Args, caller: Caller) -> None:
     log.info("bus %s (id %d) created by uid %d", bus.name, bus.id, bus.uid)
 
 
-def _endpoint_make(handle: Handle, args: Args, caller: Caller) -> None:
+def _endpoint_make(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     endpoint = handle.node
     assert isinstance(endpoint, Endpoint)
     if not is_owner(endpoint, handle.opener):
@@ -251,7 +250,7 @@ def _endpoint_make(handle: Handle, args: Args, caller: Caller) -> None:
     log.info("endpoint %s/%s created", endpoint.bus.name, made.name)
 
 
-def _endpoint_update(handle: Handle, args: Args, caller: Caller) -> None:
+def _endpoint_update(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     endpoint = handle.endpoint
     assert endpoint is not None and endpoint.policy is not None
     if not endpoint.active:
@@ -260,7 +259,7 @@ def _endpoint_update(handle: Handle, args: Args, caller: Caller) -> None:
     endpoint.policy.entries = dict(parse_upload(items, allow_wildcards=True))
 
 
-def _hello(handle: Handle, args: Args, caller: Caller) -> None:
+def _hello(handle: Handle, args: Args[structs.CmdHello], caller: Caller) -> None:
     endpoint = handle.node
     assert isinstance(endpoint, Endpoint)
     f = args.fields
@@ -302,17 +301,14 @@ def _hello(handle: Handle, args: Args, caller: Caller) -> None:
         conn.pool.close()
         raise
     bus = endpoint.bus
-    args.set_u64(40, bus.bus_flags)
-    args.set_u64(48, conn.id)
-    args.set_u64(64, offset)
-    args.set_u64(72, items_size)
-    args.set_bytes(80, bus.id128)
+    args.out = args.out._replace(bus_flags=bus.bus_flags, id=conn.id, offset=offset, items_size=items_size,
+                                 id128=bus.id128)
     handle.type = HandleType.CONNECTED
     handle.conn = conn
     log.debug("connection %d on %s/%s (%s)", conn.id, bus.name, endpoint.name, conn.kind.value)
 
 
-def _register_special(conn: Connection, name: str, args: Args) -> None:
+def _register_special(conn: Connection, name: str, args: Args[structs.CmdHello]) -> None:
     """An activator holds its name; activators and policy holders put up policy for their name."""
     access = args.items.get(Item.POLICY_ACCESS, [])
     name_item = args.item(Item.NAME)
@@ -354,7 +350,7 @@ def _only(process: Process, mask: int) -> Process:
 _UNSET32 = 0xFFFF_FFFF
 
 
-def _faked_snapshot(args: Args) -> Snapshot:
+def _faked_snapshot(args: Args[structs.CmdHello]) -> Snapshot:
     """Metadata a bus owner states for its connection; no real process facts go with it."""
     ids = (_UNSET32,) * 8
     creds_item = args.item(Item.CREDS)
@@ -378,7 +374,7 @@ def _conn(handle: Handle) -> Connection:
     return handle.conn
 
 
-def _byebye(handle: Handle, args: Args, caller: Caller) -> None:
+def _byebye(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     conn = _conn(handle)
     if conn.queue:
         raise KdbusError(errno.EBUSY, f"connection {conn.id} still has {len(conn.queue)} messages")
@@ -386,11 +382,11 @@ def _byebye(handle: Handle, args: Args, caller: Caller) -> None:
     log.debug("connection %d said goodbye", conn.id)
 
 
-def _free(handle: Handle, args: Args, caller: Caller) -> None:
+def _free(handle: Handle, args: Args[structs.CmdFree], caller: Caller) -> None:
     _conn(handle).pool.free_user(args.fields.offset)
 
 
-def _update(handle: Handle, args: Args, caller: Caller) -> None:
+def _update(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     conn = _conn(handle)
     send_item = args.item(Item.ATTACH_FLAGS_SEND)
     recv_item = args.item(Item.ATTACH_FLAGS_RECV)
@@ -412,7 +408,7 @@ def _update(handle: Handle, args: Args, caller: Caller) -> None:
     conn.attach_flags_send, conn.attach_flags_recv = new_send, new_recv
 
 
-def _match_add(handle: Handle, args: Args, caller: Caller) -> None:
+def _match_add(handle: Handle, args: Args[structs.CmdMatch], caller: Caller) -> None:
     conn = _conn(handle)
     assert conn.matches is not None
     rules = sorted((p for t, ps in args.items.items() if t != Item.NEGOTIATE for p in ps),
@@ -421,13 +417,13 @@ def _match_add(handle: Handle, args: Args, caller: Caller) -> None:
                      bool(args.fields.flags & MATCH_REPLACE))
 
 
-def _match_remove(handle: Handle, args: Args, caller: Caller) -> None:
+def _match_remove(handle: Handle, args: Args[structs.CmdMatch], caller: Caller) -> None:
     conn = _conn(handle)
     assert conn.matches is not None
     conn.matches.remove(args.fields.cookie)
 
 
-def _conn_info(handle: Handle, args: Args, caller: Caller) -> None:
+def _conn_info(handle: Handle, args: Args[structs.CmdInfo], caller: Caller) -> None:
     conn = _conn(handle)
     attach = _attach_flags(args.fields.attach_flags)
     name_item = args.item(Item.NAME)
@@ -446,19 +442,17 @@ def _conn_info(handle: Handle, args: Args, caller: Caller) -> None:
         if not may_see(conn, caller.creds(), target):
             raise KdbusError(errno.ENXIO, f"connection {target.id} is not visible here")
     offset, size = conn.publish(conn.info_of(target, attach))
-    args.set_u64(40, offset)
-    args.set_u64(48, size)
+    args.out = args.out._replace(offset=offset, info_size=size)
 
 
-def _bus_creator_info(handle: Handle, args: Args, caller: Caller) -> None:
+def _bus_creator_info(handle: Handle, args: Args[structs.CmdInfo], caller: Caller) -> None:
     conn = _conn(handle)
     attach = _attach_flags(args.fields.attach_flags)
     offset, size = conn.publish(conn.bus_creator_info(attach))
-    args.set_u64(40, offset)
-    args.set_u64(48, size)
+    args.out = args.out._replace(offset=offset, info_size=size)
 
 
-def _list(handle: Handle, args: Args, caller: Caller) -> None:
+def _list(handle: Handle, args: Args[structs.CmdList], caller: Caller) -> None:
     conn = _conn(handle)
     flags = args.fields.flags
     records = []
@@ -487,15 +481,13 @@ def _list(handle: Handle, args: Args, caller: Caller) -> None:
             records.append(structs.INFO.pack(structs.INFO.size, peer.id, peer.flags))
     data = b"".join(records)
     if not data:
-        args.set_u64(24, conn.pool.size)
-        args.set_u64(32, 0)
+        args.out = args.out._replace(offset=conn.pool.size, list_size=0)
         return
     offset, size = conn.publish(data)
-    args.set_u64(24, offset)
-    args.set_u64(32, size)
+    args.out = args.out._replace(offset=offset, list_size=size)
 
 
-def _name_acquire(handle: Handle, args: Args, caller: Caller) -> None:
+def _name_acquire(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     conn = _conn(handle)
     name_item = args.item(Item.NAME)
     assert name_item is not None
@@ -509,47 +501,40 @@ def _name_acquire(handle: Handle, args: Args, caller: Caller) -> None:
     except KdbusError as exc:
         flags = getattr(exc, "return_flags", None)
         if flags is not None:
-            args.set_u64(16, flags)
+            args.out = args.out._replace(return_flags=flags)
         raise
-    args.set_u64(16, return_flags)
+    args.out = args.out._replace(return_flags=return_flags)
 
 
-def _name_release(handle: Handle, args: Args, caller: Caller) -> None:
+def _name_release(handle: Handle, args: Args[structs.Cmd], caller: Caller) -> None:
     conn = _conn(handle)
     name_item = args.item(Item.NAME)
     assert name_item is not None
     conn.bus.names.release(conn, name_item.string)
 
 
-def _recv(handle: Handle, args: Args, caller: Caller) -> None:
+def _recv(handle: Handle, args: Args[structs.CmdRecv], caller: Caller) -> None:
     conn = _conn(handle)
     flags = args.fields.flags
     if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
         raise KdbusError(errno.EINVAL, "RECV cannot DROP by priority")
     lost = conn.take_lost()
-    args.set_u64(32, lost)
-    if lost:
-        args.set_u64(16, RECV_RETURN_DROPPED_MSGS)
-    args.set_u64(40, conn.pool.size)
-    args.set_u64(48, 0)
-    args.set_u64(56, 0)
+    # What an empty queue (EAGAIN) reports, with the count of messages lost since the last RECV.
+    args.out = args.out._replace(dropped_msgs=lost, return_flags=RECV_RETURN_DROPPED_MSGS if lost else 0,
+                                 msg_offset=conn.pool.size, msg_msg_size=0, msg_return_flags=0)
     priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
     offset, size, return_flags, passed = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP),
                                                    priority)
     if passed is not None and caller.install(passed, conn.pool, offset):
         return_flags &= ~RECV_RETURN_INCOMPLETE_FDS
-    args.set_u64(40, offset)
-    args.set_u64(48, size)
-    args.set_u64(56, return_flags)
+    args.out = args.out._replace(msg_offset=offset, msg_msg_size=size, msg_return_flags=return_flags)
 
 
-def _send(handle: Handle, args: Args, caller: Caller) -> Pending | None:
+def _send(handle: Handle, args: Args[structs.CmdSend], caller: Caller) -> Pending | None:
     conn = _conn(handle)
     cmd_flags = args.fields.flags
     # The reply field reads "no reply" unless a synchronous call gets one.
-    args.set_u64(32, conn.pool.size)
-    args.set_u64(40, 0)
-    args.set_u64(48, 0)
+    args.out = args.out._replace(reply_offset=conn.pool.size, reply_msg_size=0, reply_return_flags=0)
     cancel_fd = None
     cancel_item = args.item(Item.CANCEL_FD)
     if cancel_item is not None:
@@ -566,7 +551,8 @@ def _send(handle: Handle, args: Args, caller: Caller) -> Pending | None:
         raise
 
 
-def _send_message(conn: Connection, args: Args, caller: Caller, cancel_fd: int | None) -> Pending | None:
+def _send_message(conn: Connection, args: Args[structs.CmdSend], caller: Caller,
+                  cancel_fd: int | None) -> Pending | None:
     cmd_flags = args.fields.flags
     data = copy_in(caller, args.fields.msg_address, structs.MSG, b"")
     msg = stage_user(data, cmd_flags, conn.bus.bloom_size, caller.files)
@@ -577,7 +563,7 @@ def _send_message(conn: Connection, args: Args, caller: Caller, cancel_fd: int |
         msg.release_passed()
 
 
-def _deliver(conn: Connection, msg: Staged, cmd_flags: int, args: Args, caller: Caller,
+def _deliver(conn: Connection, msg: Staged, cmd_flags: int, args: Args[structs.CmdSend], caller: Caller,
              cancel_fd: int | None) -> Pending | None:
     if msg.src_id not in (0, conn.id):
         raise KdbusError(errno.EINVAL, f"src_id {msg.src_id} is not the sender's id {conn.id}")
@@ -600,7 +586,7 @@ def _deliver(conn: Connection, msg: Staged, cmd_flags: int, args: Args, caller: 
     return None
 
 
-def _negotiate_send(handle: Handle, args: Args, caller: Caller) -> None:
+def _negotiate_send(handle: Handle, args: Args[structs.CmdSend], caller: Caller) -> None:
     """A negotiating SEND also negotiates the message it points to, if any."""
     address = args.fields.msg_address
     if not address:
@@ -700,7 +686,7 @@ _PAGE = limits.PAGE_SIZE
 _READ_AHEAD = 512
 
 
-def copy_in(caller: Caller, address: int, layout: Layout, in_data: bytes) -> bytes:
+def copy_in(caller: Caller, address: int, layout: Layout[Any], in_data: bytes) -> bytes:
     """The whole command struct from the caller: aligned, at least the fixed part, at most 32 KiB."""
     if address & 7:
         raise KdbusError(errno.EFAULT, f"{layout.name} at unaligned address {address:#x}")
@@ -753,10 +739,11 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
     if args.negotiate:
         if command.negotiate is not None:
             command.negotiate(handle, args, caller)
-        args.set_u64(8, command.flags)
+        args.out = args.out._replace(flags=command.flags)
         caller.write(address + 8, U64.pack(command.flags))
-        return bytes(args.fixed[: ioc_size(cmd)]) if returns_struct else b""
-    U64.pack_into(args.fixed, 16, 0)
+        return args.fixed() if returns_struct else b""
+    if args.fields.return_flags:
+        args.out = args.out._replace(return_flags=0)
     try:
         if command.mandatory:
             missing = [t for t in command.mandatory if t not in items]
@@ -764,17 +751,17 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
                 raise KdbusError(errno.EINVAL, f"{command.cmd.name}: missing item {Item(missing[0]).name}")
         pending = command.run(handle, args, caller)
     except KdbusError:
-        if command.writeback_on_error and args.fixed != args.original:
-            caller.write(address, bytes(args.fixed))
-        elif args.fixed[16:24] != args.original[16:24]:
-            caller.write(address + 16, bytes(args.fixed[16:24]))
+        if command.writeback_on_error and args.out != args.fields:
+            caller.write(address, args.fixed())
+        elif args.out.return_flags != args.fields.return_flags:
+            caller.write(address + 16, U64.pack(args.out.return_flags))
         raise
     if pending is not None:
         return pending
     if returns_struct:
-        return bytes(args.fixed)
-    if args.fixed != args.original:
-        caller.write(address, bytes(args.fixed))
+        return args.fixed()
+    if args.out != args.fields:
+        caller.write(address, args.fixed())
     return b""
 
 
@@ -784,7 +771,7 @@ def _write_return_flags(caller: Caller, address: int, data: bytes) -> None:
         caller.write(address + 16, bytes(8))
 
 
-def _negotiate_items(args: Args, command: Command, caller: Caller) -> None:
+def _negotiate_items(args: Args[Any], command: Command, caller: Caller) -> None:
     """Zero, in the caller's NEGOTIATE item, every item type this command does not accept."""
     negotiation = args.item(Item.NEGOTIATE)
     if negotiation is None:

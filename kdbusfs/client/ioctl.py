@@ -15,7 +15,7 @@ import ctypes.util
 from typing import Any
 
 from ..abi.constants import Cmd
-from ..abi.structs import U64, Layout, align8
+from ..abi.structs import U64, Layout, T, align8
 from .errors import command_error
 
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -43,12 +43,12 @@ class Pinned:
     def u64(self, offset: int) -> int:
         return int(U64.unpack(self.read(offset, U64.size))[0])
 
-    def fields(self, layout: Layout) -> Any:
+    def fields(self, layout: Layout[T]) -> T:
         """The fixed part as `layout`'s named tuple (what the bus wrote back)."""
         return layout.unpack(self.read(0, layout.size))
 
 
-def command(layout: Layout, *fields: int | bytes, items: bytes = b"") -> Pinned:
+def command(layout: Layout[Any], *fields: int | bytes, items: bytes = b"") -> Pinned:
     """A command struct: `layout`'s fields after `size` (which is computed), then `items`."""
     return Pinned(layout.pack(layout.size + len(items), *fields) + items)
 

@@ -110,7 +110,7 @@ def test_layout_unpack_at_offset() -> None:
 
 
 def test_msg_info_declaration_is_24_bytes() -> None:
-    assert structs.msg_info.sizeof() == 24
+    assert structs.MSG_INFO.declaration.sizeof() == 24
 
 
 def test_item_header_size_constant() -> None:
