@@ -22,7 +22,9 @@ from kdbusfs.abi.structs import Layout
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.errors import KdbusError
+from kdbusfs.bus.message import Passed
 from kdbusfs.bus.metadata import Creds, Snapshot
+from kdbusfs.bus.pool import Pool
 from kdbusfs.handle import Control, Handle, ioctl
 
 BASE = 0x10000
@@ -74,6 +76,12 @@ class FakeCaller:
     def close_fd(self, fd: int) -> None:
         raise AssertionError("the fake task never hands over descriptors")
 
+    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+        """The fake task cannot be given descriptors (like a receiver not started under the
+        launcher): they are closed and their numbers stay -1 in the message."""
+        passed.close()
+        return False
+
     def _index(self, address: int, size: int) -> int:
         start = address - self.base
         if start < 0 or start + size > len(self.memory):
@@ -109,7 +117,7 @@ def raises_errno(expected: int) -> Iterator[Any]:
 
 # -- command builders ---------------------------------------------------------------------------
 
-def cmd_bytes(layout: Layout, items: bytes = b"", **fields: int | bytes) -> bytes:
+def cmd_bytes(layout: Layout[Any], items: bytes = b"", **fields: int | bytes) -> bytes:
     """A command struct: fixed part from `fields` (0 by default; size = fixed + items), then items."""
     values: dict[str, int | bytes] = {}
     for name in layout.tuple._fields:
