@@ -50,7 +50,7 @@ from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner, is_privileg
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError
-from .bus.message import MSG_FLAGS, Passed, SenderFiles, Staged, stage_user
+from .bus.message import MSG_FLAGS, Passed, SenderFiles, Staged, parse_user, stage_parsed
 from .bus.metadata import (
     DAEMON_USERNS,
     UNKNOWN_ROOT,
@@ -535,6 +535,8 @@ def _send(handle: Handle, args: Args[structs.CmdSend], caller: Caller) -> Pendin
     cmd_flags = args.fields.flags
     # The reply field reads "no reply" unless a synchronous call gets one.
     args.out = args.out._replace(reply_offset=conn.pool.size, reply_msg_size=0, reply_return_flags=0)
+    # kdbus's order: the message's framing, then the CANCEL_FD, then src_id, then the rest.
+    parsed = parse_user(copy_in(caller, args.fields.msg_address, structs.MSG, b""))
     cancel_fd = None
     cancel_item = args.item(Item.CANCEL_FD)
     if cancel_item is not None:
@@ -544,29 +546,22 @@ def _send(handle: Handle, args: Args[structs.CmdSend], caller: Caller) -> Pendin
             caller.close_fd(cancel_fd)
             cancel_fd = None
     try:
-        return _send_message(conn, args, caller, cancel_fd)
+        if parsed.fields.src_id not in (0, conn.id):
+            raise KdbusError(errno.EINVAL, f"src_id {parsed.fields.src_id} is not the sender's id {conn.id}")
+        msg = stage_parsed(parsed, cmd_flags, conn.bus.bloom_size, caller.files)
+        try:
+            return _deliver(conn, msg, cmd_flags, args, caller, cancel_fd)
+        finally:
+            # Whatever no receiver's queue took (a broadcast, a failed or synchronous delivery).
+            msg.release_passed()
     except BaseException:
         if cancel_fd is not None:
             caller.close_fd(cancel_fd)
         raise
 
 
-def _send_message(conn: Connection, args: Args[structs.CmdSend], caller: Caller,
-                  cancel_fd: int | None) -> Pending | None:
-    cmd_flags = args.fields.flags
-    data = copy_in(caller, args.fields.msg_address, structs.MSG, b"")
-    msg = stage_user(data, cmd_flags, conn.bus.bloom_size, caller.files)
-    try:
-        return _deliver(conn, msg, cmd_flags, args, caller, cancel_fd)
-    finally:
-        # Whatever no receiver's queue took (a broadcast, a failed or synchronous delivery).
-        msg.release_passed()
-
-
 def _deliver(conn: Connection, msg: Staged, cmd_flags: int, args: Args[structs.CmdSend], caller: Caller,
              cancel_fd: int | None) -> Pending | None:
-    if msg.src_id not in (0, conn.id):
-        raise KdbusError(errno.EINVAL, f"src_id {msg.src_id} is not the sender's id {conn.id}")
     msg.src_id = conn.id
     sync = None
     now = time.monotonic_ns()

@@ -164,22 +164,44 @@ class Staged:
         return not self.expects_reply and self.timeout_or_reply != 0
 
 
-def stage_user(data: bytes, cmd_flags: int, bloom_size: int,
-               files: Callable[[], SenderFiles] | None = None) -> Staged:
-    """Parse and check a sender's kdbus_msg (already copied in, `data` = its `size` bytes)."""
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A sender's kdbus_msg past the generic checks (its struct, flags and item framing)."""
+
+    data: bytes
+    fields: structs.Msg
+    # Its items as (type, offset, size).
+    found: list[tuple[int, int, int]]
+
+
+def parse_user(data: bytes) -> Parsed:
+    """The generic checks of a sender's kdbus_msg (already copied in, `data` = its `size` bytes),
+    which kdbus makes before looking at anything else of the SEND (its CANCEL_FD, its src_id)."""
     fields = structs.MSG.unpack(data)
     if fields.flags & ~MSG_FLAGS:
         raise KdbusError(errno.EINVAL, f"unknown message flags {fields.flags:#x}")
-    found = _walk(data)
+    return Parsed(data, fields, _walk(data))
+
+
+def stage_parsed(parsed: Parsed, cmd_flags: int, bloom_size: int,
+                 files: Callable[[], SenderFiles] | None = None) -> Staged:
+    """Classify a parsed message and take in its items (descriptors included)."""
+    fields = parsed.fields
     staged = Staged(fields.flags, fields.priority, fields.dst_id, fields.src_id, fields.payload_type,
                     fields.cookie, fields.timeout_ns)
     _classify(staged, cmd_flags)
     try:
-        _import_items(staged, data, found, bloom_size, files)
+        _import_items(staged, parsed.data, parsed.found, bloom_size, files)
     except BaseException:
         staged.release_passed()
         raise
     return staged
+
+
+def stage_user(data: bytes, cmd_flags: int, bloom_size: int,
+               files: Callable[[], SenderFiles] | None = None) -> Staged:
+    """Parse, check and stage a sender's kdbus_msg in one go."""
+    return stage_parsed(parse_user(data), cmd_flags, bloom_size, files)
 
 
 _SINGLE = frozenset({Item.FDS, Item.BLOOM_FILTER, Item.DST_NAME})

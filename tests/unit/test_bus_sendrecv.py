@@ -177,20 +177,12 @@ def test_malformed_messages_are_refused_with_kdbus_errno(
     assert not conn_of(receiver).queue
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model bug: src_id is checked after the message is classified and its items imported "
-    "(handle._deliver), where kdbus (kdbus_cmd_send) and KDBUS-SPEC.md §5.2 check it first: "
-    "a broadcast without SIGNAL from a wrong src_id gets EBADMSG instead of EINVAL"))
 def test_a_wrong_src_id_is_refused_before_the_message_is_examined(bus: Bus) -> None:
     sender, other = pair(bus)
     with raises_errno(errno.EINVAL):
         send(sender, DST_ID_BROADCAST, src_id=other.id)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model bug: CANCEL_FD is looked up (handle._send) before the message is copied in and "
-    "parsed, where kdbus (kdbus_cmd_send) and KDBUS-SPEC.md §5.2 parse the message first: a "
-    "malformed message with a closed cancel fd gets EBADF instead of EINVAL"))
 def test_the_message_is_parsed_before_the_cancel_fd_is_looked_up(bus: Bus) -> None:
     sender, receiver = pair(bus)  # the fake task has no open fds: fd 9 is EBADF
     with raises_errno(errno.EINVAL):
