@@ -202,7 +202,7 @@ class Filesystem:
             reply = codec.reply_error(unique, errno.EIO)
         else:
             reply = None if payload is None else codec.reply(unique, payload)
-        if self.domain.changed or self.domain.completed:
+        if self.domain.has_effects:
             self._flush()
         if reply is not None:
             out.append(reply)
@@ -245,7 +245,7 @@ class Filesystem:
         self._out = []
         try:
             answer = self._serve_notification(listener, notification, forwarded)
-            if self.domain.changed or self.domain.completed:
+            if self.domain.has_effects:
                 self._flush()
         except Exception:
             log.exception("serving a launched client's ioctl failed unexpectedly")
@@ -307,7 +307,7 @@ class Filesystem:
                 if handle.conn is not None:
                     # The installed numbers are pool bytes too: they must reach the client's page
                     # cache before the answer (flushed below), whatever else is still queued.
-                    self.domain.changed.append(handle.conn)
+                    self.domain.wake(handle.conn)
         except KdbusError as exc:
             self._refused(f"{_cmd_name(cmd)} (launched)", exc)
             err = exc.errno
@@ -388,7 +388,7 @@ class Filesystem:
         self._out = []
         try:
             action()
-            if self.domain.changed or self.domain.completed:
+            if self.domain.has_effects:
                 self._flush()
         except Exception:
             # As for requests: a bug of ours must cost this one event, never the daemon.
@@ -397,14 +397,12 @@ class Filesystem:
 
     def _flush(self) -> None:
         """Push pool bytes to page caches, wake pollers, answer blocked calls that finished."""
-        domain = self.domain
-        changed, domain.changed = domain.changed, []
+        woken, completed = self.domain.take_effects()
         seen: set[int] = set()
-        for conn in changed:
+        for conn in woken:
             if conn.id not in seen:
                 seen.add(conn.id)
                 self._push(conn)
-        completed, domain.completed = domain.completed, []
         for wait in completed:
             self._answer(wait)
 
@@ -786,7 +784,7 @@ class Filesystem:
                     self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
                 else:
                     _seal_pool(opened.backing_fd)
-                self.domain.changed.append(conn)
+                self.domain.wake(conn)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
             self._block(out, _Blocked(request.unique, h.pid, out.address, out.msg_address))

@@ -165,7 +165,7 @@ class Bus:
             except KdbusError as exc:
                 log.debug("monitor %d lost a message: %s", monitor.id, exc)
                 monitor.lost += 1
-                self.domain.changed.append(monitor)
+                self.domain.wake(monitor)
 
     # -- replies ------------------------------------------------------------------------------
     def schedule_timeout(self, reply: Reply) -> None:
@@ -233,7 +233,7 @@ class Bus:
                 conn.enqueue(msg, None, None)
             except KdbusError:
                 conn.lost += 1
-                self.domain.changed.append(conn)
+                self.domain.wake(conn)
 
     def _notify_name(self, kind: int, name: str, old: tuple[int, int], new: tuple[int, int]) -> None:
         payload = structs.NOTIFY_ID_CHANGE.pack(*old) + structs.NOTIFY_ID_CHANGE.pack(*new) + \
@@ -267,7 +267,7 @@ class Bus:
                 log.info("message moved from %d to %d lost: %s", from_.id, to.id, exc)
                 entry.drop_passed()
                 to.lost += 1
-                self.domain.changed.append(to)
+                self.domain.wake(to)
                 if entry.reply is not None:
                     self.reply_dead(entry.reply)
             finally:
@@ -287,7 +287,7 @@ class Bus:
             except KdbusError as exc:
                 log.debug("broadcast to %d lost: %s", conn.id, exc)
                 conn.lost += 1
-                self.domain.changed.append(conn)
+                self.domain.wake(conn)
                 continue
             # Each receiver may install the memfds a broadcast passes (it cannot carry FDS).
             entry.passed = msg.share_passed()

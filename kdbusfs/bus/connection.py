@@ -171,7 +171,7 @@ class Connection:
         self.pool.write(piece, data)
         self.pool.publish(piece)
         self.pool.release_bus_ref(piece)
-        self.bus.domain.changed.append(self)
+        self.bus.domain.wake(self)
         return piece.offset, piece.size
 
     # -- queueing -----------------------------------------------------------------------------
@@ -270,14 +270,14 @@ class Connection:
         entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
                       msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept)
         self.queue.add(entry)
-        self.bus.domain.changed.append(self)
+        self.bus.domain.wake(self)
         return entry
 
     def _dequeue(self, entry: Entry) -> None:
         self.queue.remove(entry)
         self._uncharge(entry.user_key, entry.slice.size, entry.fds)
         if not self.queue:
-            self.bus.domain.changed.append(self)
+            self.bus.domain.wake(self)
 
     def take_entry(self, entry: Entry) -> None:
         """Unqueue `entry` to move it elsewhere; the caller releases its slice afterwards."""
@@ -309,7 +309,7 @@ class Connection:
                       kept=entry.kept if self.pool.client_writable else None, passed=entry.passed)
         entry.passed = None
         self.queue.add(moved)
-        self.bus.domain.changed.append(self)
+        self.bus.domain.wake(self)
 
     @property
     def user_key(self) -> int:
@@ -376,7 +376,7 @@ class Connection:
             bus.forget_reply(reply)
         for reply in list(self.awaited):
             bus.reply_dead(reply)
-        bus.domain.changed.append(self)
+        bus.domain.wake(self)
         bus.connection_gone(self)
         return True
 
@@ -451,7 +451,7 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
             except KdbusError as exc:
                 answered.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
                 raise
-            caller.bus.domain.changed.append(caller)
+            caller.bus.domain.wake(caller)
             answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
                                  msg.share_passed())
             return

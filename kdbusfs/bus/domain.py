@@ -60,16 +60,44 @@ class Domain:
     buses: dict[str, Bus] = field(default_factory=dict)
     users: dict[int, User] = field(default_factory=dict)
     active: bool = True
-    # Connections whose poll state changed since the edge last looked (it wakes their pollers).
-    changed: list[Connection] = field(default_factory=list)
-    # Synchronous SENDs whose outcome is known: the edge answers their blocked ioctls.
-    completed: list[SyncWait] = field(default_factory=list)
+    # The model's effects the edge acts on, recorded through wake() and complete() only.
+    _woken: list[Connection] = field(default_factory=list)
+    _completed: list[SyncWait] = field(default_factory=list)
     # Reply deadlines: (CLOCK_MONOTONIC ns, tie-breaker, tracker).
     timers: list[tuple[int, int, Reply]] = field(default_factory=list)
     # One counter numbers buses and connections alike; ids are never reused.
     _last_id: int = 0
     _timer_seq: int = 0
     _anonymous: int = 0
+
+    # -- effects ----------------------------------------------------------------------------
+    def wake(self, conn: Connection) -> None:
+        """`conn`'s pool or poll state changed: the edge pushes its new pool bytes to the client
+        and wakes its pollers."""
+        self._woken.append(conn)
+
+    def complete(self, wait: SyncWait) -> None:
+        """A synchronous SEND's outcome is known: the edge answers its blocked ioctl."""
+        self._completed.append(wait)
+
+    @property
+    def has_effects(self) -> bool:
+        return bool(self._woken or self._completed)
+
+    @property
+    def woken(self) -> tuple[Connection, ...]:
+        return tuple(self._woken)
+
+    @property
+    def completed(self) -> tuple[SyncWait, ...]:
+        return tuple(self._completed)
+
+    def take_effects(self) -> tuple[list[Connection], list[SyncWait]]:
+        """What happened since the last call: the connections woken (in order, repeats
+        included) and the calls completed."""
+        woken, self._woken = self._woken, []
+        completed, self._completed = self._completed, []
+        return woken, completed
 
     def schedule(self, deadline_ns: int, reply: Reply) -> None:
         self._timer_seq += 1

@@ -379,7 +379,7 @@ def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
     """Lay the message out in `pool` at `offset` (the slice is allocated and large enough);
     `layout` is what layout_size() says for this receiver."""
     render(msg, pool.buffer, offset, meta, layout)
-    pool.dirty.append((offset, offset + layout[2]))
+    pool.touched(offset, offset + layout[2])
 
 
 def render(msg: Staged, buf: Buffer, offset: int, meta: bytes, layout: tuple[int, int, int]) -> None:

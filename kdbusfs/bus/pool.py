@@ -77,6 +77,10 @@ class Pool:
         self.buffer[start:end] = data
         self.dirty.append((start, end))
 
+    def touched(self, start: int, end: int) -> None:
+        """Bytes [start, end) were changed in place (after the message was written)."""
+        self.dirty.append((start, end))
+
     def publish(self, piece: Slice) -> None:
         """Hand the slice's offset to the client: it now holds a reference until FREE."""
         piece.user_ref = True

@@ -51,7 +51,7 @@ class SyncWait:
         self.passed = passed
         if self in self.caller.sync_waits:
             self.caller.sync_waits.remove(self)
-        self.caller.bus.domain.completed.append(self)
+        self.caller.bus.domain.complete(self)
 
 
 @dataclass(slots=True, eq=False)

@@ -97,6 +97,6 @@ class SupervisedCaller(RequestCaller):
             struct.pack_into("<i", pool.buffer, offset + slot, number)
             touched.append(offset + slot)
         if touched:
-            pool.dirty.append((min(touched), max(touched) + 4))
+            pool.touched(min(touched), max(touched) + 4)
         passed.close()
         return complete

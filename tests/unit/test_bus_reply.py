@@ -245,12 +245,12 @@ def test_a_synchronous_reply_lands_in_the_callers_pool_not_in_its_queue(bus: Bus
     caller, replier = pair(bus)
     pending = call_sync(caller, replier.id, cookie=3)
     wait = pending.wait
-    assert not wait.done and bus.domain.completed == []
+    assert not wait.done and bus.domain.completed == ()
     assert conn_of(caller).sync_waits == [wait]
     question = receive(replier)
     assert question.header.cookie == 3
     reply(replier, caller.id, 3, vec_item(replier.caller, b"the answer"))
-    assert (wait.errno, bus.domain.completed) == (0, [wait])
+    assert (wait.errno, bus.domain.completed) == (0, (wait,))
     assert wait.reply is not None
     offset, size, return_flags = wait.reply
     assert return_flags == 0
@@ -314,7 +314,7 @@ def test_a_cancelled_synchronous_call_is_ecanceled_and_a_late_reply_finds_nothin
     wait.cancel()
     assert wait.errno == errno.ECANCELED and conn_of(caller).trackers == []
     wait.cancel()  # a second readiness changes nothing
-    assert bus.domain.completed == [wait]
+    assert bus.domain.completed == (wait,)
     with raises_errno(errno.EBADSLT):
         reply(replier, caller.id, 1)
 

@@ -701,7 +701,7 @@ def test_byebye_disconnects(bus: Bus, domain: Domain) -> None:
     assert connection is not None
     run(conn.handle, conn.caller, Cmd.BYEBYE, cmd_bytes(structs.CMD))
     assert not connection.active
-    assert connection in domain.changed
+    assert connection in domain.woken
     assert conn.id not in bus.default_endpoint.connections
 
 
@@ -954,7 +954,7 @@ def test_releasing_bus_owner_removes_bus_and_disconnects(domain: Domain) -> None
     for conn in conns:
         assert conn.handle.conn is not None
         assert not conn.handle.conn.active
-        assert conn.handle.conn in domain.changed
+        assert conn.handle.conn in domain.woken
 
 
 def test_commands_after_bus_close_are_econnreset(domain: Domain) -> None:
@@ -977,7 +977,7 @@ def test_releasing_connection_handle_disconnects(bus: Bus, domain: Domain) -> No
     assert conn.handle.conn is not None
     assert not conn.handle.conn.active
     assert bus.default_endpoint.connections == {}
-    assert conn.handle.conn in domain.changed
+    assert conn.handle.conn in domain.woken
 
 
 def test_releasing_fresh_handle_does_nothing(domain: Domain) -> None:
