@@ -44,7 +44,7 @@ from .bus.reply import SyncWait
 from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Output, Request
-from .handle import Control, Handle, HandleType, Pending, ioctl
+from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
 from .host import Host
 from .host.caller import RequestCaller, SupervisedCaller
 from .host.mounts import task_file
@@ -301,6 +301,8 @@ class Filesystem:
             if isinstance(out, Pending):
                 self._block(out, _Supervised(listener, notification.id, tid, out.address, out.msg_address))
                 return None
+            # Only RECV and SEND are notified: neither connects a handle.
+            assert not isinstance(out, Connected)
             if cmd == Cmd.RECV:
                 # What FUSE would copy back for an _IOR command.
                 self.host.memory.write(tid, arg, out)
@@ -769,27 +771,30 @@ class Filesystem:
                 return self._supervise(opened, in_data, caller)
             finally:
                 caller.done()
-        was_connected = handle.type is HandleType.CONNECTED
         try:
             out = ioctl(handle, cmd, arg, in_data, caller)
         finally:
             caller.done()
-            conn = handle.conn
-            if conn is not None and not was_connected and handle.type is HandleType.CONNECTED:
-                opened.node.handle = handle
-                self._files_by_conn[conn.id] = opened
-                if opened.backing_fd is None:
-                    # Grow the inode to the pool's size so mappings of the whole pool can fault.
-                    last = conn.pool.size - PAGE_SIZE
-                    self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
-                else:
-                    _seal_pool(opened.backing_fd)
-                self.domain.wake(conn)
+        if isinstance(out, Connected):
+            self._connected(opened, out.conn)
+            return codec.ioctl_out(0, out.out)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
             self._block(out, _Blocked(request.unique, h.pid, out.address, out.msg_address))
             return None
         return codec.ioctl_out(0, out)
+
+    def _connected(self, opened: OpenFile, conn: Connection) -> None:
+        """HELLO made `conn` on the file: its node now stands for it, and its pool is mapped."""
+        opened.node.handle = opened.handle
+        self._files_by_conn[conn.id] = opened
+        if opened.backing_fd is None:
+            # Grow the inode to the pool's size so mappings of the whole pool can fault.
+            last = conn.pool.size - PAGE_SIZE
+            self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
+        else:
+            _seal_pool(opened.backing_fd)
+        self.domain.wake(conn)
 
     def _block(self, pending: Pending, token: _Blocked | _Supervised) -> None:
         """Remember where to answer a synchronous call, and watch its CANCEL_FD."""

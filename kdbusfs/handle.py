@@ -101,6 +101,14 @@ class Pending:
     msg_address: int
 
 
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """HELLO made `conn` on the handle: the edge sets up what the connection needs of its file."""
+
+    conn: Connection
+    out: bytes
+
+
 class HandleType(enum.Enum):
     NONE = "none"
     BUS_OWNER = "bus owner"
@@ -172,7 +180,8 @@ class Args(Generic[T]):
         return self.layout.pack_fields(self.out)
 
 
-Runner = Callable[[Handle, Args[Any], Caller], "Pending | None"]
+# What a command body returns: a blocked call, the connection HELLO made, or nothing to report.
+Runner = Callable[[Handle, Args[Any], Caller], "Pending | Connection | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +268,7 @@ def _endpoint_update(handle: Handle, args: Args[structs.Cmd], caller: Caller) ->
     endpoint.policy.entries = dict(parse_upload(items, allow_wildcards=True))
 
 
-def _hello(handle: Handle, args: Args[structs.CmdHello], caller: Caller) -> None:
+def _hello(handle: Handle, args: Args[structs.CmdHello], caller: Caller) -> Connection:
     endpoint = handle.node
     assert isinstance(endpoint, Endpoint)
     f = args.fields
@@ -306,6 +315,7 @@ def _hello(handle: Handle, args: Args[structs.CmdHello], caller: Caller) -> None
     handle.type = HandleType.CONNECTED
     handle.conn = conn
     log.debug("connection %d on %s/%s (%s)", conn.id, bus.name, endpoint.name, conn.kind.value)
+    return conn
 
 
 def _register_special(conn: Connection, name: str, args: Args[structs.CmdHello]) -> None:
@@ -707,8 +717,10 @@ def copy_in(caller: Caller, address: int, layout: Layout[Any], in_data: bytes) -
     return bytes(head) + caller.read(address + len(head), size - len(head))
 
 
-def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller) -> bytes | Pending:
-    """Run one kdbus ioctl; returns the ioctl's out data, or Pending for a blocked call."""
+def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes,
+          caller: Caller) -> bytes | Pending | Connected:
+    """Run one kdbus ioctl; returns the ioctl's out data, Pending for a blocked call, or
+    Connected (with the out data) when HELLO has made a connection on the handle."""
     command = COMMANDS.get(cmd)
     if command is None:
         raise KdbusError(errno.ENOTTY, f"unknown ioctl {cmd:#x}")
@@ -744,20 +756,22 @@ def ioctl(handle: Handle, cmd: int, address: int, in_data: bytes, caller: Caller
             missing = [t for t in command.mandatory if t not in items]
             if missing:
                 raise KdbusError(errno.EINVAL, f"{command.cmd.name}: missing item {Item(missing[0]).name}")
-        pending = command.run(handle, args, caller)
+        outcome = command.run(handle, args, caller)
     except KdbusError:
         if command.writeback_on_error and args.out != args.fields:
             caller.write(address, args.fixed())
         elif args.out.return_flags != args.fields.return_flags:
             caller.write(address + 16, U64.pack(args.out.return_flags))
         raise
-    if pending is not None:
-        return pending
+    if isinstance(outcome, Pending):
+        return outcome
     if returns_struct:
-        return args.fixed()
-    if args.out != args.fields:
-        caller.write(address, args.fixed())
-    return b""
+        out = args.fixed()
+    else:
+        if args.out != args.fields:
+            caller.write(address, args.fixed())
+        out = b""
+    return out if outcome is None else Connected(outcome, out)
 
 
 def _write_return_flags(caller: Caller, address: int, data: bytes) -> None:

@@ -25,7 +25,7 @@ from kdbusfs.bus.errors import KdbusError
 from kdbusfs.bus.message import Passed
 from kdbusfs.bus.metadata import Creds, Snapshot
 from kdbusfs.bus.pool import Pool
-from kdbusfs.handle import Control, Handle, ioctl
+from kdbusfs.handle import Connected, Control, Handle, ioctl
 
 BASE = 0x10000
 MEMORY_SIZE = 0x10000
@@ -165,7 +165,8 @@ def hello_cmd(
 def run(handle: Handle, caller: FakeCaller, cmd: int, data: bytes, offset: int = 0) -> bytes:
     """Place `data` in the caller's memory and run the ioctl on it, as the edge would (no in_data)."""
     address = caller.place(data, offset)
-    return ioctl(handle, cmd, address, b"", caller)
+    out = ioctl(handle, cmd, address, b"", caller)
+    return out.out if isinstance(out, Connected) else out
 
 
 def control(domain: Domain, creds: Creds = CREATOR) -> tuple[Handle, FakeCaller]:
