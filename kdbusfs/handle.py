@@ -44,7 +44,7 @@ from .abi.constants import (
 )
 from .abi.items import ItemSpec, ParsedItem, item, walk_items
 from .abi.structs import U64, Layout, T
-from .bus import limits
+from .bus import limits, notify
 from .bus.bus import Bus
 from .bus.connection import HELLO_FLAGS, Connection, Kind, is_owner, is_privileged, unicast
 from .bus.domain import Domain
@@ -301,7 +301,7 @@ def _hello(handle: Handle, args: Args[structs.CmdHello], caller: Caller) -> Conn
     try:
         offset, items_size = conn.bloom_slice()
         if conn.kind is not Kind.MONITOR:
-            conn.bus.notify_id(Item.ID_ADD, conn)
+            notify.id_change(conn.bus, Item.ID_ADD, conn)
         if name is not None:
             _register_special(conn, name, args)
     except KdbusError:

@@ -1,21 +1,22 @@
 """A bus: a named message space in a domain, created by KDBUS_CMD_BUS_MAKE.
 
 The bus owns what its connections share: the name registry, the policy database, the message
-sequence counter, and the kernel notifications (reply timeouts and deaths, names, ids).
+sequence counter, and the replies awaited; notify.py has the kernel notifications it sends.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..abi import structs
-from ..abi.constants import DST_ID_BROADCAST, MSG_NO_AUTO_START, NAME_ACTIVATOR, Item
+from ..abi.constants import MSG_NO_AUTO_START, NAME_ACTIVATOR, Item
 from . import message as msgs
+from . import notify
 from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
@@ -23,7 +24,7 @@ from .errors import KdbusError
 from .match import NotificationSubscribers
 from .metadata import Creds, Process, Snapshot
 from .names import Registry, is_valid_name
-from .policy import PolicyDb, may_see_name, may_talk
+from .policy import PolicyDb, may_talk
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -66,7 +67,7 @@ class Bus:
     _last_seqnum: int = 0
 
     def __post_init__(self) -> None:
-        self.names = Registry(self._notify_name, self._move_messages)
+        self.names = Registry(functools.partial(notify.name_change, self), self._move_messages)
 
     @classmethod
     def make(
@@ -189,7 +190,7 @@ class Bus:
         if reply.sync is not None:
             reply.sync.finish(errno.EPIPE)
         else:
-            self.notify_caller(reply, Item.REPLY_DEAD)
+            notify.reply_lost(self, reply, Item.REPLY_DEAD)
 
     def reply_timeout(self, reply: Reply) -> None:
         if not reply.waiting:
@@ -199,55 +200,13 @@ class Bus:
             # No REPLY_TIMEOUT for synchronous calls; an abandoned (interrupted) one just goes away.
             reply.sync.finish(errno.ETIMEDOUT)
         else:
-            self.notify_caller(reply, Item.REPLY_TIMEOUT)
-
-    def notify_caller(self, reply: Reply, item_type: int) -> None:
-        caller = reply.caller
-        if not caller.active:
-            return
-        msg = msgs.stage_kernel(caller.id, reply.cookie, item_type)
-        self.stamp(msg)
-        self.to_monitors(msg, None, None)
-        try:
-            caller.enqueue(msg, None, None)
-        except KdbusError as exc:
-            # Unicast notifications that do not fit are lost silently, as in kdbus.
-            log.info("notification %#x to %d lost: %s", item_type, caller.id, exc)
-
-    # -- notifications ------------------------------------------------------------------------
-    def _broadcast_kernel(self, item_type: int, payload: bytes, name: str | None = None) -> None:
-        msg = msgs.stage_kernel(DST_ID_BROADCAST, 0, item_type, payload)
-        self.stamp(msg)
-        self.to_monitors(msg, None, None)
-        connections = self.connections
-        for conn_id in self.notification_subscribers.candidates(item_type):
-            conn = connections.get(conn_id)
-            if conn is None:
-                continue
-            matches = conn.matches
-            if matches is None or not matches.match_kernel(item_type, payload):
-                continue
-            if name is not None and not may_see_name(conn, conn.opener, name):
-                continue
-            try:
-                conn.enqueue(msg, None, None)
-            except KdbusError:
-                conn.lost += 1
-                self.domain.wake(conn)
-
-    def _notify_name(self, kind: int, name: str, old: tuple[int, int], new: tuple[int, int]) -> None:
-        payload = structs.NOTIFY_ID_CHANGE.pack(*old) + structs.NOTIFY_ID_CHANGE.pack(*new) + \
-            name.encode() + b"\0"
-        self._broadcast_kernel(kind, payload, name)
-
-    def notify_id(self, kind: int, conn: Connection) -> None:
-        self._broadcast_kernel(kind, structs.NOTIFY_ID_CHANGE.pack(conn.id, conn.flags))
+            notify.reply_lost(self, reply, Item.REPLY_TIMEOUT)
 
     def connection_gone(self, conn: Connection) -> None:
         if conn in self.monitors:
             self.monitors.remove(conn)
         if conn.kind is not Kind.MONITOR:
-            self.notify_id(Item.ID_REMOVE, conn)
+            notify.id_change(self, Item.ID_REMOVE, conn)
 
     def _move_messages(self, to: Connection, from_: Connection, name_id: int) -> None:
         """A name moved between an activator and an implementer: so do the messages queued on

@@ -14,6 +14,7 @@ from helpers import Conn, cmd_bytes, connect, make_bus, raises_errno, run
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import MATCH_ID_ANY, MATCH_REPLACE, Cmd, Item
 from kdbusfs.abi.items import item, string_item
+from kdbusfs.bus import notify
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.match import KERNEL_NOTIFICATIONS, MatchDb
@@ -215,17 +216,17 @@ def test_the_index_delivers_to_exactly_those_every_connections_matches_select(
     selected: dict[tuple[str, str], list[int]] = {pair: [] for pair in watchers}
     # What the watchers got while the others connected is not under test here.
     earlier = {pair: len(_notifications(conn)) for pair, conn in watchers.items()}
-    original = Bus._broadcast_kernel
+    original = notify._broadcast
 
-    def expect(self: Bus, item_type: int, payload: bytes, name: str | None = None) -> None:
+    def expect(bus: Bus, item_type: int, payload: bytes, name: str | None = None) -> None:
         for pair, conn in watchers.items():
             c = conn.handle.conn
             assert c is not None and c.matches is not None
             if c.active and c.matches.match_kernel(item_type, payload):
                 selected[pair].append(item_type)
-        original(self, item_type, payload, name)
+        original(bus, item_type, payload, name)
 
-    monkeypatch.setattr(Bus, "_broadcast_kernel", expect)
+    monkeypatch.setattr(notify, "_broadcast", expect)
     owner = connect(bus)
     run(owner.handle, owner.caller, Cmd.NAME_ACQUIRE, cmd_bytes(structs.CMD, string_item(Item.NAME, SERVICE)))
     run(owner.handle, owner.caller, Cmd.BYEBYE, cmd_bytes(structs.CMD))
