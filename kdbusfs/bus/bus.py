@@ -14,15 +14,25 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..abi.constants import MSG_NO_AUTO_START, NAME_ACTIVATOR, Item
+from ..abi import structs
+from ..abi.constants import (
+    MAKE_ACCESS_GROUP,
+    MAKE_ACCESS_WORLD,
+    MSG_NO_AUTO_START,
+    NAME_ACTIVATOR,
+    Attach,
+    Item,
+)
+from ..abi.items import string_item
+from . import limits, notify
 from . import message as msgs
-from . import notify
+from .command import Args, Caller, attach_flags
 from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
 from .errors import KdbusError
 from .match import NotificationSubscribers
-from .metadata import Creds, Process, Snapshot
+from .metadata import Creds, Process, Snapshot, View, render
 from .names import Registry, is_valid_name
 from .policy import PolicyDb, may_talk
 
@@ -168,6 +178,14 @@ class Bus:
                 monitor.lost += 1
                 self.domain.wake(monitor)
 
+    def creator_record(self, attach_flags: int, view: View) -> bytes:
+        """A kdbus_info record of the bus: its name and what its creator let be known, as `view`
+        sees it."""
+        never = Attach.TIMESTAMP | Attach.NAMES | Attach.CONN_DESCRIPTION
+        mask = attach_flags & self.creator_attach & ~never
+        items = string_item(Item.MAKE_NAME, self.name) + render(self.creator, mask, view=view)
+        return structs.INFO.pack(structs.INFO.size + len(items), self.id, self.bus_flags) + items
+
     # -- replies ------------------------------------------------------------------------------
     def schedule_timeout(self, reply: Reply) -> None:
         self.domain.schedule(reply.deadline_ns, reply)
@@ -250,3 +268,32 @@ class Bus:
                 continue
             # Each receiver may install the memfds a broadcast passes (it cannot carry FDS).
             entry.passed = msg.share_passed()
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_bus_make(domain: Domain, args: Args[structs.Cmd], caller: Caller) -> Bus:
+    """BUS_MAKE on `control`: a bus with its default endpoint, owned by the caller."""
+    name_item = args.item(Item.MAKE_NAME)
+    bloom_item = args.item(Item.BLOOM_PARAMETER)
+    assert name_item is not None and bloom_item is not None
+    bloom = structs.BLOOM_PARAMETER.unpack(bloom_item.payload)
+    if not (limits.BUS_BLOOM_MIN_SIZE <= bloom.size <= limits.BUS_BLOOM_MAX_SIZE) or bloom.size % 8:
+        raise KdbusError(errno.EINVAL, f"bloom size {bloom.size} not a multiple of 8 in [8, 4096]")
+    if bloom.n_hash < 1:
+        raise KdbusError(errno.EINVAL, "bloom n_hash must be at least 1")
+    attach_item = args.item(Item.ATTACH_FLAGS_SEND)
+    creator_attach = attach_flags(attach_item.u64) if attach_item else 0
+    flags = args.fields.flags
+    bus = Bus.make(
+        domain, name_item.string, Snapshot.capture(caller.process()), flags,
+        flags & (MAKE_ACCESS_GROUP | MAKE_ACCESS_WORLD), bloom.size, bloom.n_hash, creator_attach,
+    )
+    log.info("bus %s (id %d) created by uid %d", bus.name, bus.id, bus.uid)
+    return bus
+
+
+def cmd_bus_creator_info(conn: Connection, args: Args[structs.CmdInfo], caller: Caller) -> None:
+    """BUS_CREATOR_INFO: the bus's name and what its creator let be known, in the pool."""
+    offset, size = conn.publish(conn.bus.creator_record(attach_flags(args.fields.attach_flags), conn.view))
+    args.out = args.out._replace(offset=offset, info_size=size)

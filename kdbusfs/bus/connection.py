@@ -7,7 +7,7 @@ import errno
 import logging
 import mmap
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..abi import structs
@@ -16,21 +16,35 @@ from ..abi.constants import (
     HELLO_ACTIVATOR,
     HELLO_MONITOR,
     HELLO_POLICY_HOLDER,
+    RECV_DROP,
+    RECV_PEEK,
+    RECV_RETURN_DROPPED_MSGS,
     RECV_RETURN_INCOMPLETE_FDS,
+    RECV_USE_PRIORITY,
     Attach,
     Item,
 )
-from ..abi.items import item, string_item
-from ..abi.structs import align8
-from . import limits
+from ..abi.items import item
+from . import limits, names, notify, policy
 from . import message as msgs
+from .command import Args, Caller, attach_flags
 from .domain import User
-from .endpoint import Endpoint
+from .endpoint import Endpoint, is_owner, is_privileged
 from .errors import KdbusError, LimitReached, user_named
 from .match import MatchDb
-from .metadata import CAP_IPC_OWNER, DAEMON_VIEW, IMPLICIT, Creds, Process, Snapshot, View, render
-from .pool import Pool, Slice
-from .queue import KERNEL_USER, Entry, Queue, UserQuota
+from .metadata import (
+    DAEMON_VIEW,
+    IMPLICIT,
+    UNKNOWN_ROOT,
+    Creds,
+    Process,
+    Snapshot,
+    UserNamespace,
+    View,
+    render,
+)
+from .pool import Pool
+from .queue import BY_POOL_SIZE, KERNEL_USER, Entry, Queue, Quotas
 from .reply import Reply, SyncWait
 
 if TYPE_CHECKING:
@@ -62,21 +76,6 @@ def kind_of(flags: int) -> Kind:
     return Kind.ORDINARY
 
 
-# What raises a pool quota: it scales with the receiving client's pool, chosen at its HELLO.
-_BY_POOL_SIZE = ("it grows with the receiving client's pool size (HELLO pool_size, up to the mount "
-                 "option max_pool_size)")
-_FIXED = "kdbus fixes it"
-
-
-def is_privileged(endpoint: Endpoint, opener: Creds) -> bool:
-    return endpoint.is_default and opener.has_cap(CAP_IPC_OWNER)
-
-
-def is_owner(endpoint: Endpoint, opener: Creds) -> bool:
-    """Bus owner rights: the bus creator's euid, or CAP_IPC_OWNER, on the default endpoint."""
-    return endpoint.is_default and (opener.euid == endpoint.bus.uid or is_privileged(endpoint, opener))
-
-
 @dataclass(slots=True, eq=False)
 class Connection:
     id: int
@@ -97,7 +96,6 @@ class Connection:
     privileged: bool = False
     active: bool = True
     queue: Queue = field(default_factory=Queue)
-    quota: dict[int, UserQuota] = field(default_factory=dict)
     # Broadcasts (and hand-over moves) that could not be queued, reported by the next RECV.
     lost: int = 0
     # Name records (owned, queued, activator) in acquisition order.
@@ -111,6 +109,11 @@ class Connection:
     matches: MatchDb | None = None
     # How this connection sees other tasks' ids (its namespaces).
     view: View = DAEMON_VIEW
+    # Each sending user's share of the pool.
+    quota: Quotas = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.quota = Quotas(self.id)
 
     @classmethod
     def hello(
@@ -175,47 +178,6 @@ class Connection:
         return piece.offset, piece.size
 
     # -- queueing -----------------------------------------------------------------------------
-    def _charge(self, user_key: int, size: int, fds: int) -> UserQuota:
-        """Per-sending-user share of this pool (kdbus_conn_quota_inc)."""
-        quota = self.quota.get(user_key)
-        if quota is None:
-            quota = self.quota[user_key] = UserQuota()
-        available = self.pool.size // 2
-        accounted = self.pool.accounted_size
-        if available < accounted:
-            raise self._quota_error(errno.ENOBUFS, "incoming half of the pool is full", user_key,
-                                    "queued bytes per receiver", available, _BY_POOL_SIZE)
-        share = (available - accounted + quota.memory) // 3
-        if share < quota.memory or share - quota.memory < size:
-            raise self._quota_error(errno.ENOBUFS, f"sender's pool share is used up ({size} more bytes)",
-                                    user_key, "queued bytes per receiver and sending user", share,
-                                    _BY_POOL_SIZE)
-        if quota.msgs >= limits.CONN_MAX_MSGS:
-            raise self._quota_error(errno.ENOBUFS, f"{limits.CONN_MAX_MSGS} messages queued", user_key,
-                                    "queued messages per receiver and sending user", limits.CONN_MAX_MSGS,
-                                    _FIXED)
-        if quota.fds + fds > limits.CONN_MAX_FDS_PER_USER:
-            raise self._quota_error(errno.EMFILE, "too many fds in flight", user_key,
-                                    "fds in flight per receiver and sending user",
-                                    limits.CONN_MAX_FDS_PER_USER, _FIXED)
-        quota.memory += size
-        quota.fds += fds
-        quota.msgs += 1
-        return quota
-
-    def _quota_error(self, err: int, why: str, user_key: int, limit: str, value: int,
-                     raised_by: str) -> LimitReached:
-        # Quota keys: a uid, KERNEL_USER for notifications, other negatives for custom endpoints.
-        user = "kernel notifications" if user_key == KERNEL_USER else \
-            user_named(user_key if user_key >= 0 else None)
-        return LimitReached(err, f"connection {self.id}: {why}", limit, value, raised_by, user)
-
-    def _uncharge(self, user_key: int, size: int, fds: int) -> None:
-        quota = self.quota[user_key]
-        quota.memory -= size
-        quota.fds -= fds
-        quota.msgs -= 1
-
     def metadata_for(self, msg: msgs.Staged, sender: Connection | None, process: Process | None) -> bytes:
         """The metadata items this receiver gets with `msg` (KDBUS-SPEC.md §8.2)."""
         if sender is None:
@@ -243,16 +205,16 @@ class Connection:
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
         meta = self.metadata_for(msg, sender, process)
-        layout = msgs.layout_size(msg, meta, _last_item_padding(meta))
+        layout = msgs.layout_for(msg, meta)
         size = layout[2]
         user_key = KERNEL_USER if sender is None else sender.user_key
-        self._charge(user_key, size, msg.n_fds)
+        self.quota.charge(self.pool, user_key, size, msg.n_fds)
         try:
             piece = self.pool.alloc(size, accounted=True)
         except KdbusError as exc:
-            self._uncharge(user_key, size, msg.n_fds)
-            raise self._quota_error(exc.errno, exc.why, user_key, "free space in a receiver's pool",
-                                    self.pool.size, _BY_POOL_SIZE) from None
+            self.quota.uncharge(user_key, size, msg.n_fds)
+            raise self.quota.error(exc.errno, exc.why, user_key, "free space in a receiver's pool",
+                                   self.pool.size, BY_POOL_SIZE) from None
         kept: bytearray | None = None
         try:
             if name_id is not None and self.pool.client_writable:
@@ -265,7 +227,7 @@ class Connection:
                 msgs.write(msg, self.pool, piece.offset, meta, layout)
         except KdbusError:
             self.pool.release_bus_ref(piece)
-            self._uncharge(user_key, size, msg.n_fds)
+            self.quota.uncharge(user_key, size, msg.n_fds)
             raise
         entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
                       msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept)
@@ -275,7 +237,7 @@ class Connection:
 
     def _dequeue(self, entry: Entry) -> None:
         self.queue.remove(entry)
-        self._uncharge(entry.user_key, entry.slice.size, entry.fds)
+        self.quota.uncharge(entry.user_key, entry.slice.size, entry.fds)
         if not self.queue:
             self.bus.domain.wake(self)
 
@@ -297,11 +259,11 @@ class Connection:
             # A pool no client can write to still holds exactly what the daemon wrote.
             start = entry.slice.offset
             data = source.buffer[start : start + size]
-        self._charge(entry.user_key, size, entry.fds)
+        self.quota.charge(self.pool, entry.user_key, size, entry.fds)
         try:
             piece = self.pool.alloc(size, accounted=True)
         except KdbusError:
-            self._uncharge(entry.user_key, size, entry.fds)
+            self.quota.uncharge(entry.user_key, size, entry.fds)
             raise
         self.pool.write(piece, data)
         moved = Entry(piece, entry.priority, entry.src_id, entry.cookie, entry.user_key, entry.fds,
@@ -395,102 +357,135 @@ class Connection:
                        faked=target.snapshot.faked, view=self.view)
         return structs.INFO.pack(structs.INFO.size + len(items), target.id, target.flags) + items
 
-    def bus_creator_info(self, attach_flags: int) -> bytes:
-        bus = self.bus
-        items = string_item(Item.MAKE_NAME, bus.name)
-        mask = attach_flags & bus.creator_attach & ~(Attach.TIMESTAMP | Attach.NAMES |
-                                                     Attach.CONN_DESCRIPTION)
-        items += render(bus.creator, mask, view=self.view)
-        return structs.INFO.pack(structs.INFO.size + len(items), bus.id, bus.bus_flags) + items
 
-    def reply_slice(self, msg: msgs.Staged, sender: Connection, process: Process | None) -> tuple[int, int]:
-        """A synchronous reply lands straight in the caller's pool, published: (offset, size)."""
-        if msg.n_fds and not self.flags & HELLO_ACCEPT_FD:
-            raise KdbusError(errno.ECOMM, f"caller {self.id} does not accept fds")
-        meta = self.metadata_for(msg, sender, process)
-        layout = msgs.layout_size(msg, meta, _last_item_padding(meta))
-        piece: Slice = self.pool.alloc(layout[2])
-        try:
-            msgs.write(msg, self.pool, piece.offset, meta, layout)
-        except KdbusError:
-            self.pool.release_bus_ref(piece)
-            raise
-        self.pool.publish(piece)
-        self.pool.release_bus_ref(piece)
-        return piece.offset, piece.size
+# -- commands ---------------------------------------------------------------------------------
 
-
-def _last_item_padding(items: bytes) -> int:
-    """Padding bytes after the last of a run of padded items (kdbus sizes end unpadded)."""
-    if not items:
-        return 0
-    pos = 0
-    while True:
-        size = int.from_bytes(items[pos : pos + 8], "little")
-        nxt = pos + align8(size)
-        if nxt >= len(items):
-            return nxt - (pos + size)
-        pos = nxt
-
-
-def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None) -> None:
-    """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
-    bus = src.bus
-    dst, name_id = bus.resolve_destination(msg)
-    if msg.is_reply:
-        answered = _take_reply(dst, src, msg.timeout_or_reply)
-        if answered.sync is not None and answered.sync.done:
-            # The caller was killed while waiting: nobody takes this answer any more.
-            return
-        bus.to_monitors(msg, src, process)
-        if answered.sync is not None:
-            # The caller is blocked in its SEND: the reply goes straight into its pool.
-            caller = answered.caller
-            try:
-                offset, size = caller.reply_slice(msg, src, process)
-            except KdbusError as exc:
-                answered.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
-                raise
-            caller.bus.domain.wake(caller)
-            answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
-                                 msg.share_passed())
-            return
-        entry = dst.enqueue(msg, src, process)
-        entry.passed = msg.share_passed()
-        return
-    if msg.is_signal:
-        # A unicast signal reaches its addressee only through its matches and policy.
-        bus.to_monitors(msg, src, process)
-        if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
-            try:
-                entry = dst.enqueue(msg, src, process, name_id=name_id)
-                entry.passed = msg.share_passed()
-            except KdbusError as exc:
-                log.debug("unicast signal to %d dropped: %s", dst.id, exc)
-        return
-    if not bus.may_talk(src, process, dst):
-        raise KdbusError(errno.EPERM, f"connection {src.id} may not talk to {dst.id}")
-    reply: Reply | None = None
-    if msg.expects_reply:
-        if len(src.trackers) >= limits.CONN_MAX_REQUESTS_PENDING:
-            raise KdbusError(errno.EMLINK, f"connection {src.id} has "
-                                           f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
-        reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
-    bus.to_monitors(msg, src, process)
-    entry = dst.enqueue(msg, src, process, reply, name_id)
-    # Shared only once queued: a failed enqueue leaves them to the message, which closes them.
-    entry.passed = msg.share_passed()
-    if reply is not None:
-        src.trackers.append(reply)
-        dst.awaited.append(reply)
-        if sync is not None:
-            src.sync_waits.append(sync)
-        bus.schedule_timeout(reply)
+def cmd_hello(endpoint: Endpoint, opener: Creds, opener_userns: UserNamespace,
+              pool_memory: Callable[[int], mmap.mmap] | None, args: Args[structs.CmdHello],
+              caller: Caller) -> Connection:
+    """HELLO on an endpoint: a connection of the kind its flags ask for, with its pool."""
+    f = args.fields
+    attach_send = attach_flags(f.attach_flags_send)
+    attach_recv = attach_flags(f.attach_flags_recv)
+    accounted = opener
+    if Item.CREDS in args.items or Item.PIDS in args.items or Item.SECLABEL in args.items:
+        if not is_owner(endpoint, opener):
+            raise KdbusError(errno.EPERM, "faking metadata needs bus owner rights")
+        snapshot = _stated(args)
+        if is_privileged(endpoint, opener) and Item.CREDS in args.items:
+            # A privileged connection with faked creds is accounted to the faked user.
+            accounted = replace(opener, uid=snapshot.creds_.uid)
+    else:
+        snapshot = Snapshot.capture(caller.process(), attach_send)
+    process = caller.process()
+    view = View(opener_userns, process.pidns(), process.root() or UNKNOWN_ROOT)
+    name_item = args.item(Item.NAME)
+    name = name_item.string if name_item else None
+    if name is not None and not names.is_valid_name(name, allow_wildcard=True):
+        raise KdbusError(errno.EINVAL, f"invalid well-known name {name!r}")
+    description_item = args.item(Item.CONN_DESCRIPTION)
+    conn = Connection.hello(
+        endpoint, accounted, snapshot, f.flags & HELLO_FLAGS, attach_send, attach_recv, f.pool_size,
+        description_item.string if description_item else None, name, pool_memory, view,
+    )
+    # Policy and visibility go by who opened the file, whoever the connection is accounted to.
+    conn.opener = opener
+    try:
+        offset, items_size = conn.bloom_slice()
+        if conn.kind is not Kind.MONITOR:
+            notify.id_change(conn.bus, Item.ID_ADD, conn)
+        if name_item is not None:
+            names.register_special(conn, name_item, args.items.get(Item.POLICY_ACCESS, []))
+    except KdbusError:
+        conn.disconnect()
+        # The handle stays fresh for another HELLO, which maps a pool of its own.
+        conn.pool.close()
+        raise
+    bus = endpoint.bus
+    args.out = args.out._replace(bus_flags=bus.bus_flags, id=conn.id, offset=offset, items_size=items_size,
+                                 id128=bus.id128)
+    log.debug("connection %d on %s/%s (%s)", conn.id, bus.name, endpoint.name, conn.kind.value)
+    return conn
 
 
-def _take_reply(caller: Connection, replier: Connection, cookie: int) -> Reply:
-    for reply in caller.trackers:
-        if reply.cookie == cookie and reply.replier is replier and reply.waiting:
-            reply.caller.bus.forget_reply(reply)
-            return reply
-    raise KdbusError(errno.EBADSLT, f"no call {cookie} from {caller.id} awaits a reply from {replier.id}")
+def _stated(args: Args[structs.CmdHello]) -> Snapshot:
+    """The metadata a bus owner states at HELLO (CREDS, PIDS, SECLABEL items)."""
+    creds_item = args.item(Item.CREDS)
+    pids_item = args.item(Item.PIDS)
+    label = args.item(Item.SECLABEL)
+    return Snapshot.stated(
+        tuple(structs.CREDS.unpack(creds_item.payload)) if creds_item is not None else None,
+        tuple(structs.PIDS.unpack(pids_item.payload)) if pids_item is not None else None,
+        label.string if label else None,
+    )
+
+
+def cmd_byebye(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
+    if conn.queue:
+        raise KdbusError(errno.EBUSY, f"connection {conn.id} still has {len(conn.queue)} messages")
+    conn.disconnect()
+    log.debug("connection %d said goodbye", conn.id)
+
+
+def cmd_free(conn: Connection, args: Args[structs.CmdFree], caller: Caller) -> None:
+    conn.pool.free_user(args.fields.offset)
+
+
+def cmd_update(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
+    """UPDATE: new attach flags, or (a policy holder) new policy for its name."""
+    send_item = args.item(Item.ATTACH_FLAGS_SEND)
+    recv_item = args.item(Item.ATTACH_FLAGS_RECV)
+    uploads = Item.NAME in args.items or Item.POLICY_ACCESS in args.items
+    if send_item and conn.kind not in (Kind.ORDINARY, Kind.MONITOR):
+        raise KdbusError(errno.EOPNOTSUPP, f"a {conn.kind.value} cannot change its send attach flags")
+    if recv_item and conn.kind is Kind.POLICY_HOLDER:
+        raise KdbusError(errno.EOPNOTSUPP, "a policy holder receives nothing")
+    if uploads and conn.kind is not Kind.POLICY_HOLDER:
+        raise KdbusError(errno.EOPNOTSUPP, "only policy holders upload policy")
+    new_send = attach_flags(send_item.u64) if send_item else conn.attach_flags_send
+    new_recv = attach_flags(recv_item.u64) if recv_item else conn.attach_flags_recv
+    if uploads:
+        if len(args.items.get(Item.NAME, [])) > 1:
+            raise KdbusError(errno.E2BIG, "a policy holder holds policy for one name")
+        records = [*args.items.get(Item.NAME, []), *args.items.get(Item.POLICY_ACCESS, [])]
+        upload = policy.parse_upload(records, allow_wildcards=True)
+        conn.bus.policy.replace(conn, upload)
+    conn.attach_flags_send, conn.attach_flags_recv = new_send, new_recv
+
+
+def cmd_conn_info(conn: Connection, args: Args[structs.CmdInfo], caller: Caller) -> None:
+    """CONN_INFO about a peer, by id or by a name it owns, if this connection may see it."""
+    attach = attach_flags(args.fields.attach_flags)
+    name_item = args.item(Item.NAME)
+    if name_item is not None:
+        entry = conn.bus.names.lookup(name_item.string)
+        record = entry.owner() if entry is not None else None
+        if record is None or not policy.may_see_name(conn, caller.creds(), name_item.string):
+            raise KdbusError(errno.ESRCH, f"name {name_item.string!r} has no owner")
+        if args.fields.id != 0 and args.fields.id != record.conn.id:
+            raise KdbusError(errno.ESRCH, f"name {name_item.string!r} is not owned by {args.fields.id}")
+        target = record.conn
+    elif args.fields.id == 0:
+        raise KdbusError(errno.EINVAL, "CONN_INFO needs an id or a NAME item")
+    else:
+        target = conn.find_peer(args.fields.id)
+        if not policy.may_see(conn, caller.creds(), target):
+            raise KdbusError(errno.ENXIO, f"connection {target.id} is not visible here")
+    offset, size = conn.publish(conn.info_of(target, attach))
+    args.out = args.out._replace(offset=offset, info_size=size)
+
+
+def cmd_recv(conn: Connection, args: Args[structs.CmdRecv], caller: Caller) -> None:
+    """RECV: the next message (or a peek at it, or drop it), its descriptors installed."""
+    flags = args.fields.flags
+    if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
+        raise KdbusError(errno.EINVAL, "RECV cannot DROP by priority")
+    lost = conn.take_lost()
+    # What an empty queue (EAGAIN) reports, with the count of messages lost since the last RECV.
+    args.out = args.out._replace(dropped_msgs=lost, return_flags=RECV_RETURN_DROPPED_MSGS if lost else 0,
+                                 msg_offset=conn.pool.size, msg_msg_size=0, msg_return_flags=0)
+    priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
+    offset, size, return_flags, passed = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP), priority)
+    if passed is not None and caller.install(passed, conn.pool, offset):
+        return_flags &= ~RECV_RETURN_INCOMPLETE_FDS
+    args.out = args.out._replace(msg_offset=offset, msg_msg_size=size, msg_return_flags=return_flags)

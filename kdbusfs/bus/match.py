@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..abi import structs
-from ..abi.constants import MATCH_ID_ANY, Item
+from ..abi.constants import MATCH_ID_ANY, MATCH_REPLACE, Item
 from ..abi.items import ParsedItem
 from . import limits
+from .command import Args, Caller
 from .errors import KdbusError
 from .names import is_valid_name
 
@@ -228,3 +229,19 @@ def _kernel_rule_matches(rule: Rule, item_type: int, payload: bytes) -> bool:
     return ((rule.old_id == MATCH_ID_ANY or rule.old_id == old_id)
             and (rule.new_id == MATCH_ID_ANY or rule.new_id == new_id)
             and (rule.name is None or rule.name == name))
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_match_add(conn: Connection, args: Args[structs.CmdMatch], caller: Caller) -> None:
+    assert conn.matches is not None
+    # The rules in the order the caller wrote them, whatever their types.
+    rules = sorted((p for t, ps in args.items.items() if t != Item.NEGOTIATE for p in ps),
+                   key=lambda p: p.offset)
+    conn.matches.add(args.fields.cookie, rules, conn.bus.bloom_size,
+                     bool(args.fields.flags & MATCH_REPLACE))
+
+
+def cmd_match_remove(conn: Connection, args: Args[structs.CmdMatch], caller: Caller) -> None:
+    assert conn.matches is not None
+    conn.matches.remove(args.fields.cookie)

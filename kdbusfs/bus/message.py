@@ -374,6 +374,24 @@ def layout_size(msg: Staged, meta: bytes, meta_pad: int) -> tuple[int, int, int]
     return msg_size, payload_start, size
 
 
+def last_item_padding(items: bytes) -> int:
+    """Padding bytes after the last of a run of padded items (kdbus sizes end unpadded)."""
+    if not items:
+        return 0
+    pos = 0
+    while True:
+        size = int.from_bytes(items[pos : pos + 8], "little")
+        nxt = pos + align8(size)
+        if nxt >= len(items):
+            return nxt - (pos + size)
+        pos = nxt
+
+
+def layout_for(msg: Staged, meta: bytes) -> tuple[int, int, int]:
+    """layout_size() for a receiver getting the metadata items `meta` (each padded to 8)."""
+    return layout_size(msg, meta, last_item_padding(meta))
+
+
 def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
           layout: tuple[int, int, int]) -> None:
     """Lay the message out in `pool` at `offset` (the slice is allocated and large enough);

@@ -224,12 +224,30 @@ class Snapshot:
     faked_items: tuple[bool, bool] = (False, False)
 
     @classmethod
-    def capture(cls, process: Process) -> Snapshot:
+    def capture(cls, process: Process, reveal: int = ATTACH_ALL) -> Snapshot:
+        """The facts of `process` that `reveal` lets CONN_INFO show (nothing else is even read);
+        the namespace facts always, which are never shown, only used to translate what is."""
         pidns = process.pidns()
-        return cls(process.creds(), process.tid_comm(), process.pid_comm(), process.exe(),
-                   process.cmdline(), process.cgroup(), process.caps(), process.audit(),
-                   process.seclabel(), process.userns(), pidns, process.ns_pids() if pidns else None,
-                   process.root())
+        return cls(process.creds(),
+                   process.tid_comm() if reveal & Attach.TID_COMM else None,
+                   process.pid_comm() if reveal & Attach.PID_COMM else None,
+                   process.exe() if reveal & Attach.EXE else None,
+                   process.cmdline() if reveal & Attach.CMDLINE else None,
+                   process.cgroup() if reveal & Attach.CGROUP else None,
+                   process.caps() if reveal & Attach.CAPS else None,
+                   process.audit() if reveal & Attach.AUDIT else None,
+                   process.seclabel() if reveal & Attach.SECLABEL else None,
+                   process.userns(), pidns, process.ns_pids() if pidns else None, process.root())
+
+    @classmethod
+    def stated(cls, ids: tuple[int, ...] | None, pids: tuple[int, ...] | None,
+               seclabel: str | None) -> Snapshot:
+        """Metadata a bus owner states for its connection at HELLO (the CREDS and PIDS items'
+        values); no real process facts go with it, and what it does not state stays unset."""
+        uid, euid, suid, fsuid, gid, egid, sgid, fsgid = ids if ids is not None else (_UNSET32,) * 8
+        pid, tid, ppid = pids if pids is not None else (0, 0, 0)
+        creds = Creds(pid, tid, ppid, uid, euid, suid, fsuid, gid, egid, sgid, fsgid)
+        return cls(creds, seclabel_=seclabel, faked=True, faked_items=(ids is not None, pids is not None))
 
     def creds(self) -> Creds:
         return self.creds_
@@ -272,6 +290,10 @@ class Snapshot:
 
     def root(self) -> tuple[int, str] | None:
         return self.root_
+
+
+# A 32-bit id nobody stated ((uid_t)-1).
+_UNSET32 = 0xFFFF_FFFF
 
 
 def sanitize_attach_flags(value: int) -> int | None:

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..abi import structs
 from ..abi.constants import (
+    HELLO_ACTIVATOR,
+    HELLO_MONITOR,
+    HELLO_POLICY_HOLDER,
+    LIST_ACTIVATORS,
+    LIST_NAMES,
+    LIST_QUEUED,
+    LIST_UNIQUE,
     NAME_ACQUIRED,
     NAME_ACTIVATOR,
     NAME_ALLOW_REPLACEMENT,
@@ -23,7 +31,10 @@ from ..abi.constants import (
     NAME_REPLACE_EXISTING,
     Item,
 )
-from . import limits
+from ..abi.items import ParsedItem, item
+from ..abi.structs import U64
+from . import limits, policy
+from .command import Args, Caller
 from .errors import KdbusError
 
 if TYPE_CHECKING:
@@ -232,3 +243,76 @@ class Registry:
     def owned_names(self, conn: Connection) -> list[Owner]:
         """Names the connection holds as primary (an activator's held name included), in order."""
         return [r for r in conn.name_records if r.flags & NAME_PRIMARY]
+
+
+def register_special(conn: Connection, name_item: ParsedItem, access: list[ParsedItem]) -> None:
+    """At HELLO: an activator holds its name; activators and policy holders put up the policy
+    of the POLICY_ACCESS items for their name (a policy holder's may be a wildcard)."""
+    name = name_item.string
+    if conn.flags & HELLO_ACTIVATOR:
+        if not is_valid_name(name):
+            raise KdbusError(errno.EINVAL, f"an activator needs a plain name, not {name!r}")
+        conn.bus.names.become_activator(conn, name)
+    upload = policy.parse_upload([name_item, *access], allow_wildcards=bool(conn.flags & HELLO_POLICY_HOLDER))
+    conn.bus.policy.replace(conn, upload)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_name_acquire(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
+    name_item = args.item(Item.NAME)
+    assert name_item is not None
+    name = name_item.string
+    if not is_valid_name(name):
+        raise KdbusError(errno.EINVAL, f"invalid well-known name {name!r}")
+    if not policy.may_own(conn, caller.creds(), name):
+        raise KdbusError(errno.EPERM, f"connection {conn.id} may not own {name}")
+    try:
+        return_flags = conn.bus.names.acquire(conn, name, args.fields.flags & ACQUIRE_FLAGS)
+    except KdbusError as exc:
+        flags = getattr(exc, "return_flags", None)
+        if flags is not None:
+            args.out = args.out._replace(return_flags=flags)
+        raise
+    args.out = args.out._replace(return_flags=return_flags)
+
+
+def cmd_name_release(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
+    name_item = args.item(Item.NAME)
+    assert name_item is not None
+    conn.bus.names.release(conn, name_item.string)
+
+
+def cmd_list(conn: Connection, args: Args[structs.CmdList], caller: Caller) -> None:
+    """LIST: a kdbus_info record per connection and name record the flags ask for, in the pool."""
+    flags = args.fields.flags
+    records = []
+
+    def hidden(name: str) -> bool:
+        return conn.endpoint.policy is not None and not policy.may_see_name(conn, caller.creds(), name)
+
+    for peer in conn.bus.connections.values():
+        if peer.flags & HELLO_MONITOR:
+            continue  # monitors are not listed (their kind is this flag)
+        emitted = False
+        for record in peer.name_records:
+            if record.flags & NAME_ACTIVATOR:
+                wanted = flags & LIST_ACTIVATORS
+            elif record.flags & NAME_IN_QUEUE:
+                wanted = flags & LIST_QUEUED
+            else:
+                wanted = flags & LIST_NAMES
+            if wanted and hidden(record.entry.name):
+                continue
+            if wanted:
+                name = item(Item.OWNED_NAME, U64.pack(record.flags) + record.entry.name.encode() + b"\0")
+                records.append(structs.INFO.pack(structs.INFO.size + len(name), peer.id, peer.flags) + name)
+                emitted = True
+        if not emitted and flags & LIST_UNIQUE:
+            records.append(structs.INFO.pack(structs.INFO.size, peer.id, peer.flags))
+    data = b"".join(records)
+    if not data:
+        args.out = args.out._replace(offset=conn.pool.size, list_size=0)
+        return
+    offset, size = conn.publish(data)
+    args.out = args.out._replace(offset=offset, list_size=size)

@@ -23,9 +23,9 @@ from ..abi.constants import (
     Item,
 )
 from ..abi.items import ParsedItem
+from . import names
 from .errors import KdbusError
 from .metadata import Creds
-from .names import is_valid_name
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -56,7 +56,7 @@ def parse_upload(items: list[ParsedItem], allow_wildcards: bool) -> dict[str, tu
     for parsed in sorted(items, key=lambda p: p.offset):
         if parsed.type == Item.NAME:
             name = parsed.string
-            if not is_valid_name(name, allow_wildcard=allow_wildcards):
+            if not names.is_valid_name(name, allow_wildcard=allow_wildcards):
                 raise KdbusError(errno.EINVAL, f"invalid policy name {name!r}")
             if name in groups:
                 raise KdbusError(errno.EEXIST, f"policy name {name} given twice")
@@ -116,8 +116,8 @@ def may_own(conn: Connection, creds: Creds, name: str) -> bool:
 
 def _best(policy: PolicyDb, creds: Creds, dst: Connection) -> int:
     """The most a name `dst` holds as primary grants `creds`."""
-    names = dst.bus.names.owned_names(dst)
-    return max((policy.query(creds, record.entry.name) for record in names), default=NO_ACCESS)
+    owned = dst.bus.names.owned_names(dst)
+    return max((policy.query(creds, record.entry.name) for record in owned), default=NO_ACCESS)
 
 
 def may_talk(src: Connection, creds: Creds, dst: Connection) -> bool:

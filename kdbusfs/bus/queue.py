@@ -7,11 +7,14 @@ numerically lowest priority (FIFO among equals), and only if it is at most the a
 
 from __future__ import annotations
 
+import errno
 import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .pool import Slice
+from . import limits
+from .errors import LimitReached, user_named
+from .pool import Pool, Slice
 
 if TYPE_CHECKING:
     from .message import Passed
@@ -19,6 +22,10 @@ if TYPE_CHECKING:
 
 # Quota key of kernel notifications: they are accounted apart from every user.
 KERNEL_USER = -1
+# What raises a pool quota: it scales with the receiving client's pool, chosen at its HELLO.
+BY_POOL_SIZE = ("it grows with the receiving client's pool size (HELLO pool_size, up to the mount "
+                "option max_pool_size)")
+_FIXED = "kdbus fixes it"
 
 
 @dataclass(slots=True, eq=False)
@@ -58,6 +65,60 @@ class UserQuota:
     memory: int = 0
     msgs: int = 0
     fds: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Quotas:
+    """Each sending user's share of one receiver's pool (kdbus_conn_quota_inc): half the pool is
+    for incoming messages, and each user may take a third of what is left of it."""
+
+    # The receiving connection's id, for messages.
+    owner_id: int
+    users: dict[int, UserQuota] = field(default_factory=dict)
+
+    def __getitem__(self, user_key: int) -> UserQuota:
+        return self.users[user_key]
+
+    def charge(self, pool: Pool, user_key: int, size: int, fds: int) -> UserQuota:
+        quota = self.users.get(user_key)
+        if quota is None:
+            quota = self.users[user_key] = UserQuota()
+        available = pool.size // 2
+        accounted = pool.accounted_size
+        if available < accounted:
+            raise self.error(errno.ENOBUFS, "incoming half of the pool is full", user_key,
+                             "queued bytes per receiver", available, BY_POOL_SIZE)
+        share = (available - accounted + quota.memory) // 3
+        if share < quota.memory or share - quota.memory < size:
+            raise self.error(errno.ENOBUFS, f"sender's pool share is used up ({size} more bytes)", user_key,
+                             "queued bytes per receiver and sending user", share, BY_POOL_SIZE)
+        if quota.msgs >= limits.CONN_MAX_MSGS:
+            raise self.error(errno.ENOBUFS, f"{limits.CONN_MAX_MSGS} messages queued", user_key,
+                             "queued messages per receiver and sending user", limits.CONN_MAX_MSGS, _FIXED)
+        if quota.fds + fds > limits.CONN_MAX_FDS_PER_USER:
+            raise self.error(errno.EMFILE, "too many fds in flight", user_key,
+                             "fds in flight per receiver and sending user", limits.CONN_MAX_FDS_PER_USER,
+                             _FIXED)
+        quota.memory += size
+        quota.fds += fds
+        quota.msgs += 1
+        return quota
+
+    def uncharge(self, user_key: int, size: int, fds: int) -> None:
+        quota = self.users[user_key]
+        quota.memory -= size
+        quota.fds -= fds
+        quota.msgs -= 1
+
+    def error(self, err: int, why: str, user_key: int, limit: str, value: int,
+              raised_by: str) -> LimitReached:
+        # Quota keys: a uid, KERNEL_USER for notifications, other negatives for custom endpoints.
+        user = "kernel notifications" if user_key == KERNEL_USER else \
+            user_named(user_key if user_key >= 0 else None)
+        return LimitReached(err, f"connection {self.owner_id}: {why}", limit, value, raised_by, user)
+
+    def clear(self) -> None:
+        self.users.clear()
 
 
 @dataclass(slots=True, eq=False)

@@ -187,6 +187,6 @@ def test_bus_creator_info_is_translated_for_the_asking_connection() -> None:
     assert asking is not None
     bus.creator_attach = int(Attach.CREDS)
     asking.view = CHILD_VIEW
-    record = asking.bus_creator_info(int(Attach.CREDS))
+    record = asking.bus.creator_record(int(Attach.CREDS), asking.view)
     creds = items(record[structs.INFO.size:])[Item.CREDS]
     assert set(structs.CREDS.struct.unpack(creds)) == {OVERFLOW_ID}

@@ -1,0 +1,182 @@
+"""SEND: a message from a connection to its receivers (kdbus_cmd_send and the unicast path).
+
+A unicast goes to one connection (by id or by name), a broadcast (bus.py) to every connection whose
+matches select it. A call that expects a reply leaves a tracker (reply.py); a synchronous one blocks
+its caller until the reply, an error or the deadline, and its reply lands straight in the caller's
+pool.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+
+from ..abi import structs
+from ..abi.constants import FLAG_NEGOTIATE, HELLO_ACCEPT_FD, RECV_RETURN_INCOMPLETE_FDS, SEND_SYNC_REPLY, Item
+from ..abi.items import ItemSpec, walk_items
+from ..abi.structs import U64
+from . import limits
+from . import message as msgs
+from .command import Args, Caller, Pending, copy_in
+from .connection import Connection, Kind
+from .errors import KdbusError
+from .metadata import Process
+from .reply import Reply, SyncWait
+
+log = logging.getLogger("kdbusfs.send")
+
+# The item types a message may carry, as a negotiating SEND reports them.
+MSG_NEGOTIABLE: dict[int, ItemSpec] = {
+    Item.NEGOTIATE: ItemSpec(Item.NEGOTIATE),
+    **{t: ItemSpec(t, multiple=True) for t in (
+        Item.PAYLOAD_VEC, Item.PAYLOAD_MEMFD, Item.FDS, Item.BLOOM_FILTER, Item.DST_NAME)},
+}
+
+
+def cmd_send(conn: Connection, args: Args[structs.CmdSend], caller: Caller) -> Pending | None:
+    cmd_flags = args.fields.flags
+    # The reply field reads "no reply" unless a synchronous call gets one.
+    args.out = args.out._replace(reply_offset=conn.pool.size, reply_msg_size=0, reply_return_flags=0)
+    # kdbus's order: the message's framing, then the CANCEL_FD, then src_id, then the rest.
+    parsed = msgs.parse_user(copy_in(caller, args.fields.msg_address, structs.MSG, b""))
+    cancel_fd = None
+    cancel_item = args.item(Item.CANCEL_FD)
+    if cancel_item is not None:
+        # Checked on every SEND, used only by synchronous ones.
+        cancel_fd = caller.files().pollable(int.from_bytes(cancel_item.payload, "little", signed=True))
+        if not cmd_flags & SEND_SYNC_REPLY:
+            caller.close_fd(cancel_fd)
+            cancel_fd = None
+    try:
+        if parsed.fields.src_id not in (0, conn.id):
+            raise KdbusError(errno.EINVAL, f"src_id {parsed.fields.src_id} is not the sender's id {conn.id}")
+        msg = msgs.stage_parsed(parsed, cmd_flags, conn.bus.bloom_size, caller.files)
+        try:
+            return _deliver(conn, msg, cmd_flags, args, caller, cancel_fd)
+        finally:
+            # Whatever no receiver's queue took (a broadcast, a failed or synchronous delivery).
+            msg.release_passed()
+    except BaseException:
+        if cancel_fd is not None:
+            caller.close_fd(cancel_fd)
+        raise
+
+
+def _deliver(conn: Connection, msg: msgs.Staged, cmd_flags: int, args: Args[structs.CmdSend], caller: Caller,
+             cancel_fd: int | None) -> Pending | None:
+    msg.src_id = conn.id
+    sync = None
+    if cmd_flags & SEND_SYNC_REPLY:
+        if msg.timeout_or_reply <= time.monotonic_ns():
+            raise KdbusError(errno.ETIMEDOUT, "the call's deadline has already passed")
+        sync = SyncWait(conn, cancel_fd=cancel_fd)
+    conn.bus.stamp(msg)
+    msg.read_into = caller.read_into
+    process = caller.process()
+    if msg.is_broadcast:
+        conn.bus.broadcast(conn, msg, process)
+    else:
+        unicast(conn, msg, process, sync)
+    if sync is not None:
+        return Pending(sync, args.address, args.fields.msg_address)
+    return None
+
+
+def negotiate_send(conn: Connection, args: Args[structs.CmdSend], caller: Caller) -> None:
+    """A negotiating SEND also negotiates the message it points to, if any."""
+    address = args.fields.msg_address
+    if not address:
+        return
+    data = copy_in(caller, address, structs.MSG, b"")
+    if not U64.unpack_from(data, 8)[0] & FLAG_NEGOTIATE:
+        raise KdbusError(errno.EINVAL, "message negotiation needs a negotiating SEND")
+    caller.write(address + 8, U64.pack(msgs.MSG_FLAGS))
+    found = walk_items(data, structs.MSG.size, MSG_NEGOTIABLE)
+    negotiation = found.get(Item.NEGOTIATE)
+    if negotiation:
+        payload = negotiation[0].payload
+        for i in range(0, len(payload), 8):
+            if U64.unpack_from(payload, i)[0] not in MSG_NEGOTIABLE:
+                caller.write(address + negotiation[0].offset + 16 + i, bytes(8))
+
+
+def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: SyncWait | None) -> None:
+    """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
+    bus = src.bus
+    dst, name_id = bus.resolve_destination(msg)
+    if msg.is_reply:
+        answered = _take_reply(dst, src, msg.timeout_or_reply)
+        if answered.sync is not None and answered.sync.done:
+            # The caller was killed while waiting: nobody takes this answer any more.
+            return
+        bus.to_monitors(msg, src, process)
+        if answered.sync is not None:
+            # The caller is blocked in its SEND: the reply goes straight into its pool.
+            caller = answered.caller
+            try:
+                offset, size = _reply_slice(caller, msg, src, process)
+            except KdbusError as exc:
+                answered.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
+                raise
+            caller.bus.domain.wake(caller)
+            answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
+                                 msg.share_passed())
+            return
+        entry = dst.enqueue(msg, src, process)
+        entry.passed = msg.share_passed()
+        return
+    if msg.is_signal:
+        # A unicast signal reaches its addressee only through its matches and policy.
+        bus.to_monitors(msg, src, process)
+        if dst.kind is Kind.ORDINARY and bus.signal_wanted(dst, src, msg):
+            try:
+                entry = dst.enqueue(msg, src, process, name_id=name_id)
+                entry.passed = msg.share_passed()
+            except KdbusError as exc:
+                log.debug("unicast signal to %d dropped: %s", dst.id, exc)
+        return
+    if not bus.may_talk(src, process, dst):
+        raise KdbusError(errno.EPERM, f"connection {src.id} may not talk to {dst.id}")
+    reply: Reply | None = None
+    if msg.expects_reply:
+        if len(src.trackers) >= limits.CONN_MAX_REQUESTS_PENDING:
+            raise KdbusError(errno.EMLINK, f"connection {src.id} has "
+                                           f"{limits.CONN_MAX_REQUESTS_PENDING} calls pending")
+        reply = Reply(src, dst, msg.cookie, msg.timeout_or_reply, name_id, sync)
+    bus.to_monitors(msg, src, process)
+    entry = dst.enqueue(msg, src, process, reply, name_id)
+    # Shared only once queued: a failed enqueue leaves them to the message, which closes them.
+    entry.passed = msg.share_passed()
+    if reply is not None:
+        src.trackers.append(reply)
+        dst.awaited.append(reply)
+        if sync is not None:
+            src.sync_waits.append(sync)
+        bus.schedule_timeout(reply)
+
+
+def _take_reply(caller: Connection, replier: Connection, cookie: int) -> Reply:
+    for reply in caller.trackers:
+        if reply.cookie == cookie and reply.replier is replier and reply.waiting:
+            reply.caller.bus.forget_reply(reply)
+            return reply
+    raise KdbusError(errno.EBADSLT, f"no call {cookie} from {caller.id} awaits a reply from {replier.id}")
+
+
+def _reply_slice(caller: Connection, msg: msgs.Staged, sender: Connection,
+                 process: Process | None) -> tuple[int, int]:
+    """A synchronous reply lands straight in the caller's pool, published: (offset, size)."""
+    if msg.n_fds and not caller.flags & HELLO_ACCEPT_FD:
+        raise KdbusError(errno.ECOMM, f"caller {caller.id} does not accept fds")
+    meta = caller.metadata_for(msg, sender, process)
+    layout = msgs.layout_for(msg, meta)
+    piece = caller.pool.alloc(layout[2])
+    try:
+        msgs.write(msg, caller.pool, piece.offset, meta, layout)
+    except KdbusError:
+        caller.pool.release_bus_ref(piece)
+        raise
+    caller.pool.publish(piece)
+    caller.pool.release_bus_ref(piece)
+    return piece.offset, piece.size
