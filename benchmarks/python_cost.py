@@ -34,24 +34,31 @@ from kdbusfs.bus.domain import Domain  # noqa: E402
 from kdbusfs.fs import Filesystem  # noqa: E402
 from kdbusfs.fuse import protocol as p  # noqa: E402
 from kdbusfs.fuse.codec import parse_request  # noqa: E402
+from kdbusfs.host.backing import PoolFiles  # noqa: E402
 
 NAME = "org.kdbusfs.Bench"
 POOL_SIZE = 1 << 20
 EAGAIN = 11
 
 
-class UnmountedFilesystem(Filesystem):
+class UnregisteredPoolFiles(PoolFiles):
     """Pools are memfds as with passthrough, with no FUSE connection to register them with."""
 
-    def _register_backing(self, memfd: int) -> int:
-        return 1
+    def __init__(self) -> None:
+        super().__init__(-1)
+
+    def open(self) -> tuple[int, int] | None:
+        return os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING), 1
+
+    def close(self, memfd: int, backing_id: int) -> None:
+        os.close(memfd)
 
 
 class Replay:
     """A file system and two connected "clients" whose structs live in this process."""
 
     def __init__(self) -> None:
-        self.fs = UnmountedFilesystem(Domain())
+        self.fs = Filesystem(Domain(), pool_files=UnregisteredPoolFiles())
         self.pid = os.getpid()
         self.unique = 0
         self.memory = ctypes.create_string_buffer(1 << 16)

@@ -27,6 +27,7 @@ from .forward import Inbox
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
 from .fuse.session import Session
+from .host.backing import PoolFiles
 from .host.mounts import mount_device
 
 log = logging.getLogger("kdbusfs")
@@ -252,7 +253,7 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
             overlay.remove()
         raise
     domain = Domain(uid=options.uid, gid=options.gid, limits=options.limits)
-    fs = Filesystem(domain, device=mount_device(mountpoint), fuse_fd=fd)
+    fs = Filesystem(domain, device=mount_device(mountpoint), pool_files=PoolFiles(fd))
     log.info("serving %s (allow_other=%s)", mountpoint, options.allow_other)
     # Everything built so far (modules, classes, the tables) lives as long as the daemon: keep it
     # out of the collector's full passes, whose cost otherwise lands on whichever request runs one.

@@ -14,13 +14,10 @@ returns; READ (page faults of pages not stored yet) is served from the pool itse
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import logging
-import mmap
 import os
 import select
-import stat
 import struct
 import time
 from collections.abc import Callable
@@ -33,30 +30,27 @@ from .abi.constants import (
     RECV_RETURN_INCOMPLETE_FDS,
     Cmd,
 )
-from .bus.bus import Bus
 from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.errors import KdbusError, LimitReached, user_named
 from .bus.limits import LISTENERS_PER_USER, PAGE_SIZE
 from .bus.metadata import UNKNOWN_USERNS
+from .bus.pool import Pool
 from .bus.reply import SyncWait
+from .calls import Blocked, BlockedCalls, Supervised
 from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Output, Request
 from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
 from .host import Host
-from .host.caller import RequestCaller, SupervisedCaller
-from .host.mounts import task_file
-from .host.proc import ProcProcess, dying
+from .host.backing import PoolFiles, map_pool, seal_pool
+from .host.caller import RequestCaller
 from .limitlog import LimitLog
+from .tree import CONTROL_ID, Node, Tree
 
 log = logging.getLogger("kdbusfs.fs")
 
-CONTROL = b"control"
-CONTROL_ID = 2
-DT_DIR = 4
-DT_REG = 8
 POLLIN = select.POLLIN | select.POLLRDNORM
 POLLOUT = select.POLLOUT | select.POLLWRNORM
 POLLERR_HUP = select.POLLERR | select.POLLHUP
@@ -65,46 +59,8 @@ POLLERR_HUP = select.POLLERR | select.POLLHUP
 # for them on every path component of every open. Entries of buses and endpoints are never cached:
 # buses vanish, and each lookup of an endpoint must give a fresh inode.
 ATTR_VALID_S = 3600
-# How soon a caller that was signalled during a synchronous call is checked for a fatal signal
-# again: a killed process cannot finish dying before its request is answered.
-INTERRUPT_RECHECK_NS = 100_000_000
-# F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE (Python's fcntl lacks the last one).
-F_SEAL_POOL = 0x0002 | 0x0004 | 0x0010
-
-
-@dataclass(slots=True, eq=False)
-class Node:
-    nodeid: int
-    obj: Bus | Endpoint | None = None
-    lookups: int = 0
-    opens: int = 0
-    # The connection whose pool this inode's page cache holds (endpoint nodes after HELLO).
-    handle: Handle | None = None
-
-
 _ANSWER = struct.Struct("<QQQQQ")
 _IOCTL_IN_SIZE = p.IOCTL_IN.size
-
-
-@dataclass(frozen=True, slots=True)
-class _Blocked:
-    """Where to answer a blocked synchronous SEND."""
-
-    unique: int
-    tid: int
-    address: int
-    msg_address: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Supervised:
-    """Where to answer a launched client's synchronous SEND: its seccomp notification."""
-
-    listener: int
-    notif_id: int
-    tid: int
-    address: int
-    msg_address: int
 
 
 @dataclass(slots=True, eq=False)
@@ -121,16 +77,19 @@ class Filesystem:
     """Maps FUSE requests onto the kdbus model; returns the bytes to write back, in order."""
 
     def __init__(self, domain: Domain, host: Host | None = None,
-                 device: int | None = None, fuse_fd: int | None = None) -> None:
+                 device: int | None = None, pool_files: PoolFiles | None = None) -> None:
         self.domain = domain
-        # The /dev/fuse descriptor, for passthrough's backing-file ioctls (root only).
-        self.fuse_fd = fuse_fd
+        self.host = host or Host()
+        # Pools as memfds the client maps (root only); passthrough once INIT has agreed to it.
+        self.pool_files = pool_files
         self.passthrough = False
         # st_dev of this mount: descriptors of our own files cannot be passed in messages.
         self.device = device
+        self.tree = Tree(domain, time.time_ns())
+        self.calls = BlockedCalls(self.host.dying)
         # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
-        self.watch: list[int] = []
-        self.unwatch: list[int] = []
+        self.watch = self.calls.watch
+        self.unwatch = self.calls.unwatch
         # Seccomp listeners of launched clients (`kdbusfs run`) for the session to watch, and the
         # ones in use with the user who handed each over.
         self.listen: list[int] = []
@@ -140,23 +99,11 @@ class Filesystem:
         # notification's id: ours to close once it is answered.
         self._borrowed: dict[int, int] = {}
         self._outbox = forward.Outbox()
-        self._cancel_fds: dict[int, SyncWait] = {}
-        self.host = host or Host()
-        self.started_ns = time.time_ns()
-        self._next_nodeid = CONTROL_ID + 1
-        self._nodes: dict[int, Node] = {}
-        self._bus_nodes: dict[int, Node] = {}  # bus id -> its directory's node
         self._next_fh = 1
         self._files: dict[int, OpenFile] = {}
         self._files_by_conn: dict[int, OpenFile] = {}
         self._limit_log = LimitLog()
         self.initialized = False
-        self._pending: dict[int, SyncWait] = {}
-        # Blocked calls whose caller got a (so far) non-fatal signal.
-        self._interrupted: dict[int, SyncWait] = {}
-        # When they are next re-checked: a fixed time, so that asking for the next deadline twice
-        # gives the same answer.
-        self._recheck_at = 0
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
             p.Opcode.INIT: self._init,
             p.Opcode.LOOKUP: self._lookup,
@@ -231,7 +178,7 @@ class Filesystem:
         listener, notification = forwarded.listener, forwarded.notification
         if notification.id in self._borrowed.values() or not seccomp.still_waiting(listener, notification.id):
             # Forwarded twice, or answered or killed since: not ours to answer.
-            self.host.closer.close(listener)
+            self.host.close_fd(listener)
             return []
         self._borrowed[listener] = notification.id
         if not forwarded.may_serve():
@@ -280,7 +227,7 @@ class Filesystem:
             notification.args[2]
         if not notification.is_kdbus_ioctl():
             return self._answer_of(listener, notification.id, None)
-        found = task_file(tid, fd)
+        found = self.host.task_file(tid, fd)
         handle = self._handle_of(found)
         if handle is None:
             if found is not None and found[0] is not None and not forwarded and \
@@ -292,20 +239,21 @@ class Filesystem:
             # Killed since, and its tid may be another task's already: touch nothing of it (the
             # answer only meets ENOENT, and gives a borrowed listener back).
             return self._answer_of(listener, notification.id, None)
-        caller = SupervisedCaller(self.host, tid, listener, notification.id, self.device)
+        caller = self.host.supervised(tid, listener, notification.id, self.device)
         err = 0
         try:
             # Every SEND is served here, not only calls that receive descriptors with their reply:
             # letting one carry on would cost a FUSE round trip on top of this one.
             out = ioctl(handle, cmd, arg, b"", caller)
             if isinstance(out, Pending):
-                self._block(out, _Supervised(listener, notification.id, tid, out.address, out.msg_address))
+                token = Supervised(listener, notification.id, tid, out.address, out.msg_address)
+                self.calls.block(out, token)
                 return None
             # Only RECV and SEND are notified: neither connects a handle.
             assert not isinstance(out, Connected)
             if cmd == Cmd.RECV:
                 # What FUSE would copy back for an _IOR command.
-                self.host.memory.write(tid, arg, out)
+                self.host.write(tid, arg, out)
                 if handle.conn is not None:
                     # The installed numbers are pool bytes too: they must reach the client's page
                     # cache before the answer (flushed below), whatever else is still queued.
@@ -326,7 +274,7 @@ class Filesystem:
         mount's."""
         if found is None or found[0] != self.device:
             return None
-        node = self._nodes.get(found[1])
+        node = self.tree.find(found[1])
         if node is None or node.handle is None or node.handle.type is not HandleType.CONNECTED:
             return None
         return node.handle
@@ -342,11 +290,11 @@ class Filesystem:
             raise KdbusError(errno.EINVAL, f"SUPERVISE of size {size} with flags {flags:#x}")
         listener = caller.files().grab(fd, recheck=False)
         if not seccomp.is_listener(listener):
-            self.host.closer.close(listener)
+            self.host.close_fd(listener)
             raise KdbusError(errno.EINVAL, f"fd {fd} is not a seccomp listener")
         uid = caller.creds().uid
         if self._listeners_by_uid.get(uid, 0) >= LISTENERS_PER_USER:
-            self.host.closer.close(listener)
+            self.host.close_fd(listener)
             raise LimitReached(errno.EMFILE, f"user {uid} already has {LISTENERS_PER_USER} launched "
                                              "process trees supervised", "supervised launches per user",
                                LISTENERS_PER_USER, "kdbusfs fixes it", user_named(uid))
@@ -361,7 +309,7 @@ class Filesystem:
         uid = self._listeners.pop(listener, None)
         if uid is not None:
             self._listeners_by_uid[uid] -= 1
-        self.host.closer.close(listener)
+        self.host.close_fd(listener)
         if not self._listeners:
             # Nothing left to forward: the daemon holds nothing of launched clients.
             self._outbox.close()
@@ -369,8 +317,8 @@ class Filesystem:
     def next_deadline(self) -> int | None:
         """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
         deadline = self.domain.next_deadline()
-        if self._interrupted:
-            recheck = self._recheck_at
+        recheck = self.calls.next_recheck()
+        if recheck is not None:
             deadline = recheck if deadline is None else min(deadline, recheck)
         return deadline
 
@@ -381,9 +329,7 @@ class Filesystem:
     def _expire(self) -> None:
         now = time.monotonic_ns()
         self.domain.expire(now)
-        if self._interrupted:
-            self._recheck_interrupted()
-            self._recheck_at = now + INTERRUPT_RECHECK_NS
+        self.calls.recheck(now)
 
     def _outside_requests(self, what: str, action: Callable[[], None]) -> list[Output]:
         """Run work no request asked for (timers, cancel fds) and return what it has to write."""
@@ -424,27 +370,24 @@ class Filesystem:
             opened.pollers.clear()
 
     def close_fd(self, fd: int) -> None:
-        self.host.closer.close(fd)
+        self.host.close_fd(fd)
 
     def cancel_fd_ready(self, fd: int) -> list[Output]:
         """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
-        wait = self._cancel_fds.get(fd)
+        wait = self.calls.cancelled(fd)
         return self._outside_requests("cancelling a call", wait.cancel if wait else lambda: None)
 
     def _answer(self, wait: SyncWait) -> None:
-        if wait.cancel_fd is not None and self._cancel_fds.pop(wait.cancel_fd, None) is not None:
-            self.unwatch.append(wait.cancel_fd)
-        token = wait.token
-        if isinstance(token, _Supervised):
-            self._answer_supervised(wait, token)
+        token = self.calls.settle(wait)
+        if isinstance(wait.token, Supervised):
+            self._answer_supervised(wait, wait.token)
             return
         if wait.passed is not None:
             # A FUSE request cannot install descriptors: the reply shows -1 and INCOMPLETE_FDS.
             wait.passed.close()
             wait.passed = None
-        if not isinstance(token, _Blocked) or self._pending.pop(token.unique, None) is None:
+        if token is None:
             return
-        self._interrupted.pop(token.unique, None)
         if wait.errno:
             self._out.append(codec.reply_error(token.unique, wait.errno))
             return
@@ -457,13 +400,13 @@ class Filesystem:
             return
         self._out.append(codec.reply(token.unique, codec.ioctl_out(0)))
 
-    def _write_reply(self, token: _Blocked | _Supervised, offset: int, size: int, flags: int) -> None:
+    def _write_reply(self, token: Blocked | Supervised, offset: int, size: int, flags: int) -> None:
         # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the
         # caller's memory is the only way back.
-        self.host.memory.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
+        self.host.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
                                                                       size, flags))
 
-    def _answer_supervised(self, wait: SyncWait, token: _Supervised) -> None:
+    def _answer_supervised(self, wait: SyncWait, token: Supervised) -> None:
         """A launched caller's call is over: install the reply's descriptors, then release it."""
         passed, wait.passed = wait.passed, None
         ours = token.listener in self._listeners or token.listener in self._borrowed
@@ -479,8 +422,7 @@ class Filesystem:
             assert wait.reply is not None
             offset, size, flags = wait.reply
             if passed is not None:
-                installer = SupervisedCaller(self.host, token.tid, token.listener, token.notif_id,
-                                             self.device)
+                installer = self.host.supervised(token.tid, token.listener, token.notif_id, self.device)
                 if installer.install(passed, wait.caller.pool, offset):
                     flags &= ~RECV_RETURN_INCOMPLETE_FDS
                 # The numbers must reach the caller's page cache before the call returns.
@@ -496,53 +438,6 @@ class Filesystem:
     def _ok(self, request: Request) -> bytes:
         return b""
 
-    # -- nodes --------------------------------------------------------------------------------
-    def _new_node(self, obj: Bus | Endpoint) -> Node:
-        node = Node(self._next_nodeid, obj)
-        self._next_nodeid += 1
-        self._nodes[node.nodeid] = node
-        return node
-
-    def _bus_node(self, bus: Bus) -> Node:
-        node = self._bus_nodes.get(bus.id)
-        if node is None:
-            node = self._bus_nodes[bus.id] = self._new_node(bus)
-        return node
-
-    def _node(self, nodeid: int) -> Node:
-        node = self._nodes.get(nodeid)
-        if node is None:
-            raise KdbusError(errno.ENOENT, f"unknown node {nodeid}")
-        return node
-
-    def _maybe_drop(self, node: Node) -> None:
-        if node.lookups > 0 or node.opens > 0:
-            return
-        if isinstance(node.obj, Bus) and node.obj.active:
-            return
-        self._nodes.pop(node.nodeid, None)
-        if isinstance(node.obj, Bus) and self._bus_nodes.get(node.obj.id) is node:
-            del self._bus_nodes[node.obj.id]
-
-    def _attr(self, nodeid: int) -> Attr:
-        t = self.started_ns
-        if nodeid == p.ROOT_ID:
-            return Attr(nodeid, 0, stat.S_IFDIR | 0o555, 2 + len(self.domain.buses),
-                        self.domain.uid, self.domain.gid, t)
-        if nodeid == CONTROL_ID:
-            return Attr(nodeid, 0, stat.S_IFREG | 0o666, 1, self.domain.uid, self.domain.gid, t)
-        node = self._node(nodeid)
-        obj = node.obj
-        if isinstance(obj, Bus):
-            if not obj.active:
-                raise KdbusError(errno.ENOENT, f"bus {obj.name} is gone")
-            return Attr(nodeid, 0, stat.S_IFDIR | obj.mode, 2, obj.uid, obj.gid, t)
-        assert isinstance(obj, Endpoint)
-        conn = node.handle.conn if node.handle else None
-        # The size covers the pool so that the kernel serves faults anywhere in a mapping of it.
-        size = conn.pool.size if conn is not None else 0
-        return Attr(nodeid, size, stat.S_IFREG | obj.mode, 1, obj.uid, obj.gid, t)
-
     # -- FUSE operations ----------------------------------------------------------------------
     def _init(self, request: Request) -> bytes:
         kernel = codec.parse_init(request.body)
@@ -552,7 +447,7 @@ class Filesystem:
         wanted = p.ASYNC_READ | p.PARALLEL_DIROPS
         # Passthrough (registering backing files needs CAP_SYS_ADMIN): a client's pool mapping is
         # then the daemon's memfd itself, and pool bytes need no copying into page caches.
-        if self.fuse_fd is not None and os.geteuid() == 0 and kernel.flags & p.PASSTHROUGH:
+        if self.pool_files is not None and os.geteuid() == 0 and kernel.flags & p.PASSTHROUGH:
             wanted |= p.PASSTHROUGH
             self.passthrough = True
         log.info("FUSE protocol %d.%d%s", kernel.major, kernel.minor,
@@ -562,75 +457,38 @@ class Filesystem:
         return codec.init_out(kernel, wanted, max_write=PAGE_SIZE, max_readahead=0)
 
     def _lookup(self, request: Request) -> bytes:
-        name = codec.name_arg(request.body)
-        parent = request.header.nodeid
-        if parent == p.ROOT_ID:
-            if name == CONTROL:
-                return codec.entry_out(CONTROL_ID, self._attr(CONTROL_ID), ATTR_VALID_S, ATTR_VALID_S)
-            bus = self.domain.buses.get(name.decode("utf-8", "surrogateescape"))
-            if bus is None or not bus.active:
-                raise KdbusError(errno.ENOENT, f"no bus {name!r}")
-            node = self._bus_node(bus)
-        else:
-            parent_bus = self._node(parent).obj
-            if not isinstance(parent_bus, Bus) or not parent_bus.active:
-                raise KdbusError(errno.ENOENT, "lookup in a vanished bus")
-            bus = parent_bus
-            endpoint = bus.endpoints.get(name.decode("utf-8", "surrogateescape"))
-            if endpoint is None or not endpoint.active:
-                raise KdbusError(errno.ENOENT, f"no endpoint {name!r} on {bus.name}")
-            # A fresh inode per lookup: each open of an endpoint gets its own page cache (pool).
-            node = self._new_node(endpoint)
-        node.lookups += 1
-        return codec.entry_out(node.nodeid, self._attr(node.nodeid), 0, ATTR_VALID_S)
+        nodeid = self.tree.lookup(request.header.nodeid, codec.name_arg(request.body))
+        # Only `control` is cached: buses vanish, and each lookup of an endpoint must give a
+        # fresh inode.
+        entry_valid = ATTR_VALID_S if nodeid == CONTROL_ID else 0
+        return codec.entry_out(nodeid, self.tree.attr(nodeid), entry_valid, ATTR_VALID_S)
 
     def _forget(self, request: Request) -> None:
         (count,) = p.FORGET_IN.unpack_from(request.body)
-        self._forget_one(request.header.nodeid, count)
+        self.tree.forget(request.header.nodeid, count)
         return None
 
     def _batch_forget(self, request: Request) -> None:
         count, _ = p.BATCH_FORGET_IN.unpack_from(request.body)
         for i in range(count):
             nodeid, nlookup = p.FORGET_ONE.unpack_from(request.body, p.BATCH_FORGET_IN.size + 16 * i)
-            self._forget_one(nodeid, nlookup)
+            self.tree.forget(nodeid, nlookup)
         return None
 
-    def _forget_one(self, nodeid: int, count: int) -> None:
-        node = self._nodes.get(nodeid)
-        if node is not None:
-            node.lookups = max(0, node.lookups - count)
-            self._maybe_drop(node)
-
     def _getattr(self, request: Request) -> bytes:
-        return codec.attr_out(self._attr(request.header.nodeid), ATTR_VALID_S)
+        return codec.attr_out(self.tree.attr(request.header.nodeid), ATTR_VALID_S)
 
     def _statfs(self, request: Request) -> bytes:
         return codec.statfs_out()
 
     def _opendir(self, request: Request) -> bytes:
-        self._attr(request.header.nodeid)  # ENOENT for a vanished bus
+        self.tree.attr(request.header.nodeid)  # ENOENT for a vanished bus
         return codec.open_out(0, 0)
-
-    def _dir_entries(self, nodeid: int) -> list[tuple[int, bytes, int]]:
-        entries = [(nodeid, b".", DT_DIR), (p.ROOT_ID, b"..", DT_DIR)]
-        if nodeid == p.ROOT_ID:
-            entries.append((CONTROL_ID, CONTROL, DT_REG))
-            for bus in self.domain.buses.values():
-                entries.append((self._bus_node(bus).nodeid, bus.name.encode(), DT_DIR))
-            return entries
-        listed = self._node(nodeid).obj
-        if not isinstance(listed, Bus) or not listed.active:
-            raise KdbusError(errno.ENOENT, "readdir of a vanished bus")
-        for endpoint in listed.endpoints.values():
-            # Endpoint inodes are per open; listings show a stable number that is no open's inode.
-            entries.append((0xFFFF_FFFF, endpoint.name.encode(), DT_REG))
-        return entries
 
     def _readdir(self, request: Request) -> bytes:
         _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
         out = bytearray()
-        entries = self._dir_entries(request.header.nodeid)
+        entries = self.tree.entries(request.header.nodeid)
         for index in range(offset, len(entries)):
             ino, name, dtype = entries[index]
             record = codec.dirent(ino, index + 1, name, dtype)
@@ -642,7 +500,7 @@ class Filesystem:
     def _readdirplus(self, request: Request) -> bytes:
         _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
         out = bytearray()
-        entries = self._dir_entries(request.header.nodeid)
+        entries = self.tree.entries(request.header.nodeid)
         # Node id 0 tells the kernel "no entry to cache", so listings never pin inodes.
         no_entry = codec.entry_out(0, Attr(0, 0, 0, 0, 0, 0, 0))
         for index in range(offset, len(entries)):
@@ -657,7 +515,7 @@ class Filesystem:
         nodeid = request.header.nodeid
         h = request.header
         # One status read and one user-namespace lookup serve both the creds and the namespace.
-        process = ProcProcess(h.pid, h.uid, h.gid)
+        process = self.host.process(h.pid, h.uid, h.gid)
         opener = process.creds()
         if nodeid == CONTROL_ID:
             if not self.domain.active:
@@ -666,7 +524,7 @@ class Filesystem:
             handle = Handle(Control(self.domain), opener)
             open_flags = p.FOPEN_DIRECT_IO | p.FOPEN_NONSEEKABLE
         else:
-            node = self._node(nodeid)
+            node = self.tree.node(nodeid)
             endpoint = node.obj
             if not isinstance(endpoint, Endpoint):
                 raise KdbusError(errno.EISDIR, "not an endpoint")
@@ -689,30 +547,16 @@ class Filesystem:
 
     def _back_with_memfd(self, opened: OpenFile) -> None:
         """Give the open a memfd the kernel reads and maps directly: the connection's pool."""
+        assert self.pool_files is not None
         try:
-            memfd = os.memfd_create("kdbusfs-pool", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            backing = self.pool_files.open()
         except OSError as exc:
-            # Out of descriptors, say: this open's pool goes through the page cache instead.
-            log.warning("no memfd for a pool (%s); using the page cache for it", exc.strerror)
-            return
-        try:
-            backing_id = self._register_backing(memfd)
-        except OSError as exc:
-            os.close(memfd)
             log.warning("passthrough unavailable (%s): pools go through the page cache", exc.strerror)
             self.passthrough = False
             return
-        opened.backing_fd = memfd
-        opened.backing_id = backing_id
-        opened.handle.pool_memory = functools.partial(_map_pool, memfd)
-
-    def _register_backing(self, memfd: int) -> int:
-        """Register `memfd` with the FUSE connection as a backing file; returns its backing id."""
-        assert self.fuse_fd is not None
-        # A mutable buffer makes fcntl.ioctl return the call's result: the backing id.
-        backing_map = bytearray(p.BACKING_MAP.pack(memfd, 0, 0))
-        backing_id: int = fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_OPEN, backing_map, True)
-        return backing_id
+        if backing is not None:
+            opened.backing_fd, opened.backing_id = backing
+            opened.handle.pool_memory = functools.partial(map_pool, opened.backing_fd)
 
     def _file(self, fh: int) -> OpenFile:
         found = self._files.get(fh)
@@ -741,19 +585,14 @@ class Filesystem:
         if handle.conn is not None:
             self._files_by_conn.pop(handle.conn.id, None)
         handle.release()
-        if opened.backing_id is not None and self.fuse_fd is not None:
-            try:
-                fcntl.ioctl(self.fuse_fd, p.DEV_IOC_BACKING_CLOSE, struct.pack("<I", opened.backing_id))
-            except OSError as exc:
-                log.warning("closing backing file %d: %s", opened.backing_id, exc.strerror)
-        if opened.backing_fd is not None:
-            os.close(opened.backing_fd)
+        if opened.backing_fd is not None and opened.backing_id is not None and self.pool_files is not None:
+            self.pool_files.close(opened.backing_fd, opened.backing_id)
         node = opened.node
         node.opens -= 1
         if node.handle is handle:
             node.handle = None
         if node.nodeid != CONTROL_ID:
-            self._maybe_drop(node)
+            self.tree.maybe_drop(node)
         return b""
 
     def _ioctl(self, request: Request) -> bytes | None:
@@ -763,7 +602,7 @@ class Filesystem:
         opened = self._file(fh)
         handle = opened.handle
         h = request.header
-        caller = RequestCaller(self.host, h.pid, h.uid, h.gid, self.device)
+        caller = self.host.caller(h.pid, h.uid, h.gid, self.device)
         in_data = request.body[_IOCTL_IN_SIZE : _IOCTL_IN_SIZE + in_size].tobytes()
         if cmd == KDBUSFS_CMD_SUPERVISE:
             # kdbusfs's own command (descriptors and seccomp are the edge's business, not kdbus's).
@@ -780,7 +619,7 @@ class Filesystem:
             return codec.ioctl_out(0, out.out)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
-            self._block(out, _Blocked(request.unique, h.pid, out.address, out.msg_address))
+            self.calls.block(out, Blocked(request.unique, h.pid, out.address, out.msg_address))
             return None
         return codec.ioctl_out(0, out)
 
@@ -793,20 +632,10 @@ class Filesystem:
             last = conn.pool.size - PAGE_SIZE
             self._out.append(codec.notify_store(opened.node.nodeid, last, conn.pool.buffer[last:]))
         else:
-            _seal_pool(opened.backing_fd)
+            seal_pool(opened.backing_fd)
         self.domain.wake(conn)
 
-    def _block(self, pending: Pending, token: _Blocked | _Supervised) -> None:
-        """Remember where to answer a synchronous call, and watch its CANCEL_FD."""
-        wait = pending.wait
-        wait.token = token
-        if isinstance(token, _Blocked):
-            self._pending[token.unique] = wait
-        if wait.cancel_fd is not None:
-            self._cancel_fds[wait.cancel_fd] = wait
-            self.watch.append(wait.cancel_fd)
-
-    def _store(self, nodeid: int, pool) -> None:  # type: ignore[no-untyped-def]
+    def _store(self, nodeid: int, pool: Pool) -> None:
         """Push freshly written pool bytes into the client's page cache, whole pages at a time."""
         for start, end in pool.take_dirty():
             first = start - start % PAGE_SIZE
@@ -826,57 +655,14 @@ class Filesystem:
         return codec.poll_out(POLLOUT)
 
     def _interrupt(self, request: Request) -> None:
-        """A caller blocked in a synchronous SEND got a signal.
-
-        kdbus restarts the wait transparently after a handled signal (the call neither fails nor
-        is sent again), which FUSE cannot express; so a blocked call simply keeps waiting, and its
-        handler runs when the call ends. A fatal signal must not wait, though (the task cannot die
-        until its request is answered): such calls end at once, and calls that were interrupted
-        are re-checked every INTERRUPT_RECHECK_NS in case a fatal signal follows.
-        """
+        """A caller blocked in a synchronous SEND got a signal (calls.py says what follows)."""
         (unique,) = p.INTERRUPT_IN.unpack_from(request.body)
-        wait = self._pending.get(unique)
-        if wait is not None:
-            token = wait.token
-            assert isinstance(token, _Blocked)
-            if dying(token.tid):
-                wait.finish(errno.EINTR)
-            else:
-                if not self._interrupted:
-                    self._recheck_at = time.monotonic_ns() + INTERRUPT_RECHECK_NS
-                self._interrupted[unique] = wait
+        self.calls.interrupt(unique, time.monotonic_ns())
         return None
-
-    def _recheck_interrupted(self) -> None:
-        for unique, wait in list(self._interrupted.items()):
-            token = wait.token
-            if wait.done or not isinstance(token, _Blocked):
-                del self._interrupted[unique]
-            elif dying(token.tid):
-                del self._interrupted[unique]
-                wait.finish(errno.EINTR)
 
     def shutdown(self) -> None:
         self.domain.shutdown()
         self.host.close()
-
-
-def _map_pool(memfd: int, size: int) -> mmap.mmap:
-    """A pool of `size` bytes in `memfd`, which the client maps through passthrough.
-
-    Sealed only once its HELLO has succeeded (_seal_pool): a HELLO that fails after this leaves
-    the handle fresh, and the next HELLO on it may ask for another size.
-    """
-    os.ftruncate(memfd, 0)  # nothing of a failed HELLO's pool survives into the next one
-    os.ftruncate(memfd, size)
-    return mmap.mmap(memfd, size)
-
-
-def _seal_pool(memfd: int) -> None:
-    # The daemon keeps its writable mapping; write(2) on the connection fd (which passthrough
-    # would send to the memfd) now fails, and the pool's size is fixed. A writable shared mapping
-    # cannot be refused this way: FUSE passthrough maps the memfd without shmem's seal check.
-    fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, F_SEAL_POOL)
 
 
 def _cmd_name(cmd: int) -> str:

@@ -1,30 +1,57 @@
 """The edge between the serving core and the system: everything that makes a syscall for it.
 
-    host/memory.py  the caller's memory (process_vm_readv/writev)
-    host/proc.py    what /proc says about a task: credentials, namespaces, metadata facts
-    host/mounts.py  which mount a task's descriptor is on, found by name
-    host/files.py   the sender's descriptors, taken with pidfd_getfd and checked as kdbus does
-    host/caller.py  the task behind a request (FUSE or a launched client's notification)
-    host/closer.py  closing descriptors off the serving thread
-    host/libc.py    the C library, loaded when first needed
+    host/memory.py   the caller's memory (process_vm_readv/writev)
+    host/proc.py     what /proc says about a task: credentials, namespaces, metadata facts
+    host/mounts.py   which mount a task's descriptor is on, found by name
+    host/files.py    the sender's descriptors, taken with pidfd_getfd and checked as kdbus does
+    host/caller.py   the task behind a request (FUSE or a launched client's notification)
+    host/backing.py  pools as memfds the client maps directly (FUSE passthrough)
+    host/closer.py   closing descriptors off the serving thread
+    host/libc.py     the C library, loaded when first needed
 
-Nothing here does any work at import.
+`Host` is what the serving core (kdbusfs.fs) is given; tests give it one whose tasks and memory
+are their own. Nothing here does any work at import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from .caller import RequestCaller, SupervisedCaller
 from .closer import Closer
 from .memory import ProcessMemory
+from .mounts import task_file
+from .proc import ProcProcess, dying
 
 
-@dataclass(slots=True)
 class Host:
-    """What the serving core holds of the system, made once per daemon and handed down."""
+    """The system as the serving core sees it: tasks, their memory and files, closing."""
 
-    memory: ProcessMemory = field(default_factory=ProcessMemory)
-    closer: Closer = field(default_factory=Closer)
+    def __init__(self, memory: ProcessMemory | None = None, closer: Closer | None = None) -> None:
+        self.memory = memory or ProcessMemory()
+        self.closer = closer or Closer()
+
+    def caller(self, tid: int, fsuid: int, fsgid: int, kdbus_dev: int | None) -> RequestCaller:
+        """The task behind a FUSE request."""
+        return RequestCaller(self, tid, fsuid, fsgid, kdbus_dev)
+
+    def supervised(self, tid: int, listener: int, notif_id: int, kdbus_dev: int | None) -> SupervisedCaller:
+        """A launched task waiting in a notified ioctl."""
+        return SupervisedCaller(self, tid, listener, notif_id, kdbus_dev)
+
+    def process(self, pid: int, uid: int, gid: int) -> ProcProcess:
+        return ProcProcess(pid, uid, gid)
+
+    def dying(self, tid: int) -> bool:
+        return dying(tid)
+
+    def task_file(self, tid: int, fd: int) -> tuple[int | None, int] | None:
+        """(device, inode) of the file behind `fd` of task `tid`, found by name."""
+        return task_file(tid, fd)
+
+    def write(self, tid: int, address: int, data: bytes) -> None:
+        self.memory.write(tid, address, data)
+
+    def close_fd(self, fd: int) -> None:
+        self.closer.close(fd)
 
     def close(self) -> None:
         self.memory.close()

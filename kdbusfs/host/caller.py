@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import TYPE_CHECKING
 
 from .. import seccomp
 from ..bus.message import Passed
 from ..bus.metadata import Creds
 from ..bus.pool import Pool
-from . import Host
 from .files import SenderFiles
 from .proc import ProcProcess
+
+if TYPE_CHECKING:
+    from . import Host
 
 log = logging.getLogger("kdbusfs.host")
 

@@ -1,0 +1,140 @@
+"""The node tree of a mount: the domain's root, `control`, a directory per bus and its endpoints.
+
+Node ids are the FUSE inode numbers. Buses keep one node for as long as they are looked up;
+endpoints get a fresh node per lookup, so that each open() of an endpoint has an inode (and a page
+cache: the client's mapping of its pool) of its own. Pure bookkeeping, no I/O.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+from dataclasses import dataclass
+
+from .bus.bus import Bus
+from .bus.domain import Domain
+from .bus.endpoint import Endpoint
+from .bus.errors import KdbusError
+from .fuse import protocol as p
+from .fuse.codec import Attr
+from .handle import Handle
+
+CONTROL = b"control"
+CONTROL_ID = 2
+DT_DIR = 4
+DT_REG = 8
+# Endpoint inodes are per open; listings show a stable number that is no open's inode.
+LISTED_ENDPOINT_INO = 0xFFFF_FFFF
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    nodeid: int
+    obj: Bus | Endpoint | None = None
+    lookups: int = 0
+    opens: int = 0
+    # The connection whose pool this inode's page cache holds (endpoint nodes after HELLO).
+    handle: Handle | None = None
+
+
+class Tree:
+    """Node ids for the domain's buses and endpoints, and their attributes."""
+
+    def __init__(self, domain: Domain, started_ns: int) -> None:
+        self.domain = domain
+        self.started_ns = started_ns
+        self._next_nodeid = CONTROL_ID + 1
+        self._nodes: dict[int, Node] = {}
+        self._bus_nodes: dict[int, Node] = {}  # bus id -> its directory's node
+
+    def node(self, nodeid: int) -> Node:
+        node = self._nodes.get(nodeid)
+        if node is None:
+            raise KdbusError(errno.ENOENT, f"unknown node {nodeid}")
+        return node
+
+    def find(self, nodeid: int) -> Node | None:
+        return self._nodes.get(nodeid)
+
+    def lookup(self, parent: int, name: bytes) -> int:
+        """The node id of `name` in directory `parent`, counted as one more kernel lookup."""
+        if parent == p.ROOT_ID:
+            if name == CONTROL:
+                return CONTROL_ID
+            bus = self.domain.buses.get(name.decode("utf-8", "surrogateescape"))
+            if bus is None or not bus.active:
+                raise KdbusError(errno.ENOENT, f"no bus {name!r}")
+            node = self._bus_node(bus)
+        else:
+            parent_bus = self.node(parent).obj
+            if not isinstance(parent_bus, Bus) or not parent_bus.active:
+                raise KdbusError(errno.ENOENT, "lookup in a vanished bus")
+            endpoint = parent_bus.endpoints.get(name.decode("utf-8", "surrogateescape"))
+            if endpoint is None or not endpoint.active:
+                raise KdbusError(errno.ENOENT, f"no endpoint {name!r} on {parent_bus.name}")
+            # A fresh inode per lookup: each open of an endpoint gets its own page cache (pool).
+            node = self._new_node(endpoint)
+        node.lookups += 1
+        return node.nodeid
+
+    def forget(self, nodeid: int, count: int) -> None:
+        node = self._nodes.get(nodeid)
+        if node is not None:
+            node.lookups = max(0, node.lookups - count)
+            self.maybe_drop(node)
+
+    def maybe_drop(self, node: Node) -> None:
+        """Forget a node the kernel no longer knows and nothing holds open."""
+        if node.lookups > 0 or node.opens > 0:
+            return
+        if isinstance(node.obj, Bus) and node.obj.active:
+            return
+        self._nodes.pop(node.nodeid, None)
+        if isinstance(node.obj, Bus) and self._bus_nodes.get(node.obj.id) is node:
+            del self._bus_nodes[node.obj.id]
+
+    def attr(self, nodeid: int) -> Attr:
+        t = self.started_ns
+        domain = self.domain
+        if nodeid == p.ROOT_ID:
+            return Attr(nodeid, 0, stat.S_IFDIR | 0o555, 2 + len(domain.buses), domain.uid, domain.gid, t)
+        if nodeid == CONTROL_ID:
+            return Attr(nodeid, 0, stat.S_IFREG | 0o666, 1, domain.uid, domain.gid, t)
+        node = self.node(nodeid)
+        obj = node.obj
+        if isinstance(obj, Bus):
+            if not obj.active:
+                raise KdbusError(errno.ENOENT, f"bus {obj.name} is gone")
+            return Attr(nodeid, 0, stat.S_IFDIR | obj.mode, 2, obj.uid, obj.gid, t)
+        assert isinstance(obj, Endpoint)
+        conn = node.handle.conn if node.handle else None
+        # The size covers the pool so that the kernel serves faults anywhere in a mapping of it.
+        size = conn.pool.size if conn is not None else 0
+        return Attr(nodeid, size, stat.S_IFREG | obj.mode, 1, obj.uid, obj.gid, t)
+
+    def entries(self, nodeid: int) -> list[tuple[int, bytes, int]]:
+        """A directory's listing: (ino, name, DT_*) with "." and ".." first."""
+        entries = [(nodeid, b".", DT_DIR), (p.ROOT_ID, b"..", DT_DIR)]
+        if nodeid == p.ROOT_ID:
+            entries.append((CONTROL_ID, CONTROL, DT_REG))
+            for bus in self.domain.buses.values():
+                entries.append((self._bus_node(bus).nodeid, bus.name.encode(), DT_DIR))
+            return entries
+        listed = self.node(nodeid).obj
+        if not isinstance(listed, Bus) or not listed.active:
+            raise KdbusError(errno.ENOENT, "readdir of a vanished bus")
+        for endpoint in listed.endpoints.values():
+            entries.append((LISTED_ENDPOINT_INO, endpoint.name.encode(), DT_REG))
+        return entries
+
+    def _new_node(self, obj: Bus | Endpoint) -> Node:
+        node = Node(self._next_nodeid, obj)
+        self._next_nodeid += 1
+        self._nodes[node.nodeid] = node
+        return node
+
+    def _bus_node(self, bus: Bus) -> Node:
+        node = self._bus_nodes.get(bus.id)
+        if node is None:
+            node = self._bus_nodes[bus.id] = self._new_node(bus)
+        return node
