@@ -322,14 +322,15 @@ class Filesystem:
             deadline = recheck if deadline is None else min(deadline, recheck)
         return deadline
 
-    def tick(self) -> list[Output]:
-        """Fire due deadlines; returns what to write (notifications, answers to blocked calls)."""
-        return self._outside_requests("handling a deadline", self._expire)
+    def tick(self, now_ns: int | None = None) -> list[Output]:
+        """Fire the deadlines due by `now_ns` (CLOCK_MONOTONIC, now by default); returns what to
+        write (notifications, answers to blocked calls)."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        return self._outside_requests("handling a deadline", functools.partial(self._expire, now))
 
-    def _expire(self) -> None:
-        now = time.monotonic_ns()
-        self.domain.expire(now)
-        self.calls.recheck(now)
+    def _expire(self, now_ns: int) -> None:
+        self.domain.expire(now_ns)
+        self.calls.recheck(now_ns)
 
     def _outside_requests(self, what: str, action: Callable[[], None]) -> list[Output]:
         """Run work no request asked for (timers, cancel fds) and return what it has to write."""
