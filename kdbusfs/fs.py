@@ -26,15 +26,12 @@ from dataclasses import dataclass, field
 from . import forward, seccomp
 from .abi.constants import (
     KDBUSFS_CMD_SUPERVISE,
-    KDBUSFS_SUPERVISE,
-    RECV_RETURN_INCOMPLETE_FDS,
-    Cmd,
 )
 from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
-from .bus.errors import KdbusError, LimitReached, user_named
-from .bus.limits import LISTENERS_PER_USER, PAGE_SIZE
+from .bus.errors import KdbusError, LimitReached
+from .bus.limits import PAGE_SIZE
 from .bus.metadata import UNKNOWN_USERNS
 from .bus.pool import Pool
 from .bus.reply import SyncWait
@@ -45,7 +42,7 @@ from .fuse.codec import Attr, Output, Request
 from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
 from .host import Host
 from .host.backing import PoolFiles, map_pool, seal_pool
-from .host.caller import RequestCaller
+from .launched import Launched
 from .limitlog import LimitLog
 from .tree import CONTROL_ID, Node, Tree
 
@@ -90,15 +87,9 @@ class Filesystem:
         # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
         self.watch = self.calls.watch
         self.unwatch = self.calls.unwatch
-        # Seccomp listeners of launched clients (`kdbusfs run`) for the session to watch, and the
-        # ones in use with the user who handed each over.
-        self.listen: list[int] = []
-        self._listeners: dict[int, int] = {}
-        self._listeners_by_uid: dict[int, int] = {}
-        # Listeners other mounts' daemons lent us with one notification each (forward.py), by the
-        # notification's id: ours to close once it is answered.
-        self._borrowed: dict[int, int] = {}
-        self._outbox = forward.Outbox()
+        # Clients started by `kdbusfs run`, and their seccomp listeners for the session to watch.
+        self.launched = Launched(self)
+        self.listen = self.launched.listen
         self._next_fh = 1
         self._files: dict[int, OpenFile] = {}
         self._files_by_conn: dict[int, OpenFile] = {}
@@ -140,7 +131,7 @@ class Filesystem:
         try:
             payload = op(request)
         except KdbusError as exc:
-            self._refused(_opname(request.opcode), exc)
+            self.refused(_opname(request.opcode), exc)
             reply: bytes | None = codec.reply_error(unique, exc.errno)
         except Exception:
             # A bug of ours must cost one request, never the daemon and everyone on the mount.
@@ -155,7 +146,7 @@ class Filesystem:
             out.append(reply)
         return out
 
-    def _refused(self, what: str, exc: KdbusError) -> None:
+    def refused(self, what: str, exc: KdbusError) -> None:
         """Log a request's errno: a limit as a warning (once per burst), anything else at debug."""
         if isinstance(exc, LimitReached):
             for warning in self._limit_log.hit(exc, time.monotonic()):
@@ -163,156 +154,15 @@ class Filesystem:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s failed: %s", what, exc)
 
-    # -- launched clients (seccomp notifications) ---------------------------------------------
+    # -- launched clients (launched.py) ------------------------------------------------------
     def listener_ready(self, listener: int, notification: seccomp.Notification) -> list[Output]:
-        """A launched client's RECV or SEND waits in seccomp: serve it here, installing the
-        descriptors it receives. The answer that releases the client comes last in what this
-        returns, after the pool stores and wake-ups it depends on (or later, for a call that
-        waits for its reply)."""
-        if listener not in self._listeners:
-            return []
-        return self._serving(listener, notification, forwarded=False)
+        return self.launched.listener_ready(listener, notification)
 
     def forwarded_ready(self, forwarded: forward.Forwarded) -> list[Output]:
-        """Another mount's daemon hands us a launched client's ioctl on one of our files."""
-        listener, notification = forwarded.listener, forwarded.notification
-        if notification.id in self._borrowed.values() or not seccomp.still_waiting(listener, notification.id):
-            # Forwarded twice, or answered or killed since: not ours to answer.
-            self.host.close_fd(listener)
-            return []
-        self._borrowed[listener] = notification.id
-        if not forwarded.may_serve():
-            log.warning("a forwarder of uid %d names task %d of another user: letting its ioctl "
-                        "carry on as it is", forwarded.forwarder_uid, notification.tid)
-            self._out = [self._answer_of(listener, notification.id, None)]
-            return self._out
-        return self._serving(listener, notification, forwarded=True)
-
-    def _serving(self, listener: int, notification: seccomp.Notification, forwarded: bool) -> list[Output]:
-        self._out = []
-        try:
-            answer = self._serve_notification(listener, notification, forwarded)
-            if self.domain.has_effects:
-                self._flush()
-        except Exception:
-            log.exception("serving a launched client's ioctl failed unexpectedly")
-            answer = self._answer_of(listener, notification.id, errno.EIO)
-        if answer is not None:
-            self._out.append(answer)
-        return self._out
-
-    def _answer_of(self, listener: int, notif_id: int, err: int | None) -> Callable[[], None]:
-        """What ends a notified syscall: -err, or 0, or carrying on as if unnotified (None). A
-        borrowed listener is closed once it has given the answer."""
-        if err is None:
-            answer = functools.partial(seccomp.resume, listener, notif_id)
-        else:
-            answer = functools.partial(seccomp.answer, listener, notif_id, err)
-        if self._borrowed.pop(listener, None) is None:
-            return answer
-
-        def answer_and_close() -> None:
-            try:
-                answer()
-            finally:
-                os.close(listener)
-        return answer_and_close
-
-    def _serve_notification(self, listener: int, notification: seccomp.Notification,
-                            forwarded: bool) -> Callable[[], None] | None:
-        """Serve a notified ioctl; the answer to give now, or None if it waits (a call) or
-        another mount's daemon gives it."""
-        tid = notification.tid
-        fd, cmd, arg = notification.args[0] & 0xFFFF_FFFF, notification.args[1] & 0xFFFF_FFFF, \
-            notification.args[2]
-        if not notification.is_kdbus_ioctl():
-            return self._answer_of(listener, notification.id, None)
-        found = self.host.task_file(tid, fd)
-        handle = self._handle_of(found)
-        if handle is None:
-            if found is not None and found[0] is not None and not forwarded and \
-                    self._forward(found[0], listener, notification):
-                return None
-            # Not a connection of a kdbusfs mount, or nobody to serve it there.
-            return self._answer_of(listener, notification.id, None)
-        if not seccomp.still_waiting(listener, notification.id):
-            # Killed since, and its tid may be another task's already: touch nothing of it (the
-            # answer only meets ENOENT, and gives a borrowed listener back).
-            return self._answer_of(listener, notification.id, None)
-        caller = self.host.supervised(tid, listener, notification.id, self.device)
-        err = 0
-        try:
-            # Every SEND is served here, not only calls that receive descriptors with their reply:
-            # letting one carry on would cost a FUSE round trip on top of this one.
-            out = ioctl(handle, cmd, arg, b"", caller)
-            if isinstance(out, Pending):
-                token = Supervised(listener, notification.id, tid, out.address, out.msg_address)
-                self.calls.block(out, token)
-                return None
-            # Only RECV and SEND are notified: neither connects a handle.
-            assert not isinstance(out, Connected)
-            if cmd == Cmd.RECV:
-                # What FUSE would copy back for an _IOR command.
-                self.host.write(tid, arg, out)
-                if handle.conn is not None:
-                    # The installed numbers are pool bytes too: they must reach the client's page
-                    # cache before the answer (flushed below), whatever else is still queued.
-                    self.domain.wake(handle.conn)
-        except KdbusError as exc:
-            self._refused(f"{_cmd_name(cmd)} (launched)", exc)
-            err = exc.errno
-        finally:
-            caller.done()
-        return self._answer_of(listener, notification.id, err)
-
-    def _forward(self, device: int, listener: int, notification: seccomp.Notification) -> bool:
-        """Hand an ioctl on another mount's file to that mount's daemon (forward.py)."""
-        return device != self.device and self._outbox.forward(device, listener, notification)
-
-    def _handle_of(self, found: tuple[int | None, int] | None) -> Handle | None:
-        """The connected handle behind a task's file (task_file's answer), if it is one of this
-        mount's."""
-        if found is None or found[0] != self.device:
-            return None
-        node = self.tree.find(found[1])
-        if node is None or node.handle is None or node.handle.type is not HandleType.CONNECTED:
-            return None
-        return node.handle
-
-    def _supervise(self, opened: OpenFile, in_data: bytes, caller: RequestCaller) -> bytes:
-        """KDBUSFS_CMD_SUPERVISE on `control`: take over the caller's seccomp listener."""
-        if not isinstance(opened.handle.node, Control):
-            raise KdbusError(errno.ENOTTY, "SUPERVISE is a command of the control node")
-        if len(in_data) != KDBUSFS_SUPERVISE.size:
-            raise KdbusError(errno.EINVAL, "malformed SUPERVISE")
-        size, flags, fd = KDBUSFS_SUPERVISE.unpack(in_data)
-        if size != KDBUSFS_SUPERVISE.size or flags:
-            raise KdbusError(errno.EINVAL, f"SUPERVISE of size {size} with flags {flags:#x}")
-        listener = caller.files().grab(fd, recheck=False)
-        if not seccomp.is_listener(listener):
-            self.host.close_fd(listener)
-            raise KdbusError(errno.EINVAL, f"fd {fd} is not a seccomp listener")
-        uid = caller.creds().uid
-        if self._listeners_by_uid.get(uid, 0) >= LISTENERS_PER_USER:
-            self.host.close_fd(listener)
-            raise LimitReached(errno.EMFILE, f"user {uid} already has {LISTENERS_PER_USER} launched "
-                                             "process trees supervised", "supervised launches per user",
-                               LISTENERS_PER_USER, "kdbusfs fixes it", user_named(uid))
-        self._listeners[listener] = uid
-        self._listeners_by_uid[uid] = self._listeners_by_uid.get(uid, 0) + 1
-        self.listen.append(listener)
-        log.info("task %d hands over its seccomp listener: its RECVs install descriptors", caller.tid)
-        return codec.ioctl_out(0)
+        return self.launched.forwarded_ready(forwarded)
 
     def listener_gone(self, listener: int) -> None:
-        """Every task under the listener's filter is gone: forget it, then close it."""
-        uid = self._listeners.pop(listener, None)
-        if uid is not None:
-            self._listeners_by_uid[uid] -= 1
-        self.host.close_fd(listener)
-        if not self._listeners:
-            # Nothing left to forward: the daemon holds nothing of launched clients.
-            self._outbox.close()
+        self.launched.listener_gone(listener)
 
     def next_deadline(self) -> int | None:
         """CLOCK_MONOTONIC nanoseconds of the next reply deadline or interrupt re-check, if any."""
@@ -326,13 +176,13 @@ class Filesystem:
         """Fire the deadlines due by `now_ns` (CLOCK_MONOTONIC, now by default); returns what to
         write (notifications, answers to blocked calls)."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        return self._outside_requests("handling a deadline", functools.partial(self._expire, now))
+        return self.outside_requests("handling a deadline", functools.partial(self._expire, now))
 
     def _expire(self, now_ns: int) -> None:
         self.domain.expire(now_ns)
         self.calls.recheck(now_ns)
 
-    def _outside_requests(self, what: str, action: Callable[[], None]) -> list[Output]:
+    def outside_requests(self, what: str, action: Callable[[], None]) -> list[Output]:
         """Run work no request asked for (timers, cancel fds) and return what it has to write."""
         self._out = []
         try:
@@ -351,11 +201,11 @@ class Filesystem:
         for conn in woken:
             if conn.id not in seen:
                 seen.add(conn.id)
-                self._push(conn)
+                self.push(conn)
         for wait in completed:
             self._answer(wait)
 
-    def _push(self, conn: Connection) -> None:
+    def push(self, conn: Connection) -> None:
         """The connection's new pool bytes to its client's page cache; wake its pollers."""
         opened = self._files_by_conn.get(conn.id)
         if opened is None or opened.backing_fd is not None:
@@ -376,12 +226,14 @@ class Filesystem:
     def cancel_fd_ready(self, fd: int) -> list[Output]:
         """A blocked call's CANCEL_FD became readable: the call ends with ECANCELED."""
         wait = self.calls.cancelled(fd)
-        return self._outside_requests("cancelling a call", wait.cancel if wait else lambda: None)
+        return self.outside_requests("cancelling a call", wait.cancel if wait else lambda: None)
 
     def _answer(self, wait: SyncWait) -> None:
         token = self.calls.settle(wait)
         if isinstance(wait.token, Supervised):
-            self._answer_supervised(wait, wait.token)
+            answer = self.launched.answer_call(wait, wait.token)
+            if answer is not None:
+                self._out.append(answer)
             return
         if wait.passed is not None:
             # A FUSE request cannot install descriptors: the reply shows -1 and INCOMPLETE_FDS.
@@ -395,46 +247,17 @@ class Filesystem:
         assert wait.reply is not None
         offset, size, flags = wait.reply
         try:
-            self._write_reply(token, offset, size, flags)
+            self.write_reply(token, offset, size, flags)
         except KdbusError as exc:
             self._out.append(codec.reply_error(token.unique, exc.errno))
             return
         self._out.append(codec.reply(token.unique, codec.ioctl_out(0)))
 
-    def _write_reply(self, token: Blocked | Supervised, offset: int, size: int, flags: int) -> None:
+    def write_reply(self, token: Blocked | Supervised, offset: int, size: int, flags: int) -> None:
         # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the
         # caller's memory is the only way back.
         self.host.write(token.tid, token.address + 16, _ANSWER.pack(0, token.msg_address, offset,
                                                                       size, flags))
-
-    def _answer_supervised(self, wait: SyncWait, token: Supervised) -> None:
-        """A launched caller's call is over: install the reply's descriptors, then release it."""
-        passed, wait.passed = wait.passed, None
-        ours = token.listener in self._listeners or token.listener in self._borrowed
-        if not ours or not seccomp.still_waiting(token.listener, token.notif_id):
-            # The caller is gone (and its tid may be another task's): nothing to install or tell.
-            if passed is not None:
-                passed.close()
-            if token.listener in self._borrowed:
-                self._out.append(self._answer_of(token.listener, token.notif_id, None))
-            return
-        err = wait.errno or 0
-        if not err:
-            assert wait.reply is not None
-            offset, size, flags = wait.reply
-            if passed is not None:
-                installer = self.host.supervised(token.tid, token.listener, token.notif_id, self.device)
-                if installer.install(passed, wait.caller.pool, offset):
-                    flags &= ~RECV_RETURN_INCOMPLETE_FDS
-                # The numbers must reach the caller's page cache before the call returns.
-                self._push(wait.caller)
-            try:
-                self._write_reply(token, offset, size, flags)
-            except KdbusError as exc:
-                err = exc.errno
-        elif passed is not None:
-            passed.close()
-        self._out.append(self._answer_of(token.listener, token.notif_id, err))
 
     def _ok(self, request: Request) -> bytes:
         return b""
@@ -608,7 +431,7 @@ class Filesystem:
         if cmd == KDBUSFS_CMD_SUPERVISE:
             # kdbusfs's own command (descriptors and seccomp are the edge's business, not kdbus's).
             try:
-                return self._supervise(opened, in_data, caller)
+                return self.launched.supervise(opened, in_data, caller)
             finally:
                 caller.done()
         try:
@@ -664,13 +487,6 @@ class Filesystem:
     def shutdown(self) -> None:
         self.domain.shutdown()
         self.host.close()
-
-
-def _cmd_name(cmd: int) -> str:
-    try:
-        return Cmd(cmd).name
-    except ValueError:
-        return f"ioctl {cmd:#x}"
 
 
 def _opname(opcode: int) -> str:
