@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import seccomp
-from .bus.limits import FORWARDERS_MAX
 from .host.proc import in_own_pid_namespace, read_creds
+from .limits import FORWARDERS_MAX
 
 log = logging.getLogger("kdbusfs.forward")
 

@@ -30,12 +30,11 @@ from .abi.constants import (
 from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
-from .bus.errors import KdbusError, LimitReached
-from .bus.limits import PAGE_SIZE
 from .bus.metadata import UNKNOWN_USERNS
 from .bus.pool import Pool
 from .bus.reply import SyncWait
 from .calls import Blocked, BlockedCalls, Supervised
+from .errors import KdbusError, LimitReached
 from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr, Output, Request
@@ -44,6 +43,7 @@ from .host import Host
 from .host.backing import PoolFiles, map_pool, seal_pool
 from .launched import Launched
 from .limitlog import LimitLog
+from .limits import PAGE_SIZE
 from .tree import CONTROL_ID, Node, Tree
 
 log = logging.getLogger("kdbusfs.fs")

@@ -55,11 +55,11 @@ from .bus.connection import (
 )
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint, cmd_endpoint_make, cmd_endpoint_update
-from .bus.errors import KdbusError
 from .bus.match import cmd_match_add, cmd_match_remove
 from .bus.metadata import DAEMON_USERNS, Creds, UserNamespace
 from .bus.names import ACQUIRE_FLAGS, cmd_list, cmd_name_acquire, cmd_name_release
 from .bus.send import MSG_NEGOTIABLE, cmd_send, negotiate_send
+from .errors import KdbusError
 
 log = logging.getLogger("kdbusfs.handle")
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 from . import forward, seccomp
 from .abi.constants import KDBUSFS_SUPERVISE, RECV_RETURN_INCOMPLETE_FDS, Cmd
-from .bus.errors import KdbusError, LimitReached, user_named
-from .bus.limits import LISTENERS_PER_USER
 from .bus.reply import SyncWait
 from .calls import Supervised
+from .errors import KdbusError, LimitReached, user_named
 from .fuse import codec
 from .fuse.codec import Output
 from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
 from .host.caller import RequestCaller
+from .limits import LISTENERS_PER_USER
 
 if TYPE_CHECKING:
     from .fs import Filesystem, OpenFile

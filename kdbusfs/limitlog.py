@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bus import limits
-from .bus.errors import LimitReached
+from . import limits
+from .errors import LimitReached
 
 
 @dataclass(slots=True)

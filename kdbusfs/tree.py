@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .bus.bus import Bus
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
-from .bus.errors import KdbusError
+from .errors import KdbusError
 from .fuse import protocol as p
 from .fuse.codec import Attr
 from .handle import Handle

@@ -10,8 +10,8 @@ import errno
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from ..bus.errors import KdbusError
-from ..bus.limits import SYSNAME_MAX_LEN
+from ..errors import KdbusError
+from ..limits import SYSNAME_MAX_LEN
 from .constants import Item
 from .structs import (
     AUDIT,

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import (
     MAKE_ACCESS_GROUP,
@@ -24,13 +25,13 @@ from ..abi.constants import (
     Item,
 )
 from ..abi.items import string_item
-from . import limits, notify
+from ..errors import KdbusError
 from . import message as msgs
+from . import notify
 from .command import Args, Caller, attach_flags
 from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
-from .errors import KdbusError
 from .match import NotificationSubscribers
 from .metadata import Creds, Process, Snapshot, View, render
 from .names import Registry, is_valid_name

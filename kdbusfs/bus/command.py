@@ -11,11 +11,11 @@ import errno
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol
 
+from .. import limits
 from ..abi.constants import FLAG_NEGOTIATE
 from ..abi.items import ParsedItem
 from ..abi.structs import U64, Layout, T
-from . import limits
-from .errors import KdbusError
+from ..errors import KdbusError
 from .message import Passed, SenderFiles
 from .metadata import Creds, Process, sanitize_attach_flags
 from .pool import Pool

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import (
     HELLO_ACCEPT_FD,
@@ -25,12 +26,12 @@ from ..abi.constants import (
     Item,
 )
 from ..abi.items import item
-from . import limits, names, notify, policy
+from ..errors import KdbusError, LimitReached, user_named
 from . import message as msgs
+from . import names, notify, policy
 from .command import Args, Caller, attach_flags
 from .domain import User
 from .endpoint import Endpoint, is_owner, is_privileged
-from .errors import KdbusError, LimitReached, user_named
 from .match import MatchDb
 from .metadata import (
     DAEMON_VIEW,

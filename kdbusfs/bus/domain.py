@@ -7,8 +7,8 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import limits
-from .errors import LimitReached, user_named
+from .. import limits
+from ..errors import LimitReached, user_named
 
 if TYPE_CHECKING:
     from .bus import Bus

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from ..abi import structs
 from ..abi.constants import MAKE_ACCESS_GROUP, MAKE_ACCESS_WORLD, Item
+from ..errors import KdbusError
 from .command import Args, Caller
-from .errors import KdbusError
 from .metadata import CAP_IPC_OWNER, Creds
 from .policy import parse_upload
 

@@ -12,12 +12,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import MATCH_ID_ANY, MATCH_REPLACE, Item
 from ..abi.items import ParsedItem
-from . import limits
+from ..errors import KdbusError
 from .command import Args, Caller
-from .errors import KdbusError
 from .names import is_valid_name
 
 if TYPE_CHECKING:

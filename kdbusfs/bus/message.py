@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import (
     DST_ID_BROADCAST,
@@ -38,8 +39,7 @@ from ..abi.constants import (
 )
 from ..abi.items import ParsedItem, validate_item
 from ..abi.structs import U64, align8
-from . import limits
-from .errors import KdbusError
+from ..errors import KdbusError
 from .pool import Pool
 
 MSG_FLAGS = MSG_EXPECT_REPLY | MSG_NO_AUTO_START | MSG_SIGNAL

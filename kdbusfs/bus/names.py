@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import (
     HELLO_ACTIVATOR,
@@ -33,9 +34,9 @@ from ..abi.constants import (
 )
 from ..abi.items import ParsedItem, item
 from ..abi.structs import U64
-from . import limits, policy
+from ..errors import KdbusError
+from . import policy
 from .command import Args, Caller
-from .errors import KdbusError
 
 if TYPE_CHECKING:
     from .connection import Connection

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..abi import structs
 from ..abi.constants import DST_ID_BROADCAST
+from ..errors import KdbusError
 from . import message as msgs
-from .errors import KdbusError
 from .policy import may_see_name
 
 if TYPE_CHECKING:

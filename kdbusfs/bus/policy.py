@@ -23,8 +23,8 @@ from ..abi.constants import (
     Item,
 )
 from ..abi.items import ParsedItem
+from ..errors import KdbusError
 from . import names
-from .errors import KdbusError
 from .metadata import Creds
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import errno
 import mmap
 from dataclasses import dataclass
 
-from .errors import KdbusError
+from ..errors import KdbusError
 
 
 @dataclass(slots=True, eq=False)

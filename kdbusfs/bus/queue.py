@@ -12,8 +12,8 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import limits
-from .errors import LimitReached, user_named
+from .. import limits
+from ..errors import LimitReached, user_named
 from .pool import Pool, Slice
 
 if TYPE_CHECKING:

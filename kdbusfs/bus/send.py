@@ -12,15 +12,15 @@ import errno
 import logging
 import time
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import FLAG_NEGOTIATE, HELLO_ACCEPT_FD, RECV_RETURN_INCOMPLETE_FDS, SEND_SYNC_REPLY, Item
 from ..abi.items import ItemSpec, walk_items
 from ..abi.structs import U64
-from . import limits
+from ..errors import KdbusError
 from . import message as msgs
 from .command import Args, Caller, Pending, copy_in
 from .connection import Connection, Kind
-from .errors import KdbusError
 from .metadata import Process
 from .reply import Reply, SyncWait
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..abi import structs
 from ..abi.constants import MAKE_ACCESS_GROUP, MAKE_ACCESS_WORLD, Cmd, Item
 from ..abi.items import item, string_item, u64_item
-from ..bus.limits import PAGE_SIZE
+from ..limits import PAGE_SIZE
 from .bloom import BloomParameters
 from .connection import Connection, Kind
 from .ioctl import command, issue

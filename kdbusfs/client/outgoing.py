@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..abi import structs
 from ..abi.constants import DST_ID_NAME, PAYLOAD_DBUS, Item
 from ..abi.items import item, string_item
-from ..bus.limits import MSG_MAX_PAYLOAD_VEC_SIZE
+from ..limits import MSG_MAX_PAYLOAD_VEC_SIZE
 from .bloom import BloomFilter
 from .ioctl import Pinned
 

@@ -13,7 +13,7 @@ import subprocess
 import threading
 from typing import NamedTuple
 
-from ..bus.limits import DAEMON_ANSWER_TIMEOUT_S
+from ..limits import DAEMON_ANSWER_TIMEOUT_S
 
 MS_NOSUID = 2
 MS_NODEV = 4

@@ -8,7 +8,7 @@ import fcntl
 import os
 import socket
 
-from ..bus.errors import KdbusError
+from ..errors import KdbusError
 from .closer import Closer
 from .libc import libc
 from .mounts import fd_device

@@ -15,7 +15,7 @@ import os
 import struct
 from typing import Any
 
-from ..bus.errors import KdbusError
+from ..errors import KdbusError
 from .libc import libc
 
 log = logging.getLogger("kdbusfs.host")

@@ -8,7 +8,7 @@ import functools
 import os
 import select
 
-from ..bus.errors import KdbusError
+from ..errors import KdbusError
 from ..fuse.mount import mountinfo
 from .proc import field, ns_inode, own_namespace, read_text
 

@@ -21,10 +21,10 @@ from kdbusfs.abi.items import item, string_item
 from kdbusfs.abi.structs import Layout
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
-from kdbusfs.bus.errors import KdbusError
 from kdbusfs.bus.message import Passed
 from kdbusfs.bus.metadata import Creds, Snapshot
 from kdbusfs.bus.pool import Pool
+from kdbusfs.errors import KdbusError
 from kdbusfs.handle import Connected, Control, Handle, ioctl
 
 BASE = 0x10000

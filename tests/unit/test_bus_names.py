@@ -81,9 +81,9 @@ from kdbusfs.abi.constants import (
 from kdbusfs.abi.items import string_item
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
-from kdbusfs.bus.errors import KdbusError
-from kdbusfs.bus.limits import CONN_MAX_MSGS, CONN_MAX_NAMES
+from kdbusfs.errors import KdbusError
 from kdbusfs.handle import Handle, HandleType
+from kdbusfs.limits import CONN_MAX_MSGS, CONN_MAX_NAMES
 
 PRIMARY = NAME_PRIMARY
 ALLOW = NAME_ALLOW_REPLACEMENT

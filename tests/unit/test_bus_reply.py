@@ -51,10 +51,10 @@ from kdbusfs.abi.constants import (
 )
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
-from kdbusfs.bus.limits import CONN_MAX_REQUESTS_PENDING
 from kdbusfs.bus.message import Passed
 from kdbusfs.bus.reply import SyncWait
 from kdbusfs.handle import Pending
+from kdbusfs.limits import CONN_MAX_REQUESTS_PENDING
 
 DEADLINE = 1_000_000_000
 

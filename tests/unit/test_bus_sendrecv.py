@@ -63,8 +63,8 @@ from kdbusfs.abi.constants import (
 from kdbusfs.abi.items import item, string_item
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain, DomainLimits
-from kdbusfs.bus.limits import CONN_MAX_MSGS
 from kdbusfs.bus.message import NULL_VEC_OFFSET
+from kdbusfs.limits import CONN_MAX_MSGS
 
 # The pool size kdbus's selftests use.
 SELFTEST_POOL = 16 * 1024 * 1024

@@ -37,8 +37,8 @@ from kdbusfs.abi.items import PAYLOAD_RULES, ItemSpec, item, string_item, walk_i
 from kdbusfs.abi.structs import Layout
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
-from kdbusfs.bus.errors import KdbusError
 from kdbusfs.bus.message import stage_user
+from kdbusfs.errors import KdbusError
 from kdbusfs.fuse.codec import ProtocolError, parse_request
 from kdbusfs.handle import COMMANDS as COMMAND_TABLE
 from kdbusfs.handle import MSG_NEGOTIABLE, Control, Handle, HandleType

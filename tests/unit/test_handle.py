@@ -50,10 +50,10 @@ from kdbusfs.abi.structs import Layout
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.connection import Kind
 from kdbusfs.bus.domain import Domain
-from kdbusfs.bus.errors import KdbusError
-from kdbusfs.bus.limits import USER_MAX_BUSES, USER_MAX_CONN
 from kdbusfs.bus.metadata import Creds
+from kdbusfs.errors import KdbusError
 from kdbusfs.handle import HandleType, ioctl
+from kdbusfs.limits import USER_MAX_BUSES, USER_MAX_CONN
 
 GARBAGE = 0x5A5A_5A5A_5A5A_5A5A
 RETURN_FLAGS_AT = BASE + 16

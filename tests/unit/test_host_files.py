@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from kdbusfs.bus.errors import KdbusError
+from kdbusfs.errors import KdbusError
 from kdbusfs.host import files
 
 

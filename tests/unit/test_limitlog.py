@@ -10,9 +10,9 @@ from helpers import CREATOR, connect, make_bus, raises_errno, run
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import Cmd
 from kdbusfs.bus.domain import Domain, DomainLimits
-from kdbusfs.bus.errors import LimitReached, user_named
-from kdbusfs.bus.limits import CONN_MAX_MSGS
+from kdbusfs.errors import LimitReached, user_named
 from kdbusfs.limitlog import LimitLog
+from kdbusfs.limits import CONN_MAX_MSGS
 
 
 def reached(uid: int | None = 1000, limit: str = "connections per user") -> LimitReached:

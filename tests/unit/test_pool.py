@@ -8,8 +8,8 @@ import random
 import pytest
 from helpers import raises_errno
 
-from kdbusfs.bus.errors import KdbusError
 from kdbusfs.bus.pool import Pool, Slice
+from kdbusfs.errors import KdbusError
 
 SIZE = 4096
 
