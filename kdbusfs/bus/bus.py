@@ -251,17 +251,17 @@ class Bus:
             finally:
                 from_.pool.release_bus_ref(entry.slice)
 
-    def broadcast(self, src: Connection, msg: msgs.Staged, process: object) -> None:
+    def broadcast(self, src: Connection, msg: msgs.Staged, process: Process | None) -> None:
         """Offer a broadcast to every connection whose matches select it (the sender included).
 
         Receivers that cannot take it count it as lost; the sender is never told.
         """
-        self.to_monitors(msg, src, process)  # type: ignore[arg-type]
+        self.to_monitors(msg, src, process)
         for conn in list(self.connections.values()):
             if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):
                 continue
             try:
-                entry = conn.enqueue(msg, src, process)  # type: ignore[arg-type]
+                entry = conn.enqueue(msg, src, process)
             except KdbusError as exc:
                 log.debug("broadcast to %d lost: %s", conn.id, exc)
                 conn.lost += 1

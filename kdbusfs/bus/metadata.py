@@ -11,7 +11,7 @@ task's, outermost first; the empty path is the daemon's namespace itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -305,7 +305,7 @@ def sanitize_attach_flags(value: int) -> int | None:
     return value
 
 
-def render(process: Process | None, mask: int, names: list[tuple[int, str]] = (),  # type: ignore[assignment]
+def render(process: Process | None, mask: int, names: Sequence[tuple[int, str]] = (),
            description: str | None = None, timestamp: tuple[int, int, int] | None = None,
            faked: bool = False, view: View = DAEMON_VIEW) -> bytes:
     """The metadata items selected by `mask`, in kdbus's order, as `view` sees them; each padded

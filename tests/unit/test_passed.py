@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 import pytest
+from bus_helpers import FakeFiles as Files
 from helpers import FakeCaller, cmd_bytes, connect, make_bus, raises_errno, run
 
 from kdbusfs.abi import structs
@@ -26,30 +27,6 @@ from kdbusfs.bus.message import Passed
 from kdbusfs.bus.pool import Pool
 
 RECV_RETURN_INCOMPLETE_FDS = 1
-
-
-class Files:
-    """A sender whose fds all check out; duplicates are numbered from 1000, releases recorded."""
-
-    def __init__(self) -> None:
-        self.next = 1000
-        self.released: list[int] = []
-
-    def _dup(self) -> int:
-        self.next += 1
-        return self.next
-
-    def check_fds(self, fds: list[int]) -> list[int]:
-        return [self._dup() for _ in fds]
-
-    def check_memfd(self, fd: int, start: int, size: int) -> int:
-        return self._dup()
-
-    def pollable(self, fd: int) -> int:
-        return self._dup()
-
-    def release(self, held: list[int]) -> None:
-        self.released += held
 
 
 class Installer(FakeCaller):
