@@ -37,7 +37,7 @@ from .calls import Blocked, BlockedCalls, Supervised
 from .errors import KdbusError, LimitReached
 from .fuse import codec
 from .fuse import protocol as p
-from .fuse.codec import Attr, Output, Request
+from .fuse.codec import Output, Request
 from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
 from .host import Host
 from .host.backing import PoolFiles, map_pool, seal_pool
@@ -311,29 +311,11 @@ class Filesystem:
 
     def _readdir(self, request: Request) -> bytes:
         _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
-        out = bytearray()
-        entries = self.tree.entries(request.header.nodeid)
-        for index in range(offset, len(entries)):
-            ino, name, dtype = entries[index]
-            record = codec.dirent(ino, index + 1, name, dtype)
-            if len(out) + len(record) > size:
-                break
-            out += record
-        return bytes(out)
+        return self.tree.listing(request.header.nodeid, offset, size, plus=False)
 
     def _readdirplus(self, request: Request) -> bytes:
         _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
-        out = bytearray()
-        entries = self.tree.entries(request.header.nodeid)
-        # Node id 0 tells the kernel "no entry to cache", so listings never pin inodes.
-        no_entry = codec.entry_out(0, Attr(0, 0, 0, 0, 0, 0, 0))
-        for index in range(offset, len(entries)):
-            ino, name, dtype = entries[index]
-            record = codec.direntplus(no_entry, ino, index + 1, name, dtype)
-            if len(out) + len(record) > size:
-                break
-            out += record
-        return bytes(out)
+        return self.tree.listing(request.header.nodeid, offset, size, plus=True)
 
     def _open(self, request: Request) -> bytes:
         nodeid = request.header.nodeid

@@ -15,6 +15,7 @@ from .bus.bus import Bus
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .errors import KdbusError
+from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Attr
 from .handle import Handle
@@ -126,6 +127,23 @@ class Tree:
         for endpoint in listed.endpoints.values():
             entries.append((LISTED_ENDPOINT_INO, endpoint.name.encode(), DT_REG))
         return entries
+
+    def listing(self, nodeid: int, offset: int, size: int, plus: bool) -> bytes:
+        """READDIR(PLUS) of a directory: the entries from `offset` that fit in `size` bytes."""
+        out = bytearray()
+        entries = self.entries(nodeid)
+        # READDIRPLUS: node id 0 tells the kernel "no entry to cache", so listings never pin inodes.
+        no_entry = codec.entry_out(0, Attr(0, 0, 0, 0, 0, 0, 0))
+        for index in range(offset, len(entries)):
+            ino, name, dtype = entries[index]
+            if plus:
+                record = codec.direntplus(no_entry, ino, index + 1, name, dtype)
+            else:
+                record = codec.dirent(ino, index + 1, name, dtype)
+            if len(out) + len(record) > size:
+                break
+            out += record
+        return bytes(out)
 
     def _new_node(self, obj: Bus | Endpoint) -> Node:
         node = Node(self._next_nodeid, obj)

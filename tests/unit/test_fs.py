@@ -209,6 +209,11 @@ def test_the_tree_lists_control_and_buses_and_gives_each_endpoint_lookup_a_fresh
     assert b"control" in listing and BUS_NAME.encode() in listing
     plus = mount.call(p.Opcode.READDIRPLUS, bus_dir, p.READ_IN.pack(0, 0, 4096, 0, 0, 0, 0))
     assert b"bus" in plus
+    # A listing continues at the offset the last entry gave, and stops where the buffer does.
+    first = mount.call(p.Opcode.READDIR, p.ROOT_ID, p.READ_IN.pack(0, 0, 32, 0, 0, 0, 0))
+    assert first.endswith(b".\0" + bytes(6)) and len(first) == 32
+    rest = mount.call(p.Opcode.READDIR, p.ROOT_ID, p.READ_IN.pack(0, 1, 4096, 0, 0, 0, 0))
+    assert rest and first not in rest and listing.endswith(rest)
     attr = mount.call(p.Opcode.GETATTR, bus_dir, bytes(16))
     assert attr  # a directory of a live bus has attributes
     mount.call(p.Opcode.OPENDIR, bus_dir, bytes(8))
