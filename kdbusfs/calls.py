@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .bus.command import Pending
 from .bus.reply import SyncWait
+from .fuse.codec import Unwatch, Watch
 
 # How soon a caller that was signalled during a synchronous call is checked for a fatal signal
 # again: a killed process cannot finish dying before its request is answered.
@@ -46,9 +47,9 @@ class BlockedCalls:
 
     def __init__(self, dying: Callable[[int], bool]) -> None:
         self._dying = dying
-        # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
-        self.watch: list[int] = []
-        self.unwatch: list[int] = []
+        # CANCEL_FDs to start watching, and ones whose call is over (to stop watching and close),
+        # in the order they came.
+        self._changes: list[Watch | Unwatch] = []
         self._pending: dict[int, SyncWait] = {}
         self._cancel_fds: dict[int, SyncWait] = {}
         # Blocked calls whose caller got a (so far) non-fatal signal.
@@ -65,7 +66,12 @@ class BlockedCalls:
             self._pending[token.unique] = wait
         if wait.cancel_fd is not None:
             self._cancel_fds[wait.cancel_fd] = wait
-            self.watch.append(wait.cancel_fd)
+            self._changes.append(Watch(wait.cancel_fd))
+
+    def take_changes(self) -> list[Watch | Unwatch]:
+        """The cancel fds to start and stop watching since the last call."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def cancelled(self, fd: int) -> SyncWait | None:
         """The call whose CANCEL_FD `fd` became readable, if it still waits."""
@@ -75,7 +81,7 @@ class BlockedCalls:
         """`wait` is over: stop watching its cancel fd; the FUSE request to answer, if any is
         still waiting (an interrupted, aborted request is not)."""
         if wait.cancel_fd is not None and self._cancel_fds.pop(wait.cancel_fd, None) is not None:
-            self.unwatch.append(wait.cancel_fd)
+            self._changes.append(Unwatch(wait.cancel_fd))
         token = wait.token
         if not isinstance(token, Blocked) or self._pending.pop(token.unique, None) is None:
             return None

@@ -84,12 +84,8 @@ class Filesystem:
         self.device = device
         self.tree = Tree(domain, time.time_ns())
         self.calls = BlockedCalls(self.host.dying)
-        # CANCEL_FDs for the session to watch, and ones whose call is over (to stop and close).
-        self.watch = self.calls.watch
-        self.unwatch = self.calls.unwatch
-        # Clients started by `kdbusfs run`, and their seccomp listeners for the session to watch.
+        # Clients started by `kdbusfs run`.
         self.launched = Launched(self)
-        self.listen = self.launched.listen
         self._next_fh = 1
         self._files: dict[int, OpenFile] = {}
         self._files_by_conn: dict[int, OpenFile] = {}
@@ -144,7 +140,12 @@ class Filesystem:
             self._flush()
         if reply is not None:
             out.append(reply)
+        out += self.calls.take_changes()
         return out
+
+    def emit(self, output: Output) -> None:
+        """Add to what the request (or event) being served hands the session."""
+        self._out.append(output)
 
     def refused(self, what: str, exc: KdbusError) -> None:
         """Log a request's errno: a limit as a warning (once per burst), anything else at debug."""
@@ -192,6 +193,7 @@ class Filesystem:
         except Exception:
             # As for requests: a bug of ours must cost this one event, never the daemon.
             log.exception("%s failed unexpectedly", what)
+        self._out += self.calls.take_changes()
         return self._out
 
     def _flush(self) -> None:

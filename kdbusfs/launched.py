@@ -23,7 +23,7 @@ from .bus.reply import SyncWait
 from .calls import Supervised
 from .errors import KdbusError, LimitReached, user_named
 from .fuse import codec
-from .fuse.codec import Output
+from .fuse.codec import Listen, Output
 from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
 from .host.caller import RequestCaller
 from .limits import LISTENERS_PER_USER
@@ -39,9 +39,7 @@ class Launched:
 
     def __init__(self, fs: Filesystem) -> None:
         self.fs = fs
-        # Listeners handed over (KDBUSFS_CMD_SUPERVISE) for the session to watch, and the ones in
-        # use with the user who handed each over.
-        self.listen: list[int] = []
+        # Listeners handed over (KDBUSFS_CMD_SUPERVISE), by the user who handed each over.
         self._listeners: dict[int, int] = {}
         self._listeners_by_uid: dict[int, int] = {}
         # Listeners other mounts' daemons lent us with one notification each (forward.py), by the
@@ -186,7 +184,7 @@ class Launched:
                                LISTENERS_PER_USER, "kdbusfs fixes it", user_named(uid))
         self._listeners[listener] = uid
         self._listeners_by_uid[uid] = self._listeners_by_uid.get(uid, 0) + 1
-        self.listen.append(listener)
+        self.fs.emit(Listen(listener))
         log.info("task %d hands over its seccomp listener: its RECVs install descriptors", caller.tid)
         return codec.ioctl_out(0)
 

@@ -101,10 +101,33 @@ class Store:
     message: bytes
 
 
-# What a server hands the session to write, in order: a FUSE message, a store, or an action to
-# run once everything before it has been written (the answer to a launched client's seccomp
-# notification, which must follow the pool stores it depends on).
-Output = bytes | Store | Callable[[], None]
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A descriptor (a blocked call's CANCEL_FD) to watch for readability."""
+
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """A watched descriptor whose call is over: stop watching it, then close it."""
+
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """A seccomp listener to read notifications from until every task under it is gone."""
+
+    fd: int
+
+
+# What a server hands the session: FUSE messages, stores and actions to write or run in order
+# (an action runs once everything before it has been written: the answer to a launched client's
+# seccomp notification, which must follow the pool stores it depends on), and descriptors to
+# start or stop watching.
+Written = bytes | Store | Callable[[], None]
+Output = Written | Watch | Unwatch | Listen
 
 
 def entry_out(nodeid: int, attr: Attr, entry_valid_s: int = 0, attr_valid_s: int = 0) -> bytes:

@@ -22,7 +22,7 @@ from typing import Protocol
 from .. import seccomp
 from ..forward import Forwarded, Inbox
 from . import protocol as p
-from .codec import Output, ProtocolError, Request, Store, parse_request
+from .codec import Listen, Output, ProtocolError, Request, Store, Unwatch, Watch, Written, parse_request
 
 log = logging.getLogger("kdbusfs.session")
 
@@ -53,12 +53,6 @@ class _Outcome(enum.Enum):
 
 class Server(Protocol):
     """What the session serves (kdbusfs.fs.Filesystem)."""
-
-    # Descriptors to watch for readability, and watched ones to stop watching and close.
-    watch: list[int]
-    unwatch: list[int]
-    # Seccomp listeners to watch until every task they supervise is gone.
-    listen: list[int]
 
     def handle(self, request: Request) -> list[Output]: ...
 
@@ -178,9 +172,7 @@ class Session:
         if self._debug:
             log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
-        self._writer.write_all(server.handle(request), request.opcode)
-        if server.watch or server.unwatch or server.listen:
-            self._sync_watches()
+        self._emit(server.handle(request), request.opcode)
         if request.opcode == p.Opcode.INIT and self._on_ready is not None:
             self._on_ready()
             self._on_ready = None
@@ -213,8 +205,7 @@ class Session:
             if ready == self._notify_fd:
                 self._serve_notifications()
             elif self._watched.get(ready):
-                self._writer.write_all(server.cancel_fd_ready(ready), "cancel fd")
-                self._sync_watches()
+                self._emit(server.cancel_fd_ready(ready), "cancel fd")
                 # A cancel fd fires once, whether or not its call was still waiting.
                 self._unwatch(ready)
         return True
@@ -231,8 +222,7 @@ class Session:
                 return
             if isinstance(item, Forwarded):
                 self._drain()
-                self._writer.write_all(self._server.forwarded_ready(item), "forwarded")
-                self._sync_watches()
+                self._emit(self._server.forwarded_ready(item), "forwarded")
                 continue
             listener, notification = item
             if notification is None:
@@ -240,8 +230,7 @@ class Session:
                 self._server.listener_gone(listener)
                 continue
             self._drain()
-            self._writer.write_all(self._server.listener_ready(listener, notification), "seccomp")
-            self._sync_watches()
+            self._emit(self._server.listener_ready(listener, notification), "seccomp")
 
     def _drain(self) -> None:
         """Whatever a launched client did before its notified ioctl reached us first (a close()
@@ -286,29 +275,35 @@ class Session:
     def _tick_if_due(self) -> None:
         deadline = self._server.next_deadline()
         if deadline is not None and time.monotonic_ns() >= deadline:
-            self._writer.write_all(self._server.tick(), "timer")
-            self._sync_watches()
+            self._emit(self._server.tick(), "timer")
 
-    def _sync_watches(self) -> None:
-        # Watches first: a call may end before its cancel fd was ever watched.
-        server = self._server
-        while server.watch:
-            fd = server.watch.pop()
+    def _emit(self, outputs: list[Output], what: str | int) -> None:
+        """Act on what the server handed over: descriptors to watch here, the rest to write."""
+        writes: list[Written] = []
+        for output in outputs:
+            if isinstance(output, Watch | Unwatch | Listen):
+                self._control(output)
+            else:
+                writes.append(output)
+        self._writer.write_all(writes, what)
+
+    def _control(self, change: Watch | Unwatch | Listen) -> None:
+        # Taken in order: a call may end (Unwatch) in the same breath as it blocked (Watch).
+        if isinstance(change, Watch):
             try:
-                self._epoll.register(fd, select.EPOLLIN)
+                self._epoll.register(change.fd, select.EPOLLIN)
             except OSError as exc:
                 # Nothing will cancel this call early; its reply or timeout still ends it.
-                log.warning("cannot watch cancel fd %d: %s", fd, exc.strerror)
-                self._watched[fd] = False
-                continue
-            self._watched[fd] = True
-        while server.unwatch:
-            self._unwatch(server.unwatch.pop())
-        while server.listen:
-            listener = server.listen.pop()
-            self._listeners.add(listener)
-            threading.Thread(target=self._read_listener, args=(listener,),
-                             name=f"kdbusfs-listener-{listener}", daemon=True).start()
+                log.warning("cannot watch cancel fd %d: %s", change.fd, exc.strerror)
+                self._watched[change.fd] = False
+                return
+            self._watched[change.fd] = True
+        elif isinstance(change, Unwatch):
+            self._unwatch(change.fd)
+        else:
+            self._listeners.add(change.fd)
+            threading.Thread(target=self._read_listener, args=(change.fd,),
+                             name=f"kdbusfs-listener-{change.fd}", daemon=True).start()
 
     def _unwatch(self, fd: int) -> None:
         registered = self._watched.pop(fd, None)
@@ -351,12 +346,12 @@ class _StoreWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.SimpleQueue[tuple[Output, str | int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Written, str | int]] = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def write_all(self, messages: list[Output], what: str | int) -> None:
+    def write_all(self, messages: list[Written], what: str | int) -> None:
         for message in messages:
             if isinstance(message, bytes):
                 if self._pending and what != p.Opcode.READ:
@@ -371,7 +366,7 @@ class _StoreWriter:
             else:
                 _run_one(message)
 
-    def _enqueue(self, message: Output, what: str | int) -> None:
+    def _enqueue(self, message: Written, what: str | int) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="kdbusfs-stores", daemon=True)
             self._thread.start()

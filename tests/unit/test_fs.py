@@ -20,7 +20,7 @@ from kdbusfs.bus.metadata import Creds, Snapshot
 from kdbusfs.calls import INTERRUPT_RECHECK_NS
 from kdbusfs.fs import Filesystem
 from kdbusfs.fuse import protocol as p
-from kdbusfs.fuse.codec import Output, Store, parse_request
+from kdbusfs.fuse.codec import Output, Store, Unwatch, Watch, parse_request
 from kdbusfs.host import Host
 from kdbusfs.tree import CONTROL_ID
 
@@ -303,6 +303,9 @@ def _sync_call(mount: Mount, timeout_s: float = 10.0, cancel_fd: int | None = No
     send = cmd_bytes(structs.CMD_SEND, items, flags=SEND_SYNC_REPLY, msg_address=msg_at)
     out = mount.ioctl_request(caller, Cmd.SEND, send, tid=2, offset=0x1800)
     assert replies(out) == []  # blocked
+    # Its duplicate of the cancel fd is handed to the session to watch.
+    watched = [Watch(1000 + cancel_fd)] if cancel_fd is not None else []
+    assert [o for o in out if isinstance(o, Watch)] == watched
     return mount.unique, callee, 9
 
 
@@ -353,11 +356,9 @@ def test_a_dying_caller_is_released_at_once_by_its_interrupt(mount: Mount) -> No
 
 def test_a_cancel_fd_is_watched_and_ends_its_call_with_ecanceled(mount: Mount) -> None:
     unique, _callee, _ = _sync_call(mount, cancel_fd=7)
-    assert mount.fs.watch == [1007]
-    mount.fs.watch.clear()
     out = mount.fs.cancel_fd_ready(1007)
     assert (unique, errno.ECANCELED) in replies(out)
-    assert mount.fs.unwatch == [1007]
+    assert Unwatch(1007) in out
     # A cancel fd of a call that is over does nothing.
     assert replies(mount.fs.cancel_fd_ready(1007)) == []
 

@@ -28,9 +28,8 @@ class Recorder:
     """A server that answers every request with an empty reply and records what it was asked."""
 
     def __init__(self) -> None:
-        self.watch: list[int] = []
-        self.unwatch: list[int] = []
-        self.listen: list[int] = []
+        # Watches and listens to hand over with the next answer.
+        self.pending: list[codec.Output] = []
         # Notified when a listener's answer runs or the listener is gone (other threads do both).
         self.listener_events = threading.Condition()
         self.listened: list[int] = []
@@ -41,9 +40,10 @@ class Recorder:
         self.ticks = 0
         self.deadline: int | None = None
 
-    def handle(self, request: Request) -> list[bytes]:
+    def handle(self, request: Request) -> list[codec.Output]:
         self.handled.append(request.unique)
-        return [codec.reply(request.unique)]
+        pending, self.pending = self.pending, []
+        return [*pending, codec.reply(request.unique)]
 
     def next_deadline(self) -> int | None:
         return self.deadline
@@ -72,7 +72,9 @@ class Recorder:
         return []
 
     def close_fd(self, fd: int) -> None:
-        self.closed.append(fd)
+        with self.listener_events:
+            self.closed.append(fd)
+            self.listener_events.notify_all()
         os.close(fd)
 
 
@@ -149,14 +151,13 @@ def test_a_cancel_fd_fires_once_and_is_closed(kernel: Kernel) -> None:
     ours, theirs = kernel
     server = Recorder()
     read_end, write_end = os.pipe()
-    server.watch.append(read_end)
+    server.pending.append(codec.Watch(read_end))
     with serving(ours, server):
-        # The server's lists are read after each request: one makes the loop take the watch.
+        # The watch comes with the answer to a request.
         assert ask(theirs, 1) == 1
         os.write(write_end, b"x")
-        deadline = time.monotonic() + 5
-        while not server.closed and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with server.listener_events:
+            assert server.listener_events.wait_for(lambda: server.closed, timeout=10)
         assert server.cancelled == [read_end]
         assert server.closed == [read_end]
         # Still serving, and the closed watch never fires again.
@@ -176,7 +177,7 @@ def test_a_listener_is_served_each_time_it_is_readable_and_closed_when_it_hangs_
     server = Recorder()
     # A pipe stands in for a seccomp listener: readable = a notification, hang-up = no task left.
     read_end, write_end = os.pipe()
-    server.listen.append(read_end)
+    server.pending.append(codec.Listen(read_end))
     with serving(ours, server, receive=pipe_notifications):
         assert ask(theirs, 1) == 1
         for n in (1, 2):
@@ -198,7 +199,7 @@ def test_a_listener_whose_read_blocks_does_not_stop_the_mount(kernel: Kernel) ->
     ours, theirs = kernel
     server = Recorder()
     read_end, write_end = os.pipe()
-    server.listen.append(read_end)
+    server.pending.append(codec.Listen(read_end))
     released = threading.Event()
 
     def taken_by_someone_else(listener: int) -> seccomp.Notification | None:
@@ -221,12 +222,10 @@ def test_a_watch_ended_before_it_started_is_closed_not_leaked(kernel: Kernel) ->
     server = Recorder()
     read_end, write_end = os.pipe()
     # The call ended within the same request that started it.
-    server.watch.append(read_end)
-    server.unwatch.append(read_end)
+    server.pending += [codec.Watch(read_end), codec.Unwatch(read_end)]
     with serving(ours, server):
         assert ask(theirs, 1) == 1
-        # Watches are taken after the reply is written: the next reply proves they were.
-        assert ask(theirs, 2) == 2
+        # Taken in order, before the reply is written.
         assert server.closed == [read_end]
         assert server.cancelled == []
     os.close(write_end)
@@ -237,14 +236,13 @@ def test_a_cancel_fd_that_cannot_be_polled_stays_open_until_its_call_ends(kernel
     server = Recorder()
     # epoll refuses regular files.
     unpollable = os.open("/proc/self/cmdline", os.O_RDONLY)
-    server.watch.append(unpollable)
+    server.pending.append(codec.Watch(unpollable))
     with serving(ours, server):
         assert ask(theirs, 1) == 1
         assert ask(theirs, 2) == 2
         assert server.closed == []
-        server.unwatch.append(unpollable)
+        server.pending.append(codec.Unwatch(unpollable))
         assert ask(theirs, 3) == 3
-        assert ask(theirs, 4) == 4
         assert server.closed == [unpollable]
 
 
