@@ -70,7 +70,9 @@ class BlockedCalls:
 
     def take_changes(self) -> list[Watch | Unwatch]:
         """The cancel fds to start and stop watching since the last call."""
-        changes, self._changes = self._changes, []
+        changes = self._changes
+        if changes:
+            self._changes = []
         return changes
 
     def cancelled(self, fd: int) -> SyncWait | None:

@@ -482,11 +482,17 @@ def cmd_recv(conn: Connection, args: Args[structs.CmdRecv], caller: Caller) -> N
     if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
         raise KdbusError(errno.EINVAL, "RECV cannot DROP by priority")
     lost = conn.take_lost()
-    # What an empty queue (EAGAIN) reports, with the count of messages lost since the last RECV.
-    args.out = args.out._replace(dropped_msgs=lost, return_flags=RECV_RETURN_DROPPED_MSGS if lost else 0,
-                                 msg_offset=conn.pool.size, msg_msg_size=0, msg_return_flags=0)
+    lost_flags = RECV_RETURN_DROPPED_MSGS if lost else 0
     priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
-    offset, size, return_flags, passed = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP), priority)
+    try:
+        offset, size, return_flags, passed = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP),
+                                                       priority)
+    except KdbusError:
+        # An empty queue (EAGAIN) still reports the messages lost since the last RECV.
+        args.out = args.out._replace(dropped_msgs=lost, return_flags=lost_flags, msg_offset=conn.pool.size,
+                                     msg_msg_size=0, msg_return_flags=0)
+        raise
     if passed is not None and caller.install(passed, conn.pool, offset):
         return_flags &= ~RECV_RETURN_INCOMPLETE_FDS
-    args.out = args.out._replace(msg_offset=offset, msg_msg_size=size, msg_return_flags=return_flags)
+    args.out = args.out._replace(dropped_msgs=lost, return_flags=lost_flags, msg_offset=offset,
+                                 msg_msg_size=size, msg_return_flags=return_flags)

@@ -164,7 +164,7 @@ class Staged:
         return not self.expects_reply and self.timeout_or_reply != 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parsed:
     """A sender's kdbus_msg past the generic checks (its struct, flags and item framing)."""
 
