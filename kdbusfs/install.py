@@ -18,6 +18,7 @@ FILES = (
     # An example to copy, not a unit to enable: documentation.
     ("mount-helper/kdbus-client.service", ("usr/local/share/doc/kdbusfs/kdbus-client.service",), 0o644),
     ("man/kdbusfs.1", ("usr/local/share/man/man1/kdbusfs.1",), 0o644),
+    ("man/kdbusctl.1", ("usr/local/share/man/man1/kdbusctl.1",), 0o644),
     ("man/kdbusfs.7", ("usr/local/share/man/man7/kdbusfs.7",), 0o644),
     ("man/mount.kdbusfs.8", ("usr/local/share/man/man8/mount.kdbusfs.8",),
      0o644),

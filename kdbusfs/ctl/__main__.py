@@ -1,0 +1,5 @@
+"""`python -m kdbusfs.ctl`: the kdbusctl command."""
+
+from .cli import main
+
+raise SystemExit(main())
