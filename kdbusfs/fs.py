@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import os
 import select
@@ -27,10 +28,12 @@ from . import forward, seccomp
 from .abi.constants import (
     KDBUSFS_CMD_SUPERVISE,
 )
+from .bus import stats
+from .bus.bus import Bus
 from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
-from .bus.metadata import UNKNOWN_USERNS
+from .bus.metadata import UNKNOWN_USERNS, Creds
 from .bus.pool import Pool
 from .bus.reply import SyncWait
 from .calls import Blocked, BlockedCalls, Supervised
@@ -44,7 +47,7 @@ from .host.backing import PoolFiles, map_pool, seal_pool
 from .launched import Launched
 from .limitlog import LimitLog
 from .limits import PAGE_SIZE
-from .tree import CONTROL_ID, Node, Tree
+from .tree import CONTROL_ID, BusStats, Node, Tree
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -68,6 +71,8 @@ class OpenFile:
     # Passthrough: the memfd the kernel maps for the client (its pool), and its backing id.
     backing_fd: int | None = None
     backing_id: int | None = None
+    # A bus's `stats` file: the snapshot taken at open, which reads return.
+    contents: bytes | None = None
 
 
 class Filesystem:
@@ -334,6 +339,8 @@ class Filesystem:
         else:
             node = self.tree.node(nodeid)
             endpoint = node.obj
+            if isinstance(endpoint, BusStats):
+                return self._open_stats(node, endpoint.bus, opener)
             if not isinstance(endpoint, Endpoint):
                 raise KdbusError(errno.EISDIR, "not an endpoint")
             if not (endpoint.active and endpoint.bus.active):
@@ -342,16 +349,28 @@ class Filesystem:
             userns = process.userns() if h.pid else UNKNOWN_USERNS
             handle = Handle(endpoint, opener, opener_userns=userns)
             open_flags = 0
-        fh = self._next_fh
-        self._next_fh += 1
         opened = OpenFile(node, handle)
         if nodeid != CONTROL_ID and self.passthrough:
             self._back_with_memfd(opened)
-        node.opens += 1
+        return self._register(opened, open_flags)
+
+    def _register(self, opened: OpenFile, open_flags: int) -> bytes:
+        fh = self._next_fh
+        self._next_fh += 1
+        opened.node.opens += 1
         self._files[fh] = opened
         if opened.backing_id is not None:
             return codec.open_out(fh, p.FOPEN_PASSTHROUGH, opened.backing_id)
         return codec.open_out(fh, open_flags)
+
+    def _open_stats(self, node: Node, bus: Bus, opener: Creds) -> bytes:
+        """A bus's statistics as they are now: each open reads one consistent snapshot."""
+        if not bus.active:
+            raise KdbusError(errno.ENOENT, f"bus {bus.name} is gone")
+        contents = (json.dumps(stats.snapshot(bus), indent=1) + "\n").encode()
+        # A handle nothing can run a command on (ioctls on this file are refused before).
+        opened = OpenFile(node, Handle(Control(self.domain), opener), contents=contents)
+        return self._register(opened, p.FOPEN_DIRECT_IO)
 
     def _back_with_memfd(self, opened: OpenFile) -> None:
         """Give the open a memfd the kernel reads and maps directly: the connection's pool."""
@@ -374,7 +393,10 @@ class Filesystem:
 
     def _read(self, request: Request) -> bytes:
         fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
-        handle = self._file(fh).handle
+        opened = self._file(fh)
+        if opened.contents is not None:
+            return opened.contents[offset : offset + size]
+        handle = opened.handle
         if handle.type is not HandleType.CONNECTED or handle.conn is None:
             raise KdbusError(errno.EINVAL, "only a connection's pool can be read")
         pool = handle.conn.pool
@@ -408,6 +430,8 @@ class Filesystem:
         if flags & p.IOCTL_DIR:
             raise KdbusError(errno.ENOTTY, "no ioctls on directories")
         opened = self._file(fh)
+        if opened.contents is not None:
+            raise KdbusError(errno.ENOTTY, "a stats file takes no commands")
         handle = opened.handle
         h = request.header
         caller = self.host.caller(h.pid, h.uid, h.gid, self.device)
@@ -453,6 +477,8 @@ class Filesystem:
     def _poll(self, request: Request) -> bytes:
         fh, kh, flags, _events = p.POLL_IN.unpack_from(request.body)
         opened = self._file(fh)
+        if opened.contents is not None:
+            return codec.poll_out(POLLIN | POLLOUT)  # as any regular file
         conn = opened.handle.conn
         if opened.handle.type is not HandleType.CONNECTED or conn is None or not conn.active:
             return codec.poll_out(POLLERR_HUP)

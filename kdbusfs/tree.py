@@ -21,6 +21,7 @@ from .fuse.codec import Attr
 from .handle import Handle
 
 CONTROL = b"control"
+STATS = b"stats"
 CONTROL_ID = 2
 DT_DIR = 4
 DT_REG = 8
@@ -29,9 +30,16 @@ LISTED_ENDPOINT_INO = 0xFFFF_FFFF
 
 
 @dataclass(slots=True, eq=False)
+class BusStats:
+    """The `stats` file of a bus directory (bus/stats.py)."""
+
+    bus: Bus
+
+
+@dataclass(slots=True, eq=False)
 class Node:
     nodeid: int
-    obj: Bus | Endpoint | None = None
+    obj: Bus | Endpoint | BusStats | None = None
     lookups: int = 0
     opens: int = 0
     # The connection whose pool this inode's page cache holds (endpoint nodes after HELLO).
@@ -47,6 +55,7 @@ class Tree:
         self._next_nodeid = CONTROL_ID + 1
         self._nodes: dict[int, Node] = {}
         self._bus_nodes: dict[int, Node] = {}  # bus id -> its directory's node
+        self._stats_nodes: dict[int, Node] = {}  # bus id -> its stats file's node
 
     def node(self, nodeid: int) -> Node:
         node = self._nodes.get(nodeid)
@@ -70,6 +79,10 @@ class Tree:
             parent_bus = self.node(parent).obj
             if not isinstance(parent_bus, Bus) or not parent_bus.active:
                 raise KdbusError(errno.ENOENT, "lookup in a vanished bus")
+            if name == STATS:
+                node = self._stats_node(parent_bus)
+                node.lookups += 1
+                return node.nodeid
             endpoint = parent_bus.endpoints.get(name.decode("utf-8", "surrogateescape"))
             if endpoint is None or not endpoint.active:
                 raise KdbusError(errno.ENOENT, f"no endpoint {name!r} on {parent_bus.name}")
@@ -88,11 +101,15 @@ class Tree:
         """Forget a node the kernel no longer knows and nothing holds open."""
         if node.lookups > 0 or node.opens > 0:
             return
-        if isinstance(node.obj, Bus) and node.obj.active:
-            return
+        obj = node.obj
+        if isinstance(obj, Bus | BusStats):
+            bus = obj if isinstance(obj, Bus) else obj.bus
+            if bus.active:
+                return
+            by_bus = self._bus_nodes if isinstance(obj, Bus) else self._stats_nodes
+            if by_bus.get(bus.id) is node:
+                del by_bus[bus.id]
         self._nodes.pop(node.nodeid, None)
-        if isinstance(node.obj, Bus) and self._bus_nodes.get(node.obj.id) is node:
-            del self._bus_nodes[node.obj.id]
 
     def attr(self, nodeid: int) -> Attr:
         t = self.started_ns
@@ -107,6 +124,11 @@ class Tree:
             if not obj.active:
                 raise KdbusError(errno.ENOENT, f"bus {obj.name} is gone")
             return Attr(nodeid, 0, stat.S_IFDIR | obj.mode, 2, obj.uid, obj.gid, t)
+        if isinstance(obj, BusStats):
+            if not obj.bus.active:
+                raise KdbusError(errno.ENOENT, f"bus {obj.bus.name} is gone")
+            # The bus owner's (and root's) to read: it shows every connection's process.
+            return Attr(nodeid, 0, stat.S_IFREG | 0o400, 1, obj.bus.uid, obj.bus.gid, t)
         assert isinstance(obj, Endpoint)
         conn = node.handle.conn if node.handle else None
         # The size covers the pool so that the kernel serves faults anywhere in a mapping of it.
@@ -126,6 +148,7 @@ class Tree:
             raise KdbusError(errno.ENOENT, "readdir of a vanished bus")
         for endpoint in listed.endpoints.values():
             entries.append((LISTED_ENDPOINT_INO, endpoint.name.encode(), DT_REG))
+        entries.append((self._stats_node(listed).nodeid, STATS, DT_REG))
         return entries
 
     def listing(self, nodeid: int, offset: int, size: int, plus: bool) -> bytes:
@@ -145,10 +168,16 @@ class Tree:
             out += record
         return bytes(out)
 
-    def _new_node(self, obj: Bus | Endpoint) -> Node:
+    def _new_node(self, obj: Bus | Endpoint | BusStats) -> Node:
         node = Node(self._next_nodeid, obj)
         self._next_nodeid += 1
         self._nodes[node.nodeid] = node
+        return node
+
+    def _stats_node(self, bus: Bus) -> Node:
+        node = self._stats_nodes.get(bus.id)
+        if node is None:
+            node = self._stats_nodes[bus.id] = self._new_node(BusStats(bus))
         return node
 
     def _bus_node(self, bus: Bus) -> Node:

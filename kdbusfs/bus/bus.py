@@ -36,6 +36,7 @@ from .match import NotificationSubscribers
 from .metadata import Creds, Process, Snapshot, View, render
 from .names import Registry, is_valid_name
 from .policy import PolicyDb, may_talk
+from .stats import Counters
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -75,6 +76,9 @@ class Bus:
     policy: PolicyDb = field(default_factory=PolicyDb)
     names: Registry = field(init=False)
     active: bool = True
+    # Statistics (stats.py): what departed connections did, and kernel notifications sent.
+    gone_counters: Counters = field(default_factory=Counters)
+    kernel_notifications: int = 0
     _last_seqnum: int = 0
 
     def __post_init__(self) -> None:
@@ -176,8 +180,7 @@ class Bus:
                 monitor.enqueue(msg, src, process)
             except KdbusError as exc:
                 log.debug("monitor %d lost a message: %s", monitor.id, exc)
-                monitor.lost += 1
-                self.domain.wake(monitor)
+                monitor.lose_message()
 
     def creator_record(self, attach_flags: int, view: View) -> bytes:
         """A kdbus_info record of the bus: its name and what its creator let be known, as `view`
@@ -222,6 +225,7 @@ class Bus:
             notify.reply_lost(self, reply, Item.REPLY_TIMEOUT)
 
     def connection_gone(self, conn: Connection) -> None:
+        self.gone_counters.add(conn.stats)
         if conn in self.monitors:
             self.monitors.remove(conn)
         if conn.kind is not Kind.MONITOR:
@@ -244,8 +248,7 @@ class Bus:
             except KdbusError as exc:
                 log.info("message moved from %d to %d lost: %s", from_.id, to.id, exc)
                 entry.drop_passed()
-                to.lost += 1
-                self.domain.wake(to)
+                to.lose_message()
                 if entry.reply is not None:
                     self.reply_dead(entry.reply)
             finally:
@@ -264,8 +267,7 @@ class Bus:
                 entry = conn.enqueue(msg, src, process)
             except KdbusError as exc:
                 log.debug("broadcast to %d lost: %s", conn.id, exc)
-                conn.lost += 1
-                self.domain.wake(conn)
+                conn.lose_message()
                 continue
             # Each receiver may install the memfds a broadcast passes (it cannot carry FDS).
             entry.passed = msg.share_passed()

@@ -47,6 +47,7 @@ from .metadata import (
 from .pool import Pool
 from .queue import BY_POOL_SIZE, KERNEL_USER, Entry, Queue, Quotas
 from .reply import Reply, SyncWait
+from .stats import Counters
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -112,6 +113,7 @@ class Connection:
     view: View = DAEMON_VIEW
     # Each sending user's share of the pool.
     quota: Quotas = field(init=False)
+    stats: Counters = field(default_factory=Counters)
 
     def __post_init__(self) -> None:
         self.quota = Quotas(self.id)
@@ -231,7 +233,7 @@ class Connection:
             self.quota.uncharge(user_key, size, msg.n_fds)
             raise
         entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
-                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept)
+                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept, payload=msg.n_payload)
         self.queue.add(entry)
         self.bus.domain.wake(self)
         return entry
@@ -269,7 +271,8 @@ class Connection:
         self.pool.write(piece, data)
         moved = Entry(piece, entry.priority, entry.src_id, entry.cookie, entry.user_key, entry.fds,
                       entry.reply, entry.name_id, entry.expects_reply, incomplete_fds=entry.incomplete_fds,
-                      kept=entry.kept if self.pool.client_writable else None, passed=entry.passed)
+                      kept=entry.kept if self.pool.client_writable else None, passed=entry.passed,
+                      payload=entry.payload)
         entry.passed = None
         self.queue.add(moved)
         self.bus.domain.wake(self)
@@ -303,8 +306,15 @@ class Connection:
             return piece.offset, piece.size, flags, None
         self._dequeue(entry)
         self.pool.release_bus_ref(piece)
+        self.stats.received(entry.payload)
         passed, entry.passed = entry.passed, None
         return piece.offset, piece.size, flags, passed
+
+    def lose_message(self) -> None:
+        """A message meant for this connection found no room: the next RECV reports it."""
+        self.lost += 1
+        self.stats.messages_dropped += 1
+        self.bus.domain.wake(self)
 
     def take_lost(self) -> int:
         lost, self.lost = self.lost, 0

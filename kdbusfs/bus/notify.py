@@ -43,6 +43,7 @@ def reply_lost(bus: Bus, reply: Reply, item_type: int) -> None:
     if not caller.active:
         return
     msg = msgs.stage_kernel(caller.id, reply.cookie, item_type)
+    bus.kernel_notifications += 1
     bus.stamp(msg)
     bus.to_monitors(msg, None, None)
     try:
@@ -53,6 +54,7 @@ def reply_lost(bus: Bus, reply: Reply, item_type: int) -> None:
 
 def _broadcast(bus: Bus, item_type: int, payload: bytes, name: str | None = None) -> None:
     msg = msgs.stage_kernel(DST_ID_BROADCAST, 0, item_type, payload)
+    bus.kernel_notifications += 1
     bus.stamp(msg)
     bus.to_monitors(msg, None, None)
     connections = bus.connections
@@ -69,5 +71,4 @@ def _broadcast(bus: Bus, item_type: int, payload: bytes, name: str | None = None
         try:
             conn.enqueue(msg, None, None)
         except KdbusError:
-            conn.lost += 1
-            bus.domain.wake(conn)
+            conn.lose_message()

@@ -53,6 +53,8 @@ class Entry:
     # Descriptors the message passes, held for this receiver's RECV (shared with the other
     # receivers of a broadcast).
     passed: Passed | None = None
+    # Its PAYLOAD_VEC bytes, for the receiver's statistics.
+    payload: int = 0
 
     def drop_passed(self) -> None:
         if self.passed is not None:

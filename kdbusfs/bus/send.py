@@ -78,6 +78,7 @@ def _deliver(conn: Connection, msg: msgs.Staged, cmd_flags: int, args: Args[stru
         conn.bus.broadcast(conn, msg, process)
     else:
         unicast(conn, msg, process, sync)
+    conn.stats.sent(msg.n_payload)
     if sync is not None:
         return Pending(sync, args.address, args.fields.msg_address)
     return None
@@ -120,6 +121,8 @@ def unicast(src: Connection, msg: msgs.Staged, process: Process | None, sync: Sy
                 answered.sync.finish(errno.EREMOTEIO if exc.errno == errno.ECOMM else exc.errno)
                 raise
             caller.bus.domain.wake(caller)
+            # The reply is the caller's as its SEND returns: received without a RECV.
+            caller.stats.received(msg.n_payload)
             answered.sync.finish(0, (offset, size, RECV_RETURN_INCOMPLETE_FDS if msg.fd_slots else 0),
                                  msg.share_passed())
             return

@@ -18,10 +18,11 @@ from .calls import block_stop_signals, call, emit, hold_bus, wait_for_stop_signa
 from .display import reply_text
 from .matching import parse_match
 from .peers import connection_info, list_rows, status_of_bus, status_of_connection, table
+from .stats import show as show_stats
 from .target import CtlError, connect, domain_root, find_bus
 from .watch import pcap_writer, text_printer, watch
 
-DESCRIPTION = "Look at a kdbus bus: list, status, monitor, capture, call, emit, make-bus."
+DESCRIPTION = "Look at a kdbus bus: list, status, monitor, capture, call, emit, stats, make-bus."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the body's signature, then its values (see kdbusctl(1))")
     emitting.add_argument("--destination", metavar="NAME|ID", help="send to one connection, not to all")
 
+    statistics = verbs.add_parser("stats", parents=[common],
+                                  help="the bus's statistics (its owner's and root's to read)")
+    statistics.add_argument("--watch", type=float, nargs="?", const=1.0, metavar="SECONDS",
+                            help="print them again every SECONDS (1 by default) until interrupted")
+
     making = verbs.add_parser("make-bus", parents=[common],
                               help="make a bus and keep it until interrupted")
     making.add_argument("name", metavar="NAME", help='the bus name ("UID-" is prefixed when missing)')
@@ -191,6 +197,10 @@ def _run(args: argparse.Namespace, where: Where, as_json: bool) -> int:
         return _watch(args, where, as_json)
     if args.verb == "make-bus":
         return _make_bus(args, where, as_json)
+    if args.verb == "stats":
+        if args.watch is not None and not args.watch > 0:
+            raise CtlError("--watch wants a positive number of seconds")
+        return show_stats(where.endpoint(), as_json, args.watch)
     endpoint = where.endpoint()
     with connect(endpoint) as conn:
         _CONNECTED[args.verb](args, conn, endpoint, as_json)

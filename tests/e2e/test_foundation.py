@@ -81,7 +81,9 @@ def test_tree_listing_modes_and_ownership(root_mount: Mount, bin_dir: Path, test
     with Holder(bin_dir / "holder", root_mount.path, "+tree") as owner:
         root = root_mount.path
         assert sorted(os.listdir(root)) == sorted(["control", owner.bus])
-        assert os.listdir(root / owner.bus) == ["bus"]
+        # The default endpoint, and the bus's statistics (its owner's and root's to read).
+        assert sorted(os.listdir(root / owner.bus)) == ["bus", "stats"]
+        assert stat.S_IMODE(os.stat(root / owner.bus / "stats").st_mode) == 0o400
         assert stat.S_IMODE(os.stat(root).st_mode) == 0o555
         assert stat.S_IMODE(os.stat(root / "control").st_mode) == 0o666
         assert stat.S_IMODE(os.stat(root / owner.bus).st_mode) == 0o500

@@ -259,6 +259,28 @@ def test_call_and_emit_reach_a_c_client(site: Site) -> None:
     assert failed.returncode == 1 and failed.stderr == "kdbusctl: call failed: org.example.Error.Nope: nope\n"
 
 
+def test_stats_count_what_was_sent_and_received(site: Site) -> None:
+    peers = start_peers(site)
+    bus = str(peers.bus)
+    calls = 3
+    for _ in range(calls):
+        site.ctl("--bus", bus, "call", C_NAME, "/c", "org.example.CEcho", "Echo", "s", "hello")
+    snapshot = json.loads(site.ctl("--bus", bus, "stats", "--json").stdout)
+    assert snapshot["format"] == 1 and snapshot["bus"]["name"] == peers.bus.parent.name
+    echo = next(c for c in snapshot["connections"] if c["id"] == peers.echo_id)
+    # The C client took each call and answered each with "echo:" and the call's payload.
+    assert (echo["messages_received"], echo["messages_sent"]) == (calls, calls)
+    assert echo["bytes_received"] > 0 and echo["bytes_sent"] == echo["bytes_received"] + calls * len("echo:")
+    assert (echo["queued_messages"], echo["messages_dropped"], echo["pending_replies"]) == (0, 0, 0)
+    assert echo["names"] == [C_NAME] and echo["pid"] == peers.echo.process.pid and echo["comm"] == "echo"
+    totals = snapshot["bus"]
+    # The callers (kdbusctl's connections, gone since) count in the bus's totals.
+    assert totals["messages_sent"] >= 2 * calls and totals["messages_received"] >= 2 * calls
+    assert totals["connections"] == len(snapshot["connections"])
+    table = site.ctl("--bus", bus, "stats").stdout
+    assert f":1.{peers.echo_id}" in table and "DROPPED" in table
+
+
 def test_make_bus_keeps_a_bus_until_interrupted(site: Site) -> None:
     maker = site.start_ctl("--root", str(site.mount.path), "make-bus", "made")
     endpoint = Path(maker.stdout().expect(lambda line: line.startswith("/"), "the bus path"))

@@ -4,6 +4,7 @@ FakeCallers (memory, identity), nothing touches /proc, /dev/fuse or another proc
 from __future__ import annotations
 
 import errno
+import json
 import os
 import struct
 import time
@@ -381,3 +382,36 @@ def test_a_bug_costs_one_request_not_the_daemon(mount: Mount, monkeypatch: pytes
     assert "failed unexpectedly" in caplog.text
     monkeypatch.undo()
     mount.call(p.Opcode.GETATTR, p.ROOT_ID, bytes(16))
+
+
+def test_a_bus_stats_file_counts_messages_and_refuses_commands(mount: Mount) -> None:
+    _control, bus_dir = mount.make_bus()
+    sender, _, sender_id = mount.connect(bus_dir, tid=2)
+    receiver, _, receiver_id = mount.connect(bus_dir, tid=3)
+    payload = mount.host.tasks[2].place(b"8 bytes!", 0x8000)
+    for cookie in (1, 2, 3):
+        msg_at = mount.host.tasks[2].place(message(receiver_id, payload, cookie=cookie), 0x1000)
+        assert mount.ioctl(sender, Cmd.SEND, cmd_bytes(structs.CMD_SEND, msg_address=msg_at), tid=2) == 0
+    mount.ioctl_out(receiver, Cmd.RECV, cmd_bytes(structs.CMD_RECV), tid=3)
+    node = mount.lookup(bus_dir, b"stats")
+    assert node == mount.lookup(bus_dir, b"stats")  # one inode per bus
+    attr = mount.call(p.Opcode.GETATTR, node, bytes(16))
+    mode, _nlink, uid = struct.unpack_from("<III", attr, 16 + 60)
+    assert (mode & 0o7777, uid) == (0o400, CREATOR.euid)  # the bus owner's (and root's) to read
+    assert b"stats" in mount.call(p.Opcode.READDIR, bus_dir, p.READ_IN.pack(0, 0, 4096, 0, 0, 0, 0))
+    fh = mount.open(node, tid=1)
+    text = mount.call(p.Opcode.READ, node, p.READ_IN.pack(fh, 0, 1 << 16, 0, 0, 0, 0))
+    snapshot = json.loads(text)
+    by_id = {c["id"]: c for c in snapshot["connections"]}
+    assert (by_id[sender_id]["messages_sent"], by_id[sender_id]["bytes_sent"]) == (3, 24)
+    assert (by_id[receiver_id]["messages_received"], by_id[receiver_id]["bytes_received"]) == (1, 8)
+    assert by_id[receiver_id]["queued_messages"] == 2
+    assert by_id[receiver_id]["quota_by_sender"] == {str(CREATOR.uid): {
+        "bytes": by_id[receiver_id]["pool_queued_bytes"], "messages": 2, "fds": 0}}
+    assert snapshot["bus"]["messages_sent"] == 3 and snapshot["bus"]["connections"] == 2
+    # A later open sees what happened since; the open one keeps its snapshot.
+    assert mount.ioctl(receiver, Cmd.BYEBYE, cmd_bytes(structs.CMD), tid=3) == errno.EBUSY
+    assert mount.call(p.Opcode.READ, node, p.READ_IN.pack(fh, 0, 1 << 16, 0, 0, 0, 0)) == text
+    assert mount.fails(p.Opcode.IOCTL, 0, p.IOCTL_IN.pack(fh, 0, Cmd.BUS_MAKE, 0, 0, 0)) == errno.ENOTTY
+    assert struct.unpack_from("<I", mount.call(p.Opcode.POLL, 0, p.POLL_IN.pack(fh, 1, 0, 1)))[0] & 0x1
+    mount.call(p.Opcode.RELEASE, node, p.RELEASE_IN.pack(fh, 0, 0, 0))
