@@ -370,6 +370,12 @@ def test_a_bus_another_user_may_not_see(root_mount: Mount, user_mount: Mount, te
         assert monitor.returncode == 1 and monitor.stderr == (
             f"kdbusctl: a monitor connection to {public.endpoint} needs bus owner rights (the bus creator's "
             "user, or CAP_IPC_OWNER)\n")
+        # Statistics show every connection's process: the owner's and root's only.
+        stats = user.ctl("--bus", str(public.endpoint), "stats", ok=False)
+        assert stats.returncode == 1 and stats.stderr == (
+            f"kdbusctl: may not read {public.endpoint.parent / 'stats'}: statistics are the bus owner's "
+            "and root's\n")
+        assert json.loads(root.ctl("--bus", str(public.endpoint), "stats", "--json").stdout)["format"] == 1
     peers = start_peers(user)
     try:
         # The user's mount admits only that user (no allow_other), root included.

@@ -4,6 +4,7 @@ pcapng file, and finding a bus from the options."""
 from __future__ import annotations
 
 import io
+import json
 import struct
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from kdbusfs.client import IdChange, Message, NameChange, ReplyLost
 from kdbusfs.ctl.display import message_json, message_lines
 from kdbusfs.ctl.matching import parse_match, selects
 from kdbusfs.ctl.pcapng import LINKTYPE_DBUS, PcapngWriter
+from kdbusfs.ctl.stats import read_stats, render, show
 from kdbusfs.ctl.target import CtlError, find_bus
 from kdbusfs.ctl.traffic import RAW_INTERFACE, SYNTHETIC_SERIAL, as_dbus1, observe
 from kdbusfs.dbus import DBusMessage, MessageType, wire
@@ -128,3 +130,37 @@ def test_finding_a_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         find_bus(str(tmp_path / "nothing"))
     with pytest.raises(CtlError, match="not a kdbus domain"):
         find_bus("demo", str(tmp_path / "1000-demo"))
+
+
+STATS = {
+    "format": 1,
+    "bus": {"name": "1000-x", "id": 1, "connections": 1, "names": 1, "kernel_notifications": 2,
+            "messages_sent": 3, "bytes_sent": 24, "messages_received": 3, "bytes_received": 24,
+            "messages_dropped": 0},
+    "connections": [{"id": 2, "kind": "ordinary", "description": None, "uid": 1000, "pid": 42,
+                     "comm": "peer", "names": ["org.x.A"], "match_entries": 0, "queued_messages": 1,
+                     "pool_size": 4096, "pool_queued_bytes": 96, "pool_queue_limit": 2048,
+                     "pending_replies": 0, "awaited_replies": 0, "messages_sent": 3, "bytes_sent": 24,
+                     "messages_received": 3, "bytes_received": 24, "messages_dropped": 0,
+                     "quota_by_sender": {}}],
+}
+
+
+def test_stats_render_totals_then_a_line_per_connection(tmp_path: Path) -> None:
+    (tmp_path / "bus").touch()
+    (tmp_path / "stats").write_text(json.dumps(STATS))
+    assert read_stats(tmp_path / "bus") == STATS
+    lines = render(STATS)
+    assert lines[0].startswith("bus 1000-x (id 1): 1 connections") and "dropped 0" in lines[1]
+    assert lines[3].split()[:4] == ["ID", "DESCRIPTION", "PID", "COMM"]
+    assert lines[4].split() == [":1.2", "-", "42", "peer", "3", "24", "3", "24", "0", "1", "96/2048", "0"]
+    out = io.StringIO()
+    assert show(tmp_path / "bus", True, None, out) == 0 and json.loads(out.getvalue()) == STATS
+    (tmp_path / "stats").write_text(json.dumps({**STATS, "format": 99}))
+    with pytest.raises(CtlError, match="format 99"):
+        read_stats(tmp_path / "bus")
+    (tmp_path / "stats").write_text("not json")
+    with pytest.raises(CtlError, match="not a kdbusfs statistics file"):
+        read_stats(tmp_path / "bus")
+    with pytest.raises(CtlError, match="does not exist"):
+        read_stats(tmp_path / "gone" / "bus")
