@@ -11,35 +11,12 @@ from typing import Any
 from ..abi import structs
 from ..abi.constants import Item
 
-
-@dataclass(frozen=True, slots=True)
-class Timestamp:
-    """When the bus queued the message: a per-bus sequence number and two clocks."""
-
-    seqnum: int
-    monotonic_ns: int
-    realtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Creds:
-    uid: int
-    euid: int
-    suid: int
-    fsuid: int
-    gid: int
-    egid: int
-    sgid: int
-    fsgid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pids:
-    """Process, thread and parent ids, 0 for ids the receiver's pid namespace cannot see."""
-
-    pid: int
-    tid: int
-    ppid: int
+# Fixed-size items as the ABI declares them (typed named tuples): when the bus queued the message
+# (a per-bus sequence number and two clocks), the sender's ids, and its process, thread and parent
+# ids (0 where the receiver's pid namespace cannot see them).
+Timestamp = structs.Timestamp
+Creds = structs.Creds
+Pids = structs.Pids
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +119,9 @@ class MetadataReader:
 
 _NONE = Metadata()
 _READERS: dict[int, tuple[str, Callable[[bytes], object]]] = {
-    Item.TIMESTAMP: ("timestamp", lambda p: Timestamp(*structs.TIMESTAMP.unpack(p))),
-    Item.CREDS: ("creds", lambda p: Creds(*structs.CREDS.unpack(p))),
-    Item.PIDS: ("pids", lambda p: Pids(*structs.PIDS.unpack(p))),
+    Item.TIMESTAMP: ("timestamp", lambda p: structs.TIMESTAMP.unpack(p)),
+    Item.CREDS: ("creds", lambda p: structs.CREDS.unpack(p)),
+    Item.PIDS: ("pids", lambda p: structs.PIDS.unpack(p)),
     Item.AUXGROUPS: ("auxgroups", _groups),
     Item.TID_COMM: ("tid_comm", text),
     Item.PID_COMM: ("pid_comm", text),
