@@ -22,27 +22,24 @@ from ..abi.constants import (
     RECV_RETURN_DROPPED_MSGS,
     RECV_RETURN_INCOMPLETE_FDS,
     RECV_USE_PRIORITY,
-    Attach,
     Item,
 )
 from ..abi.items import item
 from ..errors import KdbusError, LimitReached, user_named
 from . import message as msgs
-from . import names, notify, policy
+from . import metadata, names, notify, policy
 from .command import Args, Caller, attach_flags
 from .domain import User
 from .endpoint import Endpoint, is_owner, is_privileged
 from .match import MatchDb
 from .metadata import (
     DAEMON_VIEW,
-    IMPLICIT,
     UNKNOWN_ROOT,
     Creds,
     Process,
     Snapshot,
     UserNamespace,
     View,
-    render,
 )
 from .pool import Pool
 from .queue import BY_POOL_SIZE, KERNEL_USER, Entry, Queue, Quotas
@@ -181,25 +178,6 @@ class Connection:
         return piece.offset, piece.size
 
     # -- queueing -----------------------------------------------------------------------------
-    def metadata_for(self, msg: msgs.Staged, sender: Connection | None, process: Process | None) -> bytes:
-        """The metadata items this receiver gets with `msg` (KDBUS-SPEC.md §8.2)."""
-        if sender is None:
-            # Kernel notifications carry exactly a TIMESTAMP.
-            return item(Item.TIMESTAMP, structs.TIMESTAMP.pack(*msg.timestamp)) if msg.timestamp else b""
-        mask = self.attach_flags_recv
-        if not mask:
-            return b""
-        names: list[tuple[int, str]] = []
-        if mask & Attach.NAMES:
-            names = [(r.flags, r.entry.name) for r in self.bus.names.owned_names(sender)]
-        if sender.snapshot.faked:
-            process = None
-        elif process is not None and mask & ~(sender.attach_flags_send | IMPLICIT) \
-                and not self.view.sees(process):
-            # What the sender did not offer is shown only to those who could read it in /proc.
-            mask &= sender.attach_flags_send | IMPLICIT
-        return render(process, mask, names, sender.description, msg.timestamp, view=self.view)
-
     def enqueue(self, msg: msgs.Staged, sender: Connection | None, process: Process | None,
                 reply: Reply | None = None, name_id: int | None = None) -> Entry:
         """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert)."""
@@ -207,7 +185,7 @@ class Connection:
             raise KdbusError(errno.ECONNRESET, f"destination {self.id} is disconnected")
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
-        meta = self.metadata_for(msg, sender, process)
+        meta = metadata.for_receiver(self, msg, sender, process)
         layout = msgs.layout_for(msg, meta)
         size = layout[2]
         user_key = KERNEL_USER if sender is None else sender.user_key
@@ -360,14 +338,6 @@ class Connection:
             raise KdbusError(errno.ENXIO, f"no connection {conn_id} on bus {self.bus.name}")
         return peer
 
-    def info_of(self, target: Connection, attach_flags: int) -> bytes:
-        """A kdbus_info record about `target` with the metadata it permits and the caller asked for."""
-        mask = attach_flags & target.attach_flags_send
-        names = [(r.flags, r.entry.name) for r in self.bus.names.owned_names(target)]
-        items = render(target.snapshot, mask & ~Attach.TIMESTAMP, names, target.description,
-                       faked=target.snapshot.faked, view=self.view)
-        return structs.INFO.pack(structs.INFO.size + len(items), target.id, target.flags) + items
-
 
 # -- commands ---------------------------------------------------------------------------------
 
@@ -482,7 +452,7 @@ def cmd_conn_info(conn: Connection, args: Args[structs.CmdInfo], caller: Caller)
         target = conn.find_peer(args.fields.id)
         if not policy.may_see(conn, caller.creds(), target):
             raise KdbusError(errno.ENXIO, f"connection {target.id} is not visible here")
-    offset, size = conn.publish(conn.info_of(target, attach))
+    offset, size = conn.publish(metadata.info_record(conn, target, attach))
     args.out = args.out._replace(offset=offset, info_size=size)
 
 

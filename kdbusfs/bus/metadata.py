@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..abi import structs
 from ..abi.constants import ATTACH_ALL, ATTACH_ANY, Attach, Item
 from ..abi.items import item, string_item
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .message import Staged
 
 CAP_IPC_OWNER = 15
 # Items every sender attaches whether or not its attach_flags_send allow it (KDBUS-SPEC.md §8.2).
@@ -373,3 +377,35 @@ _STRINGS: tuple[tuple[int, int, Callable[[Process], str | None]], ...] = (
     (Attach.CMDLINE, Item.CMDLINE, lambda p: p.cmdline()),
     (Attach.CGROUP, Item.CGROUP, lambda p: p.cgroup()),
 )
+
+
+# -- what a receiver or a query gets ---------------------------------------------------------
+
+def for_receiver(receiver: Connection, msg: Staged, sender: Connection | None,
+                 process: Process | None) -> bytes:
+    """The metadata items `receiver` gets with `msg` (KDBUS-SPEC.md §8.2)."""
+    if sender is None:
+        # Kernel notifications carry exactly a TIMESTAMP.
+        return item(Item.TIMESTAMP, structs.TIMESTAMP.pack(*msg.timestamp)) if msg.timestamp else b""
+    mask = receiver.attach_flags_recv
+    if not mask:
+        return b""
+    names: list[tuple[int, str]] = []
+    if mask & Attach.NAMES:
+        names = [(r.flags, r.entry.name) for r in receiver.bus.names.owned_names(sender)]
+    if sender.snapshot.faked:
+        process = None
+    elif process is not None and mask & ~(sender.attach_flags_send | IMPLICIT) \
+            and not receiver.view.sees(process):
+        # What the sender did not offer is shown only to those who could read it in /proc.
+        mask &= sender.attach_flags_send | IMPLICIT
+    return render(process, mask, names, sender.description, msg.timestamp, view=receiver.view)
+
+
+def info_record(asker: Connection, target: Connection, attach_flags: int) -> bytes:
+    """A kdbus_info record about `target` with the metadata it permits and `asker` asked for."""
+    mask = attach_flags & target.attach_flags_send
+    names = [(r.flags, r.entry.name) for r in asker.bus.names.owned_names(target)]
+    items = render(target.snapshot, mask & ~Attach.TIMESTAMP, names, target.description,
+                   faked=target.snapshot.faked, view=asker.view)
+    return structs.INFO.pack(structs.INFO.size + len(items), target.id, target.flags) + items

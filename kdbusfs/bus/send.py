@@ -19,6 +19,7 @@ from ..abi.items import ItemSpec, walk_items
 from ..abi.structs import U64
 from ..errors import KdbusError
 from . import message as msgs
+from . import metadata
 from .command import Args, Caller, Pending, copy_in
 from .connection import Connection, Kind
 from .metadata import Process
@@ -172,7 +173,7 @@ def _reply_slice(caller: Connection, msg: msgs.Staged, sender: Connection,
     """A synchronous reply lands straight in the caller's pool, published: (offset, size)."""
     if msg.n_fds and not caller.flags & HELLO_ACCEPT_FD:
         raise KdbusError(errno.ECOMM, f"caller {caller.id} does not accept fds")
-    meta = caller.metadata_for(msg, sender, process)
+    meta = metadata.for_receiver(caller, msg, sender, process)
     layout = msgs.layout_for(msg, meta)
     piece = caller.pool.alloc(layout[2])
     try:

@@ -8,6 +8,7 @@ from helpers import connect, make_bus
 
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import Attach, Item
+from kdbusfs.bus import metadata
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.message import stage_user
 from kdbusfs.bus.metadata import (
@@ -138,11 +139,11 @@ def test_items_the_sender_did_not_offer_need_visibility_in_the_receivers_pid_nam
     process = sender()
     # Same pid namespace: /proc would show it all, so all of it is attached.
     conn.view = View(root=process.root())
-    shown = set(items(conn.metadata_for(msg, shy.handle.conn, process)))
+    shown = set(items(metadata.for_receiver(conn, msg, shy.handle.conn, process)))
     assert {Item.TID_COMM, Item.CAPS, Item.EXE} <= shown
     # Receiver in a pid namespace the sender is not in: only the implicit items.
     conn.view = View(pidns=(60,), root=process.root())
-    got = set(items(conn.metadata_for(msg, shy.handle.conn, process)))
+    got = set(items(metadata.for_receiver(conn, msg, shy.handle.conn, process)))
     assert {Item.CREDS, Item.PIDS, Item.AUXGROUPS} <= got
     assert not got & {Item.TID_COMM, Item.CAPS, Item.EXE, Item.AUDIT}
 
