@@ -16,7 +16,7 @@ from ..abi.constants import FLAG_NEGOTIATE
 from ..abi.items import ParsedItem
 from ..abi.structs import U64, Layout, T
 from ..errors import KdbusError
-from .message import Passed, SenderFiles
+from .message import Buffer, Passed, SenderFiles
 from .metadata import Creds, Process, sanitize_attach_flags
 from .pool import Pool
 from .reply import SyncWait
@@ -31,7 +31,7 @@ class Caller(Protocol):
 
     def read(self, address: int, size: int) -> bytes: ...
 
-    def read_into(self, address: int, size: int, buffer: object, offset: int) -> None: ...
+    def read_into(self, address: int, size: int, buffer: Buffer, offset: int) -> None: ...
 
     def write(self, address: int, data: bytes) -> None: ...
 

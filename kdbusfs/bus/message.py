@@ -51,10 +51,10 @@ _NO_FD = struct.Struct("<i")
 _MSG_SIZE = structs.MSG.size
 _ZEROS = bytes(8)
 
-# Reads `size` bytes of the sender's memory at `address` into `buffer[offset:offset + size]`.
-ReadInto = Callable[[int, int, object, int], None]
 # Where a message is laid out: a pool's mapping, or daemon-private bytes.
 Buffer = mmap.mmap | bytearray
+# Reads `size` bytes of the sender's memory at `address` into `buffer[offset:offset + size]`.
+ReadInto = Callable[[int, int, Buffer, int], None]
 
 
 class SenderFiles(Protocol):

@@ -311,15 +311,16 @@ def sanitize_attach_flags(value: int) -> int | None:
 
 def render(process: Process | None, mask: int, names: Sequence[tuple[int, str]] = (),
            description: str | None = None, timestamp: tuple[int, int, int] | None = None,
-           faked: bool = False, view: View = DAEMON_VIEW) -> bytes:
+           stated: tuple[bool, bool] | None = None, view: View = DAEMON_VIEW) -> bytes:
     """The metadata items selected by `mask`, in kdbus's order, as `view` sees them; each padded
-    to 8 bytes."""
+    to 8 bytes. `stated`: the facts are what a bus owner stated at HELLO, and which of (CREDS, PIDS)
+    it stated; nothing else about it is real."""
+    faked = stated is not None
     out = []
     if process is not None and mask & PROCESS_ITEMS:
         creds = process.creds()
         userns = view.userns
-        if faked:
-            stated = process.faked_items  # type: ignore[attr-defined]
+        if stated is not None:
             mask &= ~((0 if stated[0] else Attach.CREDS) | (0 if stated[1] else Attach.PIDS))
         if mask & Attach.CREDS:
             uid, gid = userns.uid, userns.gid
@@ -406,6 +407,7 @@ def info_record(asker: Connection, target: Connection, attach_flags: int) -> byt
     """A kdbus_info record about `target` with the metadata it permits and `asker` asked for."""
     mask = attach_flags & target.attach_flags_send
     names = [(r.flags, r.entry.name) for r in asker.bus.names.owned_names(target)]
-    items = render(target.snapshot, mask & ~Attach.TIMESTAMP, names, target.description,
-                   faked=target.snapshot.faked, view=asker.view)
+    snapshot = target.snapshot
+    items = render(snapshot, mask & ~Attach.TIMESTAMP, names, target.description,
+                   stated=snapshot.faked_items if snapshot.faked else None, view=asker.view)
     return structs.INFO.pack(structs.INFO.size + len(items), target.id, target.flags) + items

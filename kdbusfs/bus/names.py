@@ -41,6 +41,15 @@ from .command import Args, Caller
 if TYPE_CHECKING:
     from .connection import Connection
 
+class NameTaken(KdbusError):
+    """NAME_ACQUIRE of a name someone else owns, without queueing or replacing: EEXIST, with the
+    flags of the caller's (refused) record, which kdbus returns."""
+
+    def __init__(self, why: str, return_flags: int) -> None:
+        super().__init__(errno.EEXIST, why)
+        self.return_flags = return_flags
+
+
 # Flags an owner record keeps from its NAME_ACQUIRE.
 SAVED_FLAGS = NAME_ALLOW_REPLACEMENT | NAME_QUEUE
 ACQUIRE_FLAGS = NAME_REPLACE_EXISTING | NAME_ALLOW_REPLACEMENT | NAME_QUEUE
@@ -187,9 +196,7 @@ class Registry:
         elif record.queued:
             entry.queue.remove(record)
         else:
-            err = KdbusError(errno.EEXIST, f"name {entry.name} is owned by {primary.conn.id}")
-            err.return_flags = record.flags  # type: ignore[attr-defined]
-            raise err
+            raise NameTaken(f"name {entry.name} is owned by {primary.conn.id}", record.flags)
         return record.flags | extra
 
     def become_activator(self, conn: Connection, name: str) -> None:
@@ -270,10 +277,9 @@ def cmd_name_acquire(conn: Connection, args: Args[structs.Cmd], caller: Caller) 
         raise KdbusError(errno.EPERM, f"connection {conn.id} may not own {name}")
     try:
         return_flags = conn.bus.names.acquire(conn, name, args.fields.flags & ACQUIRE_FLAGS)
-    except KdbusError as exc:
-        flags = getattr(exc, "return_flags", None)
-        if flags is not None:
-            args.out = args.out._replace(return_flags=flags)
+    except NameTaken as exc:
+        # kdbus reports the refused record's flags with the EEXIST.
+        args.out = args.out._replace(return_flags=exc.return_flags)
         raise
     args.out = args.out._replace(return_flags=return_flags)
 

@@ -8,7 +8,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from .. import seccomp
-from ..bus.message import Passed
+from ..bus.message import Buffer, Passed
 from ..bus.metadata import Creds
 from ..bus.pool import Pool
 from .files import SenderFiles
@@ -61,7 +61,7 @@ class RequestCaller:
             self._process = ProcProcess(self.tid, *self._ids)
         return self._process
 
-    def read_into(self, address: int, size: int, buffer: object, offset: int) -> None:
+    def read_into(self, address: int, size: int, buffer: Buffer, offset: int) -> None:
         self._memory.read_into(self.tid, address, size, buffer, offset)
 
     def read(self, address: int, size: int) -> bytes:

@@ -15,6 +15,7 @@ import os
 import struct
 from typing import Any
 
+from ..bus.message import Buffer
 from ..errors import KdbusError
 from .libc import libc
 
@@ -88,16 +89,16 @@ class ProcessMemory:
             raise KdbusError(errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
         return data
 
-    def read_into(self, tid: int, address: int, size: int, buffer: object, offset: int) -> None:
+    def read_into(self, tid: int, address: int, size: int, buffer: Buffer, offset: int) -> None:
         """Copy caller memory straight into `buffer` (a pool) at `offset`: no intermediate copy."""
         if size == 0:
             return
         if address + size > USER_ADDRESS_LIMIT:
             raise KdbusError(errno.EFAULT, f"read of {size} bytes at {address:#x} outside user space")
-        if offset + size > len(buffer):  # type: ignore[arg-type]
+        if offset + size > len(buffer):
             raise ValueError(f"{size} bytes at {offset} do not fit the buffer")
         # The address of one byte is all we need: no array type per size, no export kept.
-        anchor = ctypes.c_char.from_buffer(buffer, offset)  # type: ignore[arg-type]
+        anchor = ctypes.c_char.from_buffer(buffer, offset)
         local = ctypes.addressof(anchor)
         del anchor
         if self._transfer(self._readv, tid, local, address, size) != size:

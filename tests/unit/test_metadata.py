@@ -159,7 +159,7 @@ def test_seclabel_comes_between_caps_and_audit_and_may_be_faked() -> None:
     assert Item.SECLABEL not in items(render(sender(), Attach.SECLABEL))
     # A faked identity states only creds, pids and the label.
     faked = Snapshot(sender().creds_, seclabel_="faked", faked=True, faked_items=(True, False))
-    got = items(render(faked, ALL | Attach.SECLABEL, faked=True))
+    got = items(render(faked, ALL | Attach.SECLABEL, stated=faked.faked_items))
     assert list(got) == [Item.CREDS, Item.SECLABEL]
 
 
