@@ -43,8 +43,11 @@ class Launched:
         self._listeners: dict[int, int] = {}
         self._listeners_by_uid: dict[int, int] = {}
         # Listeners other mounts' daemons lent us with one notification each (forward.py), by the
-        # notification's id: ours to close once it is answered.
+        # notification's id: ours to close once it is answered. The ids stay in `_forwarded`
+        # until the answer has been given (maybe on the session's writer thread): a notification
+        # forwarded again meanwhile must not be served twice.
         self._borrowed: dict[int, int] = {}
+        self._forwarded: set[int] = set()
         self._outbox = forward.Outbox()
 
     def listener_ready(self, listener: int, notification: seccomp.Notification) -> list[Output]:
@@ -59,10 +62,11 @@ class Launched:
     def forwarded_ready(self, forwarded: forward.Forwarded) -> list[Output]:
         """Another mount's daemon hands us a launched client's ioctl on one of our files."""
         listener, notification = forwarded.listener, forwarded.notification
-        if notification.id in self._borrowed.values() or not seccomp.still_waiting(listener, notification.id):
+        if notification.id in self._forwarded or not seccomp.still_waiting(listener, notification.id):
             # Forwarded twice, or answered or killed since: not ours to answer.
             self.fs.host.close_fd(listener)
             return []
+        self._forwarded.add(notification.id)
         self._borrowed[listener] = notification.id
         if not forwarded.may_serve():
             log.warning("a forwarder of uid %d names task %d of another user: letting its ioctl "
@@ -100,6 +104,7 @@ class Launched:
                 answer()
             finally:
                 os.close(listener)
+                self._forwarded.discard(notif_id)
         return answer_and_close
 
     def _serve_notification(self, listener: int, notification: seccomp.Notification,
