@@ -22,7 +22,6 @@ import select
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import forward, seccomp
 from .abi.constants import (
@@ -47,7 +46,7 @@ from .host.backing import PoolFiles, map_pool, seal_pool
 from .launched import Launched
 from .limitlog import LimitLog
 from .limits import PAGE_SIZE
-from .tree import CONTROL_ID, BusStats, Node, Tree
+from .tree import CONTROL_ID, BusStats, Node, OpenFile, Tree
 
 log = logging.getLogger("kdbusfs.fs")
 
@@ -61,18 +60,6 @@ POLLERR_HUP = select.POLLERR | select.POLLHUP
 ATTR_VALID_S = 3600
 _ANSWER = struct.Struct("<QQQQQ")
 _IOCTL_IN_SIZE = p.IOCTL_IN.size
-
-
-@dataclass(slots=True, eq=False)
-class OpenFile:
-    node: Node
-    handle: Handle
-    pollers: set[int] = field(default_factory=set)
-    # Passthrough: the memfd the kernel maps for the client (its pool), and its backing id.
-    backing_fd: int | None = None
-    backing_id: int | None = None
-    # A bus's `stats` file: the snapshot taken at open, which reads return.
-    contents: bytes | None = None
 
 
 class Filesystem:
@@ -91,9 +78,6 @@ class Filesystem:
         self.calls = BlockedCalls(self.host.dying)
         # Clients started by `kdbusfs run`.
         self.launched = Launched(self)
-        self._next_fh = 1
-        self._files: dict[int, OpenFile] = {}
-        self._files_by_conn: dict[int, OpenFile] = {}
         self._limit_log = LimitLog()
         self.initialized = False
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
@@ -214,7 +198,7 @@ class Filesystem:
 
     def push(self, conn: Connection) -> None:
         """The connection's new pool bytes to its client's page cache; wake its pollers."""
-        opened = self._files_by_conn.get(conn.id)
+        opened = self.tree.file_of(conn)
         if opened is None or opened.backing_fd is not None:
             # No open file, or the client maps the pool's memory itself: nothing to push.
             conn.pool.dirty.clear()
@@ -355,10 +339,7 @@ class Filesystem:
         return self._register(opened, open_flags)
 
     def _register(self, opened: OpenFile, open_flags: int) -> bytes:
-        fh = self._next_fh
-        self._next_fh += 1
-        opened.node.opens += 1
-        self._files[fh] = opened
+        fh = self.tree.register(opened)
         if opened.backing_id is not None:
             return codec.open_out(fh, p.FOPEN_PASSTHROUGH, opened.backing_id)
         return codec.open_out(fh, open_flags)
@@ -386,15 +367,9 @@ class Filesystem:
             opened.backing_fd, opened.backing_id = backing
             opened.handle.pool_memory = functools.partial(map_pool, opened.backing_fd)
 
-    def _file(self, fh: int) -> OpenFile:
-        found = self._files.get(fh)
-        if found is None:
-            raise KdbusError(errno.EBADF, f"unknown file handle {fh}")
-        return found
-
     def _read(self, request: Request) -> bytes:
         fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
-        opened = self._file(fh)
+        opened = self.tree.file(fh)
         if opened.contents is not None:
             return opened.contents[offset : offset + size]
         handle = opened.handle
@@ -409,28 +384,20 @@ class Filesystem:
 
     def _release(self, request: Request) -> bytes:
         fh = p.RELEASE_IN.unpack_from(request.body)[0]
-        opened = self._files.pop(fh, None)
+        opened = self.tree.release(fh)
         if opened is None:
             return b""
         handle = opened.handle
-        if handle.conn is not None:
-            self._files_by_conn.pop(handle.conn.id, None)
         handle.release()
         if opened.backing_fd is not None and opened.backing_id is not None and self.pool_files is not None:
             self.pool_files.close(opened.backing_fd, opened.backing_id)
-        node = opened.node
-        node.opens -= 1
-        if node.handle is handle:
-            node.handle = None
-        if node.nodeid != CONTROL_ID:
-            self.tree.maybe_drop(node)
         return b""
 
     def _ioctl(self, request: Request) -> bytes | None:
         fh, flags, cmd, arg, in_size, _out_size = p.IOCTL_IN.unpack_from(request.body)
         if flags & p.IOCTL_DIR:
             raise KdbusError(errno.ENOTTY, "no ioctls on directories")
-        opened = self._file(fh)
+        opened = self.tree.file(fh)
         if opened.contents is not None:
             raise KdbusError(errno.ENOTTY, "a stats file takes no commands")
         handle = opened.handle
@@ -458,8 +425,7 @@ class Filesystem:
 
     def _connected(self, opened: OpenFile, conn: Connection) -> None:
         """HELLO made `conn` on the file: its node now stands for it, and its pool is mapped."""
-        opened.node.handle = opened.handle
-        self._files_by_conn[conn.id] = opened
+        self.tree.connected(opened, conn)
         if opened.backing_fd is None:
             # Grow the inode to the pool's size so mappings of the whole pool can fault.
             last = conn.pool.size - PAGE_SIZE
@@ -477,7 +443,7 @@ class Filesystem:
 
     def _poll(self, request: Request) -> bytes:
         fh, kh, flags, _events = p.POLL_IN.unpack_from(request.body)
-        opened = self._file(fh)
+        opened = self.tree.file(fh)
         if opened.contents is not None:
             return codec.poll_out(POLLIN | POLLOUT)  # as any regular file
         conn = opened.handle.conn

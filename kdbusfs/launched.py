@@ -29,7 +29,8 @@ from .host.caller import RequestCaller
 from .limits import LISTENERS_PER_USER
 
 if TYPE_CHECKING:
-    from .fs import Filesystem, OpenFile
+    from .fs import Filesystem
+    from .tree import OpenFile
 
 log = logging.getLogger("kdbusfs.launched")
 

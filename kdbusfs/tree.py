@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import errno
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .bus.bus import Bus
+from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .errors import KdbusError
@@ -46,6 +47,18 @@ class Node:
     handle: Handle | None = None
 
 
+@dataclass(slots=True, eq=False)
+class OpenFile:
+    node: Node
+    handle: Handle
+    pollers: set[int] = field(default_factory=set)
+    # Passthrough: the memfd the kernel maps for the client (its pool), and its backing id.
+    backing_fd: int | None = None
+    backing_id: int | None = None
+    # A bus's `stats` file: the snapshot taken at open, which reads return.
+    contents: bytes | None = None
+
+
 class Tree:
     """Node ids for the domain's buses and endpoints, and their attributes."""
 
@@ -56,6 +69,10 @@ class Tree:
         self._nodes: dict[int, Node] = {}
         self._bus_nodes: dict[int, Node] = {}  # bus id -> its directory's node
         self._stats_nodes: dict[int, Node] = {}  # bus id -> its stats file's node
+        # Open files by FUSE file handle, and by the connection HELLO made on them.
+        self._next_fh = 1
+        self._files: dict[int, OpenFile] = {}
+        self._files_by_conn: dict[int, OpenFile] = {}
 
     def node(self, nodeid: int) -> Node:
         node = self._nodes.get(nodeid)
@@ -150,6 +167,45 @@ class Tree:
             entries.append((LISTED_ENDPOINT_INO, endpoint.name.encode(), DT_REG))
         entries.append((self._stats_node(listed).nodeid, STATS, DT_REG))
         return entries
+
+    # -- open files -------------------------------------------------------------------------
+    def register(self, opened: OpenFile) -> int:
+        """A new open of `opened.node`; its file handle."""
+        fh = self._next_fh
+        self._next_fh += 1
+        opened.node.opens += 1
+        self._files[fh] = opened
+        return fh
+
+    def file(self, fh: int) -> OpenFile:
+        found = self._files.get(fh)
+        if found is None:
+            raise KdbusError(errno.EBADF, f"unknown file handle {fh}")
+        return found
+
+    def connected(self, opened: OpenFile, conn: Connection) -> None:
+        """HELLO made `conn` on `opened`: its node's page cache is now that connection's pool."""
+        opened.node.handle = opened.handle
+        self._files_by_conn[conn.id] = opened
+
+    def file_of(self, conn: Connection) -> OpenFile | None:
+        return self._files_by_conn.get(conn.id)
+
+    def release(self, fh: int) -> OpenFile | None:
+        """The last close of file handle `fh`: forget it (and its node, if nothing else holds it)."""
+        opened = self._files.pop(fh, None)
+        if opened is None:
+            return None
+        handle = opened.handle
+        if handle.conn is not None:
+            self._files_by_conn.pop(handle.conn.id, None)
+        node = opened.node
+        node.opens -= 1
+        if node.handle is handle:
+            node.handle = None
+        if node.nodeid != CONTROL_ID:
+            self.maybe_drop(node)
+        return opened
 
     def listing(self, nodeid: int, offset: int, size: int, plus: bool) -> bytes:
         """READDIR(PLUS) of a directory: the entries from `offset` that fit in `size` bytes."""
