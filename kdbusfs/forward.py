@@ -33,12 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import seccomp
-from .host.proc import in_own_pid_namespace, read_creds
-from .limits import FORWARDERS_MAX
+from .host.proc import in_own_pid_namespace, read_creds, read_text
+from .limits import FORWARD_ACCEPT_TIMEOUT_MS, FORWARDERS_MAX, FORWARDERS_PER_USER
 
 log = logging.getLogger("kdbusfs.forward")
 
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# What an inbox says to a forwarder it takes: only then may the forwarder send.
+ACCEPTED = b"\x01"
 # How often the inbox's thread looks whether the daemon is stopping, while nothing happens.
 INBOX_POLL_MS = 1000
 
@@ -63,27 +65,58 @@ class Forwarded:
     forwarder_uid: int
 
     def may_serve(self) -> bool:
-        """Whether the forwarder may have us act on the notified task (see the module's doc)."""
+        """Whether the forwarder may have us act on the notified task (see the module's doc).
+
+        A forwarder other than root says which task waits, and with which arguments: believe it
+        only for a task of its own user that it could reach itself (dumpable: its /proc directory is
+        the user's, not root's), and that really waits in that very syscall (/proc/TID/syscall)."""
         if self.forwarder_uid == 0:
             return True
-        creds = read_creds(self.notification.tid, -1, -1)
-        return {creds.uid, creds.euid, creds.suid, creds.fsuid} == {self.forwarder_uid}
+        notification = self.notification
+        tid = notification.tid
+        creds = read_creds(tid, -1, -1)
+        if {creds.uid, creds.euid, creds.suid, creds.fsuid} != {self.forwarder_uid}:
+            return False
+        try:
+            dumpable = os.stat(f"/proc/{tid}").st_uid == self.forwarder_uid
+            waiting_in = read_text(f"/proc/{tid}/syscall")
+        except OSError:
+            return False
+        if not dumpable or waiting_in is None:
+            return False
+        fields = waiting_in.split()
+        expected = [notification.syscall, *notification.args[:3]]
+        try:
+            return [int(field, 0) for field in fields[:4]] == expected
+        except ValueError:
+            return False  # "running": not waiting in any syscall
 
 
 class Outbox:
     """The forwarding side: one connection per other mount's daemon, made when first needed."""
 
     def __init__(self) -> None:
-        self._peers: dict[int, socket.socket] = {}
+        # Per device: the connection to that mount's daemon, and the uid it runs as.
+        self._peers: dict[int, tuple[socket.socket, int]] = {}
 
-    def forward(self, device: int, listener: int, notification: seccomp.Notification) -> bool:
+    def forward(self, device: int, listener: int, notification: seccomp.Notification,
+                launcher_uid: int) -> bool:
         """Hand the notification to the daemon of `device`; False if there is none to take it (the
-        caller then lets the syscall carry on)."""
+        caller then lets the syscall carry on). The listener rules the whole tree `launcher_uid`
+        launched: it goes only to a daemon running as root, or as that user when the notified task
+        is that user's too (checked for every notification: one connection serves every tree)."""
         message = notification.pack()
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [listener]).tobytes())]
+        task_uid = read_creds(notification.tid, -1, -1).fsuid
         for _attempt in range(2):
-            peer = self._peers.get(device) or self._connect(device, notification.tid)
-            if peer is None:
+            found = self._peers.get(device) or self._connect(device)
+            if found is None:
+                return False
+            peer, peer_uid = found
+            if peer_uid != 0 and not peer_uid == task_uid == launcher_uid:
+                log.warning("the socket of mount %s belongs to uid %d, neither root nor the launched "
+                            "client's user (%d, launched by %d): not handing it the client's listener",
+                            _name(device), peer_uid, task_uid, launcher_uid)
                 return False
             try:
                 peer.sendmsg([message], rights, socket.MSG_DONTWAIT)
@@ -97,29 +130,28 @@ class Outbox:
                 self._drop(device)
         return False
 
-    def _connect(self, device: int, tid: int) -> socket.socket | None:
+    def _connect(self, device: int) -> tuple[socket.socket, int] | None:
         sock = _seqpacket()
         try:
             sock.connect(address(device))
             _pid, uid, _gid = _peer_creds(sock)
+            # Nothing goes out before the other daemon says it took the connection.
+            answered = select.poll()
+            answered.register(sock, select.POLLIN)
+            if not answered.poll(FORWARD_ACCEPT_TIMEOUT_MS) or sock.recv(len(ACCEPTED) + 1) != ACCEPTED:
+                raise ConnectionRefusedError(f"mount {_name(device)}'s daemon did not take the connection")
         except OSError:
-            # Not a kdbusfs mount (or its daemon predates forwarding): nobody to hand it to.
+            # Not a kdbusfs mount (or its daemon predates forwarding, or refused us): nobody to hand
+            # it to.
             sock.close()
             return None
-        task = read_creds(tid, -1, -1)
-        if uid not in (0, task.fsuid):
-            log.warning("the socket of mount %s belongs to uid %d, neither root nor the launched "
-                        "client's user %d: not handing it the client's listener", _name(device), uid,
-                        task.fsuid)
-            sock.close()
-            return None
-        self._peers[device] = sock
-        return sock
+        self._peers[device] = (sock, uid)
+        return sock, uid
 
     def _drop(self, device: int) -> None:
-        peer = self._peers.pop(device, None)
-        if peer is not None:
-            peer.close()
+        found = self._peers.pop(device, None)
+        if found is not None:
+            found[0].close()
 
     def close(self) -> None:
         for device in list(self._peers):
@@ -178,9 +210,19 @@ class Inbox:
         except OSError:
             return
         pid, uid, _gid = _peer_creds(sock)
-        if len(self._forwarders) >= FORWARDERS_MAX or not in_own_pid_namespace(pid):
-            log.warning("refusing a forwarder (pid %d, uid %d): %s", pid, uid,
-                        "too many" if len(self._forwarders) >= FORWARDERS_MAX else "another pid namespace")
+        of_user = sum(1 for _, forwarder_uid in self._forwarders.values() if forwarder_uid == uid)
+        why = ("too many forwarders" if len(self._forwarders) >= FORWARDERS_MAX else
+               f"user {uid} has {FORWARDERS_PER_USER} already" if of_user >= FORWARDERS_PER_USER else
+               "another pid namespace" if not in_own_pid_namespace(pid) else None)
+        try:
+            if why is None:
+                # Taken: only now may the forwarder send (what it sent to a refused connection
+                # would be lost, and its client left waiting).
+                sock.send(ACCEPTED)
+        except OSError:
+            why = "it went away"
+        if why is not None:
+            log.warning("refusing a forwarder (pid %d, uid %d): %s", pid, uid, why)
             sock.close()
             return
         self._forwarders[sock.fileno()] = (sock, uid)

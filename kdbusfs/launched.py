@@ -157,7 +157,9 @@ class Launched:
 
     def _forward(self, device: int, listener: int, notification: seccomp.Notification) -> bool:
         """Hand an ioctl on another mount's file to that mount's daemon (forward.py)."""
-        return device != self.fs.device and self._outbox.forward(device, listener, notification)
+        launcher_uid = self._listeners.get(listener)
+        return device != self.fs.device and launcher_uid is not None and \
+            self._outbox.forward(device, listener, notification, launcher_uid)
 
     def _handle_of(self, found: tuple[int | None, int] | None) -> Handle | None:
         """The connected handle behind a task's file (task_file's answer), if it is one of this
@@ -207,14 +209,16 @@ class Launched:
     def answer_call(self, wait: SyncWait, token: Supervised) -> Output | None:
         """A launched caller's call is over: install the reply's descriptors, then release it."""
         passed, wait.passed = wait.passed, None
-        ours = token.listener in self._listeners or token.listener in self._borrowed
+        # Listeners are known by descriptor number, which a closed one's successor may reuse: a
+        # borrowed one is this call's only if it was lent with this very notification.
+        borrowed = self._borrowed.get(token.listener) == token.notif_id
+        ours = token.listener in self._listeners or borrowed
         if not ours or not seccomp.still_waiting(token.listener, token.notif_id):
             # The caller is gone (and its tid may be another task's): nothing to install or tell.
             if passed is not None:
                 passed.close()
             # A borrowed listener is given back with an answer that only meets ENOENT.
-            return self._answer_of(token.listener, token.notif_id, None) if token.listener in self._borrowed \
-                else None
+            return self._answer_of(token.listener, token.notif_id, None) if borrowed else None
         err = wait.errno or 0
         if not err:
             assert wait.reply is not None

@@ -57,5 +57,10 @@ LISTENERS_PER_USER = 64
 DAEMON_ANSWER_TIMEOUT_S = 10.0
 
 # kdbusfs: daemons of other mounts one daemon takes notifications from at once (kdbusfs run with
-# clients of several mounts); each holds a socket. Mounts on one machine are few.
+# clients of several mounts); each holds a socket. Mounts on one machine are few, and one user runs
+# a daemon or two: anyone may connect, so no user may take all the places.
 FORWARDERS_MAX = 64
+FORWARDERS_PER_USER = 4
+# kdbusfs: how long a forwarder waits, once per connection, for the other daemon to say it took it
+# (its inbox thread answers at once; a daemon that does not is treated as absent).
+FORWARD_ACCEPT_TIMEOUT_MS = 1000

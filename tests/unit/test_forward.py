@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from kdbusfs import forward, seccomp
+from kdbusfs.limits import FORWARDERS_PER_USER
 
 # A device number no mount here has: the inbox's abstract name must not clash with a daemon's.
 DEVICE = os.makedev(4095, 1_000_000 + os.getpid())
@@ -56,6 +57,7 @@ def _connect() -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.settimeout(WAIT_S)
     sock.connect(forward.address(DEVICE))
+    assert sock.recv(8) == forward.ACCEPTED  # taken: now it may send
     return sock
 
 
@@ -75,7 +77,7 @@ def test_a_forwarded_notification_reaches_the_inbox_with_a_listener_that_answers
         assert notification.tid == child.pid
 
         outbox = forward.Outbox()
-        assert outbox.forward(DEVICE, listener, notification)
+        assert outbox.forward(DEVICE, listener, notification, os.getuid())
         os.close(listener)
         forwarded = inbox.get(timeout=WAIT_S)
         outbox.close()
@@ -136,7 +138,28 @@ def test_nobody_to_forward_to_is_no_error() -> None:
     notification = seccomp.Notification(1, os.getpid(), 16, 0, (0,) * 6)
     r, w = os.pipe()
     try:
-        assert not outbox.forward(os.makedev(4095, 2_000_000 + os.getpid()), r, notification)
+        assert not outbox.forward(os.makedev(4095, 2_000_000 + os.getpid()), r, notification, os.getuid())
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_user_holds_at_most_a_few_places_and_a_refused_forwarder_is_told_at_once(
+    inbox: queue.SimpleQueue[forward.Forwarded],
+) -> None:
+    held = [_connect() for _ in range(FORWARDERS_PER_USER)]
+    refused = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    refused.settimeout(WAIT_S)
+    refused.connect(forward.address(DEVICE))
+    # Closed without the go-ahead: a forwarder sends nothing that could be lost.
+    assert refused.recv(8) == b""
+    # The Outbox sees the same and forwards nothing (its caller lets the ioctl carry on).
+    r, w = os.pipe()
+    try:
+        notification = seccomp.Notification(1, os.getpid(), 16, 0, (0,) * 6)
+        assert not forward.Outbox().forward(DEVICE, r, notification, os.getuid())
+    finally:
+        os.close(r)
+        os.close(w)
+    for sock in held:
+        sock.close()
