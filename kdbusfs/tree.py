@@ -26,7 +26,8 @@ STATS = b"stats"
 CONTROL_ID = 2
 DT_DIR = 4
 DT_REG = 8
-# Endpoint inodes are per open; listings show a stable number that is no open's inode.
+# Endpoint inodes are per open, a stats file's made by lookup: listings show a stable number
+# that is no node's.
 LISTED_ENDPOINT_INO = 0xFFFF_FFFF
 
 
@@ -165,7 +166,8 @@ class Tree:
             raise KdbusError(errno.ENOENT, "readdir of a vanished bus")
         for endpoint in listed.endpoints.values():
             entries.append((LISTED_ENDPOINT_INO, endpoint.name.encode(), DT_REG))
-        entries.append((self._stats_node(listed).nodeid, STATS, DT_REG))
+        # No node for a listing: only a lookup makes one (the kernel forgets what it looked up).
+        entries.append((LISTED_ENDPOINT_INO, STATS, DT_REG))
         return entries
 
     # -- open files -------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def _connection(conn: Connection) -> dict[str, Any]:
         "uid": conn.opener.uid,
         "pid": creds.pid,
         "comm": conn.snapshot.pid_comm(),
-        "names": [record.entry.name for record in conn.name_records],
+        # Names it holds (as primary owner or activator); queued claims are not its names yet.
+        "names": [record.entry.name for record in conn.bus.names.owned_names(conn)],
         "match_entries": len(conn.matches.entries) if conn.matches is not None else 0,
         "queued_messages": len(conn.queue),
         "pool_size": pool.size,

@@ -45,6 +45,10 @@ DRAIN_BEFORE_NOTIFICATION = 256
 LISTENER_POLL_MS = 1000
 
 
+# The outputs that change what the session watches (the rest are written or run).
+_CONTROL = (Watch, Unwatch, Listen)
+
+
 class _Outcome(enum.Enum):
     SERVED = "served"
     SKIPPED = "skipped"  # nothing to answer (interrupted, unreadable, unmounted)
@@ -281,7 +285,7 @@ class Session:
         """Act on what the server handed over: descriptors to watch here, the rest to write."""
         writes: list[Written] = []
         for output in outputs:
-            if isinstance(output, Watch | Unwatch | Listen):
+            if isinstance(output, _CONTROL):
                 self._control(output)
             else:
                 writes.append(output)
