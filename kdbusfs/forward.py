@@ -8,17 +8,22 @@ descriptors through the listener and answers the notification.
 
 Every daemon listens on a SOCK_SEQPACKET socket in the abstract namespace named after its mount's
 device (the superblock's, the same in every mount namespace); a message is one struct
-seccomp_notif with the listener attached.
+seccomp_notif with the listener attached, sent only once the inbox has said it took the connection
+(what went to a refused one would be lost, its client left waiting).
 
 Trust, both ways, rests on the socket's peer credentials:
 - a forwarder hands the listener (which can answer any notification of the tree) only to a peer
-  running as root or as the notified task's user, so a socket squatted by someone else gets
-  nothing; the task then carries on unnotified (-1 and INCOMPLETE_FDS, as without the launcher);
-- a daemon serves a forwarded notification as told only if the forwarder is root or the notified
-  task runs as the forwarder's user, nothing else: a forwarder could say any tid, and serving it
-  reads and writes that task's memory and its connection. Otherwise it lets the syscall carry on.
+  running as root, or as the user who launched the tree when the notified task is that user's
+  too; checked for every notification, since one connection serves every tree. A socket squatted
+  by someone else gets nothing; the task then carries on unnotified (-1 and INCOMPLETE_FDS);
+- a daemon serves a forwarded notification as told only if the forwarder is root, or the notified
+  task is a dumpable one of the forwarder's user that waits in that very syscall: a forwarder could
+  name any tid, and serving it reads and writes that task's memory and its connection. Otherwise
+  it lets the syscall carry on.
 Daemon and forwarder must share the pid namespace (tids are the forwarder's); peers in another
-are not accepted.
+are not accepted, and no user holds more than a few of the inbox's places.
+A daemon that dies while holding a forwarded call leaves its caller waiting until killed (the
+forwarder still holds the listener, so the kernel does not end the wait).
 """
 
 from __future__ import annotations
