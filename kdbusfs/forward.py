@@ -52,7 +52,7 @@ INBOX_POLL_MS = 1000
 
 def address(device: int) -> bytes:
     """The abstract socket name of the daemon serving the mount of `device`."""
-    return f"\0kdbusfs-forward/{os.major(device)}:{os.minor(device)}".encode()
+    return f"\0kdbusfs-forward/{_name(device)}".encode()
 
 
 def _peer_creds(sock: socket.socket) -> tuple[int, int, int]:

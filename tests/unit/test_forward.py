@@ -4,6 +4,7 @@ with a real seccomp listener from a child process."""
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import queue
 import socket
@@ -61,9 +62,10 @@ def _connect() -> socket.socket:
     return sock
 
 
-def test_a_forwarded_notification_reaches_the_inbox_with_a_listener_that_answers_it(
-    inbox: queue.SimpleQueue[forward.Forwarded],
-) -> None:
+@contextlib.contextmanager
+def child_in_seccomp() -> Iterator[tuple[subprocess.Popen[str], int, seccomp.Notification]]:
+    """A child (CHILD) waiting in its notified ioctl: (the child, our listener of it, the
+    notification). The child is killed at the end if it is still there."""
     ours, theirs = socket.socketpair()
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(theirs.fileno())], pass_fds=[theirs.fileno()],
                              stdout=subprocess.PIPE, text=True)
@@ -75,6 +77,18 @@ def test_a_forwarded_notification_reaches_the_inbox_with_a_listener_that_answers
         notification = seccomp.receive(listener)
         assert notification is not None and notification.is_kdbus_ioctl()
         assert notification.tid == child.pid
+        yield child, listener, notification
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        ours.close()
+
+
+def test_a_forwarded_notification_reaches_the_inbox_with_a_listener_that_answers_it(
+    inbox: queue.SimpleQueue[forward.Forwarded],
+) -> None:
+    with child_in_seccomp() as (child, listener, notification):
 
         outbox = forward.Outbox()
         assert outbox.forward(DEVICE, listener, notification, os.getuid())
@@ -92,11 +106,6 @@ def test_a_forwarded_notification_reaches_the_inbox_with_a_listener_that_answers
         os.close(forwarded.listener)
         out, _ = child.communicate(timeout=WAIT_S)
         assert out.strip() == "errno 25"  # the pipe's ENOTTY: the ioctl ran as if unnotified
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        ours.close()
 
 
 def test_a_message_without_a_listener_makes_the_inbox_hang_up(

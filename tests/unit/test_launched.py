@@ -3,16 +3,13 @@ child process that waits in a notified ioctl (a RECV on a pipe, which no mount s
 
 from __future__ import annotations
 
-import array
 import os
-import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from test_forward import CHILD, WAIT_S
+from test_forward import WAIT_S, child_in_seccomp
 
 from kdbusfs import seccomp
 from kdbusfs.bus.domain import Domain
@@ -53,22 +50,8 @@ class Waiting:
 
 @pytest.fixture
 def waiting() -> Iterator[Waiting]:
-    ours, theirs = socket.socketpair()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                             stdout=subprocess.PIPE, text=True)
-    theirs.close()
-    try:
-        ours.settimeout(WAIT_S)
-        _, ancillary, _, _ = ours.recvmsg(1, socket.CMSG_SPACE(4))
-        listener = array.array("i", ancillary[0][2])[0]
-        notification = seccomp.receive(listener)
-        assert notification is not None
+    with child_in_seccomp() as (child, listener, notification):
         yield Waiting(child, listener, notification)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        ours.close()
 
 
 def run_all(outputs: list[Output]) -> None:
