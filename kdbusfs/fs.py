@@ -53,11 +53,6 @@ log = logging.getLogger("kdbusfs.fs")
 POLLIN = select.POLLIN | select.POLLRDNORM
 POLLOUT = select.POLLOUT | select.POLLWRNORM
 POLLERR_HUP = select.POLLERR | select.POLLHUP
-# Node attributes never change while a node exists (an endpoint's size grows by NOTIFY_STORE, which
-# refreshes the kernel's copy), so the kernel may keep them; without this, default_permissions asks
-# for them on every path component of every open. Entries of buses and endpoints are never cached:
-# buses vanish, and each lookup of an endpoint must give a fresh inode.
-ATTR_VALID_S = 3600
 _ANSWER = struct.Struct("<QQQQQ")
 _IOCTL_IN_SIZE = p.IOCTL_IN.size
 
@@ -82,13 +77,13 @@ class Filesystem:
         self.initialized = False
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
             p.Opcode.INIT: self._init,
-            p.Opcode.LOOKUP: self._lookup,
-            p.Opcode.FORGET: self._forget,
-            p.Opcode.BATCH_FORGET: self._batch_forget,
-            p.Opcode.GETATTR: self._getattr,
-            p.Opcode.OPENDIR: self._opendir,
-            p.Opcode.READDIR: self._readdir,
-            p.Opcode.READDIRPLUS: self._readdirplus,
+            p.Opcode.LOOKUP: self.tree.op_lookup,
+            p.Opcode.FORGET: self.tree.op_forget,
+            p.Opcode.BATCH_FORGET: self.tree.op_batch_forget,
+            p.Opcode.GETATTR: self.tree.op_getattr,
+            p.Opcode.OPENDIR: self.tree.op_opendir,
+            p.Opcode.READDIR: self.tree.op_readdir,
+            p.Opcode.READDIRPLUS: self.tree.op_readdirplus,
             p.Opcode.RELEASEDIR: self._ok,
             p.Opcode.OPEN: self._open,
             p.Opcode.READ: self._read,
@@ -98,7 +93,7 @@ class Filesystem:
             p.Opcode.IOCTL: self._ioctl,
             p.Opcode.POLL: self._poll,
             p.Opcode.INTERRUPT: self._interrupt,
-            p.Opcode.STATFS: self._statfs,
+            p.Opcode.STATFS: self.tree.op_statfs,
             p.Opcode.ACCESS: self._ok,
             p.Opcode.DESTROY: self._ok,
         }
@@ -270,43 +265,6 @@ class Filesystem:
         # No readahead: it would lock page-cache pages of a pool in advance, and a NOTIFY_STORE
         # into such a page would wait for a READ that this single thread has yet to answer.
         return codec.init_out(kernel, wanted, max_write=PAGE_SIZE, max_readahead=0)
-
-    def _lookup(self, request: Request) -> bytes:
-        nodeid = self.tree.lookup(request.header.nodeid, codec.name_arg(request.body))
-        # Only `control` is cached: buses vanish, and each lookup of an endpoint must give a
-        # fresh inode.
-        entry_valid = ATTR_VALID_S if nodeid == CONTROL_ID else 0
-        return codec.entry_out(nodeid, self.tree.attr(nodeid), entry_valid, ATTR_VALID_S)
-
-    def _forget(self, request: Request) -> None:
-        (count,) = p.FORGET_IN.unpack_from(request.body)
-        self.tree.forget(request.header.nodeid, count)
-        return None
-
-    def _batch_forget(self, request: Request) -> None:
-        count, _ = p.BATCH_FORGET_IN.unpack_from(request.body)
-        for i in range(count):
-            nodeid, nlookup = p.FORGET_ONE.unpack_from(request.body, p.BATCH_FORGET_IN.size + 16 * i)
-            self.tree.forget(nodeid, nlookup)
-        return None
-
-    def _getattr(self, request: Request) -> bytes:
-        return codec.attr_out(self.tree.attr(request.header.nodeid), ATTR_VALID_S)
-
-    def _statfs(self, request: Request) -> bytes:
-        return codec.statfs_out()
-
-    def _opendir(self, request: Request) -> bytes:
-        self.tree.attr(request.header.nodeid)  # ENOENT for a vanished bus
-        return codec.open_out(0, 0)
-
-    def _readdir(self, request: Request) -> bytes:
-        _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
-        return self.tree.listing(request.header.nodeid, offset, size, plus=False)
-
-    def _readdirplus(self, request: Request) -> bytes:
-        _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
-        return self.tree.listing(request.header.nodeid, offset, size, plus=True)
 
     def _open(self, request: Request) -> bytes:
         nodeid = request.header.nodeid

@@ -49,12 +49,12 @@ from .bus.connection import (
     cmd_byebye,
     cmd_conn_info,
     cmd_free,
-    cmd_hello,
     cmd_recv,
     cmd_update,
 )
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint, cmd_endpoint_make, cmd_endpoint_update
+from .bus.hello import cmd_hello
 from .bus.match import cmd_match_add, cmd_match_remove
 from .bus.metadata import DAEMON_USERNS, Creds, UserNamespace
 from .bus.names import ACQUIRE_FLAGS, cmd_list, cmd_name_acquire, cmd_name_release

@@ -18,7 +18,7 @@ from .bus.endpoint import Endpoint
 from .errors import KdbusError
 from .fuse import codec
 from .fuse import protocol as p
-from .fuse.codec import Attr
+from .fuse.codec import Attr, Request
 from .handle import Handle
 
 CONTROL = b"control"
@@ -29,6 +29,11 @@ DT_REG = 8
 # Endpoint inodes are per open, a stats file's made by lookup: listings show a stable number
 # that is no node's.
 LISTED_ENDPOINT_INO = 0xFFFF_FFFF
+# Node attributes never change while a node exists (an endpoint's size grows by NOTIFY_STORE, which
+# refreshes the kernel's copy), so the kernel may keep them; without this, default_permissions asks
+# for them on every path component of every open. Entries of buses and endpoints are never cached:
+# buses vanish, and each lookup of an endpoint must give a fresh inode.
+ATTR_VALID_S = 3600
 
 
 @dataclass(slots=True, eq=False)
@@ -225,6 +230,42 @@ class Tree:
                 break
             out += record
         return bytes(out)
+
+    # -- the FUSE operations that only look nodes up, list or count them ----------------------
+    def op_lookup(self, request: Request) -> bytes:
+        nodeid = self.lookup(request.header.nodeid, codec.name_arg(request.body))
+        # Only `control` is cached: buses vanish, and each lookup of an endpoint must give a
+        # fresh inode.
+        entry_valid = ATTR_VALID_S if nodeid == CONTROL_ID else 0
+        return codec.entry_out(nodeid, self.attr(nodeid), entry_valid, ATTR_VALID_S)
+
+    def op_forget(self, request: Request) -> None:
+        (count,) = p.FORGET_IN.unpack_from(request.body)
+        self.forget(request.header.nodeid, count)
+
+    def op_batch_forget(self, request: Request) -> None:
+        count, _ = p.BATCH_FORGET_IN.unpack_from(request.body)
+        for i in range(count):
+            nodeid, nlookup = p.FORGET_ONE.unpack_from(request.body, p.BATCH_FORGET_IN.size + 16 * i)
+            self.forget(nodeid, nlookup)
+
+    def op_getattr(self, request: Request) -> bytes:
+        return codec.attr_out(self.attr(request.header.nodeid), ATTR_VALID_S)
+
+    def op_statfs(self, request: Request) -> bytes:
+        return codec.statfs_out()
+
+    def op_opendir(self, request: Request) -> bytes:
+        self.attr(request.header.nodeid)  # ENOENT for a vanished bus
+        return codec.open_out(0, 0)
+
+    def op_readdir(self, request: Request) -> bytes:
+        _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
+        return self.listing(request.header.nodeid, offset, size, plus=False)
+
+    def op_readdirplus(self, request: Request) -> bytes:
+        _fh, offset, size, *_ = p.READ_IN.unpack_from(request.body)
+        return self.listing(request.header.nodeid, offset, size, plus=True)
 
     def _new_node(self, obj: Bus | Endpoint | BusStats) -> Node:
         node = Node(self._next_nodeid, obj)

@@ -7,7 +7,7 @@ import errno
 import logging
 import mmap
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import limits
@@ -26,19 +26,17 @@ from ..abi.constants import (
 )
 from ..abi.items import item
 from ..errors import KdbusError, LimitReached, user_named
+from . import layout, metadata, policy
 from . import message as msgs
-from . import metadata, names, notify, policy
 from .command import Args, Caller, attach_flags
 from .domain import User
 from .endpoint import Endpoint, is_owner, is_privileged
 from .match import MatchDb
 from .metadata import (
     DAEMON_VIEW,
-    UNKNOWN_ROOT,
     Creds,
     Process,
     Snapshot,
-    UserNamespace,
     View,
 )
 from .pool import Pool
@@ -186,8 +184,8 @@ class Connection:
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
         meta = metadata.for_receiver(self, msg, sender, process)
-        layout = msgs.layout_for(msg, meta)
-        size = layout[2]
+        shape = layout.layout_for(msg, meta)
+        size = shape[2]
         user_key = KERNEL_USER if sender is None else sender.user_key
         self.quota.charge(self.pool, user_key, size, msg.n_fds)
         try:
@@ -202,10 +200,10 @@ class Connection:
                 # It may move with the name (to or from an activator) while this client can write
                 # to its pool: what moves must be the daemon's own copy.
                 kept = bytearray(size)
-                msgs.render(msg, kept, 0, meta, layout)
+                layout.render(msg, kept, 0, meta, shape)
                 self.pool.write(piece, kept)
             else:
-                msgs.write(msg, self.pool, piece.offset, meta, layout)
+                layout.write(msg, self.pool, piece.offset, meta, shape)
         except KdbusError:
             self.pool.release_bus_ref(piece)
             self.quota.uncharge(user_key, size, msg.n_fds)
@@ -340,66 +338,6 @@ class Connection:
 
 
 # -- commands ---------------------------------------------------------------------------------
-
-def cmd_hello(endpoint: Endpoint, opener: Creds, opener_userns: UserNamespace,
-              pool_memory: Callable[[int], mmap.mmap] | None, args: Args[structs.CmdHello],
-              caller: Caller) -> Connection:
-    """HELLO on an endpoint: a connection of the kind its flags ask for, with its pool."""
-    f = args.fields
-    attach_send = attach_flags(f.attach_flags_send)
-    attach_recv = attach_flags(f.attach_flags_recv)
-    accounted = opener
-    if Item.CREDS in args.items or Item.PIDS in args.items or Item.SECLABEL in args.items:
-        if not is_owner(endpoint, opener):
-            raise KdbusError(errno.EPERM, "faking metadata needs bus owner rights")
-        snapshot = _stated(args)
-        if is_privileged(endpoint, opener) and Item.CREDS in args.items:
-            # A privileged connection with faked creds is accounted to the faked user.
-            accounted = replace(opener, uid=snapshot.creds_.uid)
-    else:
-        snapshot = Snapshot.capture(caller.process(), attach_send)
-    process = caller.process()
-    view = View(opener_userns, process.pidns(), process.root() or UNKNOWN_ROOT)
-    name_item = args.item(Item.NAME)
-    name = name_item.string if name_item else None
-    if name is not None and not names.is_valid_name(name, allow_wildcard=True):
-        raise KdbusError(errno.EINVAL, f"invalid well-known name {name!r}")
-    description_item = args.item(Item.CONN_DESCRIPTION)
-    conn = Connection.hello(
-        endpoint, accounted, snapshot, f.flags & HELLO_FLAGS, attach_send, attach_recv, f.pool_size,
-        description_item.string if description_item else None, name, pool_memory, view,
-    )
-    # Policy and visibility go by who opened the file, whoever the connection is accounted to.
-    conn.opener = opener
-    try:
-        offset, items_size = conn.bloom_slice()
-        if conn.kind is not Kind.MONITOR:
-            notify.id_change(conn.bus, Item.ID_ADD, conn)
-        if name_item is not None:
-            names.register_special(conn, name_item, args.items.get(Item.POLICY_ACCESS, []))
-    except KdbusError:
-        conn.disconnect()
-        # The handle stays fresh for another HELLO, which maps a pool of its own.
-        conn.pool.close()
-        raise
-    bus = endpoint.bus
-    args.out = args.out._replace(bus_flags=bus.bus_flags, id=conn.id, offset=offset, items_size=items_size,
-                                 id128=bus.id128)
-    log.debug("connection %d on %s/%s (%s)", conn.id, bus.name, endpoint.name, conn.kind.value)
-    return conn
-
-
-def _stated(args: Args[structs.CmdHello]) -> Snapshot:
-    """The metadata a bus owner states at HELLO (CREDS, PIDS, SECLABEL items)."""
-    creds_item = args.item(Item.CREDS)
-    pids_item = args.item(Item.PIDS)
-    label = args.item(Item.SECLABEL)
-    return Snapshot.stated(
-        tuple(structs.CREDS.unpack(creds_item.payload)) if creds_item is not None else None,
-        tuple(structs.PIDS.unpack(pids_item.payload)) if pids_item is not None else None,
-        label.string if label else None,
-    )
-
 
 def cmd_byebye(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
     if conn.queue:

@@ -18,8 +18,8 @@ from ..abi.constants import FLAG_NEGOTIATE, HELLO_ACCEPT_FD, RECV_RETURN_INCOMPL
 from ..abi.items import ItemSpec, walk_items
 from ..abi.structs import U64
 from ..errors import KdbusError
+from . import layout, metadata
 from . import message as msgs
-from . import metadata
 from .command import Args, Caller, Pending, copy_in
 from .connection import Connection, Kind
 from .metadata import Process
@@ -174,10 +174,10 @@ def _reply_slice(caller: Connection, msg: msgs.Staged, sender: Connection,
     if msg.n_fds and not caller.flags & HELLO_ACCEPT_FD:
         raise KdbusError(errno.ECOMM, f"caller {caller.id} does not accept fds")
     meta = metadata.for_receiver(caller, msg, sender, process)
-    layout = msgs.layout_for(msg, meta)
-    piece = caller.pool.alloc(layout[2])
+    shape = layout.layout_for(msg, meta)
+    piece = caller.pool.alloc(shape[2])
     try:
-        msgs.write(msg, caller.pool, piece.offset, meta, layout)
+        layout.write(msg, caller.pool, piece.offset, meta, shape)
     except KdbusError:
         caller.pool.release_bus_ref(piece)
         raise

@@ -28,6 +28,7 @@ from kdbusfs.abi.constants import (
 )
 from kdbusfs.abi.items import ItemSpec, item, string_item, walk_items
 from kdbusfs.abi.structs import align8
+from kdbusfs.bus import layout as slices
 from kdbusfs.bus import message as model
 from kdbusfs.bus.match import MatchDb
 from kdbusfs.bus.policy import parse_upload
@@ -65,9 +66,9 @@ def deliver(outgoing: Outgoing, meta: bytes = b"", cmd_flags: int = 0) -> bytes:
     if meta:
         last_size = struct.unpack_from("<Q", meta, _last_item_offset(meta))[0]
         last_pad = align8(last_size) - last_size
-    layout = model.layout_size(staged, meta, last_pad)
+    layout = slices.layout_size(staged, meta, last_pad)
     slice_ = bytearray(layout[2])
-    model.render(staged, slice_, 0, meta, layout)
+    slices.render(staged, slice_, 0, meta, layout)
     return bytes(slice_)
 
 
@@ -170,9 +171,9 @@ def test_every_metadata_item_parses_into_its_field() -> None:
 def test_broadcast_notifications(kind: Item, payload: bytes, notification: object) -> None:
     staged = model.stage_kernel(DST_ID_BROADCAST, 0, kind, payload)
     meta = item(Item.TIMESTAMP, structs.TIMESTAMP.pack(9, 1, 2))
-    layout = model.layout_size(staged, meta, 0)
+    layout = slices.layout_size(staged, meta, 0)
     slice_ = bytearray(layout[2])
-    model.render(staged, slice_, 0, meta, layout)
+    slices.render(staged, slice_, 0, meta, layout)
     message = parse_message(bytes(slice_))
     assert message.is_kernel and message.is_broadcast and message.notification == notification
     assert message.metadata == Metadata(timestamp=Timestamp(9, 1, 2)) and message.payload == b""
@@ -181,9 +182,9 @@ def test_broadcast_notifications(kind: Item, payload: bytes, notification: objec
 @pytest.mark.parametrize("kind", [Item.REPLY_TIMEOUT, Item.REPLY_DEAD])
 def test_lost_replies_name_the_cookie_of_the_call(kind: Item) -> None:
     staged = model.stage_kernel(5, 77, kind)
-    layout = model.layout_size(staged, b"", 0)
+    layout = slices.layout_size(staged, b"", 0)
     slice_ = bytearray(layout[2])
-    model.render(staged, slice_, 0, b"", layout)
+    slices.render(staged, slice_, 0, b"", layout)
     message: Message = parse_message(bytes(slice_))
     assert message.notification == ReplyLost(kind, 77) and message.cookie_reply == 77
 

@@ -21,6 +21,7 @@ from kdbusfs.abi.constants import (
     Item,
 )
 from kdbusfs.abi.items import item, string_item
+from kdbusfs.bus import layout as slices
 from kdbusfs.bus import message as msgs
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
@@ -45,9 +46,9 @@ def test_payload_stream_has_data_and_zeroed_padding_even_over_old_bytes() -> Non
     msg.read_into = caller.read_into
     pool = Pool(4096)
     pool.buffer[:] = b"\xff" * 4096  # an earlier message's bytes
-    layout = msgs.layout_size(msg, b"", 0)
+    layout = slices.layout_size(msg, b"", 0)
     piece = pool.alloc(layout[2])
-    msgs.write(msg, pool, piece.offset, b"", layout)
+    slices.write(msg, pool, piece.offset, b"", layout)
     _, payload_start, size = layout
     stream = bytes(pool.buffer[piece.offset + payload_start : piece.offset + size])
     assert stream == b"abc" + b"\0" * 5 + b"wxyz" + b"\0" * 4
@@ -77,10 +78,10 @@ def test_later_receivers_get_the_senders_bytes_whatever_earlier_receivers_write(
     caller = FakeCaller()
     payload = bytes(range(200))
     msg = _signal(caller, payload)
-    layout = msgs.layout_size(msg, b"", 0)
+    layout = slices.layout_size(msg, b"", 0)
     for i in range(4):
         pool = Pool(4096)
-        msgs.write(msg, pool, 0, b"", layout)
+        slices.write(msg, pool, 0, b"", layout)
         assert _payload(pool, 0, layout, len(payload)) == payload, f"receiver {i}"
         # The receiver scribbles on its writable mapping of the pool at once.
         pool.buffer[:] = b"\xee" * 4096
@@ -111,7 +112,7 @@ def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on
         assert conn.handle.conn is not None
         entry = conn.handle.conn.queue.peek()
         assert entry is not None
-        layout = msgs.layout_size(msg, b"", 0)
+        layout = slices.layout_size(msg, b"", 0)
         assert _payload(conn.handle.conn.pool, entry.slice.offset, layout, len(payload)) == payload
 
 
@@ -210,7 +211,7 @@ def test_the_sender_is_read_once_for_the_first_receiver_and_once_for_all_others(
         caller.read_into(address, size, buffer, offset)
 
     msg.read_into = counting
-    layout = msgs.layout_size(msg, b"", 0)
+    layout = slices.layout_size(msg, b"", 0)
     for _ in range(5):
-        msgs.write(msg, Pool(4096), 0, b"", layout)
+        slices.write(msg, Pool(4096), 0, b"", layout)
     assert reads == [64, 64]
