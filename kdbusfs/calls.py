@@ -45,11 +45,11 @@ class Supervised:
 class BlockedCalls:
     """The calls waiting for their outcome, and the descriptors to watch for them."""
 
-    def __init__(self, dying: Callable[[int], bool]) -> None:
+    def __init__(self, dying: Callable[[int], bool], watch: Callable[[Watch | Unwatch], None]) -> None:
         self._dying = dying
-        # CANCEL_FDs to start watching, and ones whose call is over (to stop watching and close),
-        # in the order they came.
-        self._changes: list[Watch | Unwatch] = []
+        # Hands the edge each CANCEL_FD to start watching, and each whose call is over (to stop
+        # watching and close), as it comes.
+        self._watch = watch
         self._pending: dict[int, SyncWait] = {}
         self._cancel_fds: dict[int, SyncWait] = {}
         # Blocked calls whose caller got a (so far) non-fatal signal.
@@ -66,14 +66,7 @@ class BlockedCalls:
             self._pending[token.unique] = wait
         if wait.cancel_fd is not None:
             self._cancel_fds[wait.cancel_fd] = wait
-            self._changes.append(Watch(wait.cancel_fd))
-
-    def take_changes(self) -> list[Watch | Unwatch]:
-        """The cancel fds to start and stop watching since the last call."""
-        changes = self._changes
-        if changes:
-            self._changes = []
-        return changes
+            self._watch(Watch(wait.cancel_fd))
 
     def cancelled(self, fd: int) -> SyncWait | None:
         """The call whose CANCEL_FD `fd` became readable, if it still waits."""
@@ -83,7 +76,7 @@ class BlockedCalls:
         """`wait` is over: stop watching its cancel fd; the FUSE request to answer, if any is
         still waiting (an interrupted, aborted request is not)."""
         if wait.cancel_fd is not None and self._cancel_fds.pop(wait.cancel_fd, None) is not None:
-            self._changes.append(Unwatch(wait.cancel_fd))
+            self._watch(Unwatch(wait.cancel_fd))
         token = wait.token
         if not isinstance(token, Blocked) or self._pending.pop(token.unique, None) is None:
             return None

@@ -70,7 +70,7 @@ class Filesystem:
         # st_dev of this mount: descriptors of our own files cannot be passed in messages.
         self.device = device
         self.tree = Tree(domain, time.time_ns())
-        self.calls = BlockedCalls(self.host.dying)
+        self.calls = BlockedCalls(self.host.dying, self.emit)
         # Clients started by `kdbusfs run`.
         self.launched = Launched(self)
         self._limit_log = LimitLog()
@@ -124,7 +124,6 @@ class Filesystem:
             self._flush()
         if reply is not None:
             out.append(reply)
-        out += self.calls.take_changes()
         return out
 
     def emit(self, output: Output) -> None:
@@ -177,7 +176,6 @@ class Filesystem:
         except Exception:
             # As for requests: a bug of ours must cost this one event, never the daemon.
             log.exception("%s failed unexpectedly", what)
-        self._out += self.calls.take_changes()
         return self._out
 
     def _flush(self) -> None:

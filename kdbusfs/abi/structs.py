@@ -54,6 +54,7 @@ class Layout(Generic[T]):
         self._new = tuple.__new__
         if self.size != self.declaration.sizeof():
             raise AssertionError(f"{name}: derived size {self.size} != {self.declaration.sizeof()}")
+        _install_quick_replace(fields)
 
     def unpack(self, data: bytes | bytearray | memoryview, offset: int = 0) -> T:
         return self._new(self.tuple, self.struct.unpack_from(data, offset))
@@ -63,6 +64,29 @@ class Layout(Generic[T]):
 
     def pack_fields(self, fields: T) -> bytes:
         return self.struct.pack(*fields)
+
+
+_KEEP = object()
+
+
+def _install_quick_replace(fields: type[Any]) -> None:
+    """Give the named tuple a `_replace` with the same signature that runs in half the time.
+
+    Commands set their out fields through `_replace` on every SEND and RECV; the generic one
+    builds a dict and maps over every field (about 0.55 us against 0.27 us here). Generated
+    like the named tuple's own methods; the one-line body only picks each field from the
+    keyword or the old value.
+    """
+    names = fields._fields
+    if "_KEEP" in names or "_new" in names or "_cls" in names:
+        raise AssertionError(f"{fields.__name__}: a field name clashes with the generated _replace")
+    params = ", ".join(f"{name}=_KEEP" for name in names)
+    picks = "".join(f"self[{i}] if {name} is _KEEP else {name}, " for i, name in enumerate(names))
+    namespace: dict[str, Any] = {"_KEEP": _KEEP, "_new": tuple.__new__, "_cls": fields}
+    exec(f"def _replace(self, /, *, {params}):\n    return _new(_cls, ({picks}))\n", namespace)
+    quick = namespace["_replace"]
+    quick.__qualname__ = f"{fields.__name__}._replace"
+    fields._replace = quick
 
 
 def _format_of(subcon: Any) -> str:

@@ -76,7 +76,7 @@ class Args(Generic[T]):
 
     def fixed(self) -> bytes:
         """The fixed part to write back."""
-        return self.layout.pack_fields(self.out)
+        return self.layout.struct.pack(*self.out)
 
 
 def attach_flags(value: int) -> int:

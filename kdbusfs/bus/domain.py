@@ -63,6 +63,8 @@ class Domain:
     # The model's effects the edge acts on, recorded through wake() and complete() only.
     _woken: list[Connection] = field(default_factory=list)
     _completed: list[SyncWait] = field(default_factory=list)
+    # Whether either holds anything: read after every request, so a flag rather than a property.
+    has_effects: bool = field(default=False, init=False)
     # Reply deadlines: (CLOCK_MONOTONIC ns, tie-breaker, tracker).
     timers: list[tuple[int, int, Reply]] = field(default_factory=list)
     # One counter numbers buses and connections alike; ids are never reused.
@@ -75,14 +77,12 @@ class Domain:
         """`conn`'s pool or poll state changed: the edge pushes its new pool bytes to the client
         and wakes its pollers."""
         self._woken.append(conn)
+        self.has_effects = True
 
     def complete(self, wait: SyncWait) -> None:
         """A synchronous SEND's outcome is known: the edge answers its blocked ioctl."""
         self._completed.append(wait)
-
-    @property
-    def has_effects(self) -> bool:
-        return bool(self._woken or self._completed)
+        self.has_effects = True
 
     @property
     def woken(self) -> tuple[Connection, ...]:
@@ -97,6 +97,7 @@ class Domain:
         included) and the calls completed."""
         woken, self._woken = self._woken, []
         completed, self._completed = self._completed, []
+        self.has_effects = False
         return woken, completed
 
     def schedule(self, deadline_ns: int, reply: Reply) -> None:

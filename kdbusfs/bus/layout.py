@@ -56,7 +56,7 @@ def last_item_padding(items: bytes) -> int:
 
 def layout_for(msg: Staged, meta: bytes) -> tuple[int, int, int]:
     """layout_size() for a receiver getting the metadata items `meta` (each padded to 8)."""
-    return layout_size(msg, meta, last_item_padding(meta))
+    return layout_size(msg, meta, last_item_padding(meta) if meta else 0)
 
 
 def write(msg: Staged, pool: Pool, offset: int, meta: bytes,
