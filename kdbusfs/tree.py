@@ -162,6 +162,7 @@ class Tree:
         """A directory's listing: (ino, name, DT_*) with "." and ".." first."""
         entries = [(nodeid, b".", DT_DIR), (p.ROOT_ID, b"..", DT_DIR)]
         if nodeid == p.ROOT_ID:
+            self._drop_listed_gone()
             entries.append((CONTROL_ID, CONTROL, DT_REG))
             for bus in self.domain.buses.values():
                 entries.append((self._bus_node(bus).nodeid, bus.name.encode(), DT_DIR))
@@ -278,6 +279,12 @@ class Tree:
         if node is None:
             node = self._stats_nodes[bus.id] = self._new_node(BusStats(bus))
         return node
+
+    def _drop_listed_gone(self) -> None:
+        """Drop the nodes of buses gone since a listing made them: a node only listed was never
+        looked up, so no FORGET will ever come for it."""
+        for node in [node for node in self._bus_nodes.values() if node.lookups == 0 and node.opens == 0]:
+            self.maybe_drop(node)
 
     def _bus_node(self, bus: Bus) -> Node:
         node = self._bus_nodes.get(bus.id)

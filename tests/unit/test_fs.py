@@ -234,6 +234,29 @@ def test_forgotten_endpoint_nodes_go_and_a_vanished_bus_is_enoent(mount: Mount) 
     assert mount.request(p.Opcode.BATCH_FORGET, 0, batch, tid=1) == []
 
 
+def test_a_bus_only_listed_leaves_no_node_once_it_is_gone(mount: Mount) -> None:
+    control = mount.open(mount.lookup(p.ROOT_ID, b"control"), 1)
+    assert mount.ioctl(control, Cmd.BUS_MAKE, bus_make_cmd(), 1) == 0
+    listing = mount.call(p.Opcode.READDIR, p.ROOT_ID, p.READ_IN.pack(0, 0, 4096, 0, 0, 0, 0))
+    listed = {name: ino for ino, name in _dirents(listing)}
+    bus_node = listed[BUS_NAME.encode()]
+    assert mount.fs.tree.find(bus_node) is not None
+    mount.call(p.Opcode.RELEASE, CONTROL_ID, p.RELEASE_IN.pack(control, 0, 0, 0))
+    listing = mount.call(p.Opcode.READDIR, p.ROOT_ID, p.READ_IN.pack(0, 0, 4096, 0, 0, 0, 0))
+    assert BUS_NAME.encode() not in {name for _ino, name in _dirents(listing)}
+    assert mount.fs.tree.find(bus_node) is None
+
+
+def _dirents(listing: bytes) -> list[tuple[int, bytes]]:
+    """(ino, name) of each struct fuse_dirent in a READDIR answer."""
+    found, pos = [], 0
+    while pos < len(listing):
+        ino, _off, namelen, _type = struct.unpack_from("<QQII", listing, pos)
+        found.append((ino, listing[pos + 24 : pos + 24 + namelen]))
+        pos += (24 + namelen + 7) & ~7
+    return found
+
+
 def test_opening_a_directory_or_an_unknown_handle_fails(mount: Mount) -> None:
     _control, bus_dir = mount.make_bus()
     assert mount.fails(p.Opcode.OPEN, bus_dir, p.OPEN_IN.pack(os.O_RDWR, 0)) == errno.EISDIR
