@@ -41,9 +41,12 @@ def warmed_up_fds(mount: Mount, binary: Path, user: str | None = None) -> list[s
     """The daemon's descriptors once it has placed a passed fd (its mount table then stays open):
     the baseline nothing may add to."""
     run_client(binary, str(mount.path), "plain", "1", user=user)
-    # Its connections' pools (memfds on a root mount) go with the RELEASEs after it exits.
-    wait_for(lambda: not any("kdbusfs-pool" in f for f in daemon_files(mount)),
-             what="the warm-up client's pools to go")
+    # Its connections' pools (memfds on a root mount) go with the RELEASEs after it exits, and
+    # the daemon's copies of the pipes and memfds it passed with them (closed off the serving
+    # thread, so possibly a moment later).
+    wait_for(lambda: not any(leftover in f for f in daemon_files(mount)
+                             for leftover in ("kdbusfs-pool", "memfd:passfd", "pipe:")),
+             what="the warm-up client's pools and passed descriptors to go")
     return daemon_files(mount)
 
 
