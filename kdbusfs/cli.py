@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from . import __version__, install, launch, sysfs
+from . import __version__, compiled, install, launch, sysfs
 from .bus.domain import Domain, DomainLimits
 from .forward import Inbox
 from .fs import Filesystem
@@ -120,9 +120,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated mount options (below)")
     parser.add_argument("-u", dest="unmount", action="store_true",
                         help="unmount MOUNTPOINT and wait until its daemon has cleaned up")
-    parser.add_argument("-V", "--version", action="version", version=f"kdbusfs {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=_version())
     parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")
     return parser
+
+
+def _version() -> str:
+    """The version, and which compiled modules this installation loads (and from where)."""
+    lines = [f"kdbusfs {__version__}"]
+    lines += [f"  compiled {name}: {where}" for name, where in compiled.built()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

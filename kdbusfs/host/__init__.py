@@ -1,6 +1,6 @@
 """The edge between the serving core and the system: everything that makes a syscall for it.
 
-    host/memory.py   the caller's memory (process_vm_readv/writev)
+    host/memory.pyx  the caller's memory (process_vm_readv/writev)
     host/proc.py     what /proc says about a task: credentials, namespaces, metadata facts
     host/mounts.py   which mount a task's descriptor is on, found by name
     host/files.py    the sender's descriptors, taken with pidfd_getfd and checked as kdbus does
