@@ -13,9 +13,19 @@ by the FUSE requests one kdbus call costs: the caller's SEND and FREE, and the c
 finds nothing, one POLL, the RECV of the call, its FREE and the SEND of the reply (counted in the
 daemon: 7.0 per call).
 
+With --user NAME, kdbusfs is also measured on NAME's own mount: the daemon and both kdbus clients
+run as NAME (the mount goes through fusermount3, so /dev/fuse must be mode 0666, and NAME must be
+able to read this tree and run its interpreter). Without CAP_SYS_ADMIN there is no passthrough:
+pool bytes reach the clients' mappings by FUSE_NOTIFY_STORE, which is what this column measures.
+With --compare TREE, kdbusfs also runs from another checkout (e.g. `git worktree add /tmp/before
+HEAD`), on the same kinds of mount. All daemons of a row stay mounted side by side, and each run
+measures every column once, in an order that rotates from run to run, so that every column meets
+the same machine conditions.
+
 Needs root (the kdbusfs mount), gcc, dbus-daemon and libdbus-1-dev:
     apt-get install -y gcc dbus-daemon libdbus-1-dev pkg-config
 usage: python benchmarks/calls.py [--seconds S] [--runs N] [--payloads 8,4096,65536,1048576]
+                                  [--placements pinned,unpinned] [--user NAME] [--compare TREE]
 """
 
 from __future__ import annotations
@@ -23,13 +33,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pwd
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ioctl_rate import compile_c, mounted, raw_round_trips
 
@@ -37,6 +50,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # FUSE requests per kdbus call with bench_kdbus.c's pattern (see the module's docstring).
 FUSE_REQUESTS_PER_CALL = 7
+PLACEMENTS: tuple[tuple[str, list[str]], ...] = (
+    ("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", []))
 
 DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -72,35 +87,68 @@ def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.02)
 
 
+@dataclass(frozen=True)
+class Kdbusfs:
+    """One kdbusfs column: a daemon from `tree`, as root or as `user` (None: root's mount)."""
+
+    label: str
+    tree: Path
+    user: str | None
+
+    def identity(self) -> dict[str, Any]:
+        """Popen arguments that run a process as the column's user."""
+        if self.user is None:
+            return {}
+        entry = pwd.getpwnam(self.user)
+        env = {"HOME": entry.pw_dir, "USER": self.user, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
+
+
 @contextlib.contextmanager
-def buses(work: Path, pin: list[str]) -> Iterator[tuple[Path, Path]]:
-    """A kdbusfs mount and a dbus-daemon, both placed with `pin`: (mount point, dbus socket)."""
-    mnt, sock = work / "kdbus", work / "dbus.sock"
+def kdbusfs_mounted(column: Kdbusfs, mnt: Path, pin: list[str]) -> Iterator[Path]:
     mnt.mkdir(exist_ok=True)
+    if column.user is not None:
+        # fusermount3 mounts only where the user may write.
+        entry = pwd.getpwnam(column.user)
+        os.chown(mnt, entry.pw_uid, entry.pw_gid)
+    daemon = subprocess.Popen([*pin, sys.executable, "-m", "kdbusfs", "-f", str(mnt)], cwd=column.tree,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **column.identity())
+
+    def ready() -> bool:
+        if daemon.poll() is not None:
+            assert daemon.stderr is not None
+            raise RuntimeError(f"{column.label}: kdbusfs exited with {daemon.returncode}: "
+                               f"{daemon.stderr.read().decode(errors='replace')}")
+        return mounted(mnt)
+
+    try:
+        wait_for(ready, column.label)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def dbus_daemon(work: Path, pin: list[str]) -> Iterator[Path]:
+    sock = work / "dbus.sock"
     (work / "dbus.conf").write_text(DBUS_CONFIG.format(socket=sock))
-    kdbus = subprocess.Popen([*pin, sys.executable, "-m", "kdbusfs", "-f", str(mnt)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     dbusd = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={work / 'dbus.conf'}", "--nofork",
                               "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: mounted(mnt), "kdbusfs")
         wait_for(sock.exists, "dbus-daemon")
-        yield mnt, sock
+        yield sock
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-        for proc in (kdbus, dbusd):
-            proc.terminate()
-            proc.wait(timeout=10)
+        dbusd.terminate()
+        dbusd.wait(timeout=10)
         if sock.exists():
             os.unlink(sock)
 
 
-def median_rate(cmd: list[str], runs: int) -> float:
-    rates = []
-    for _ in range(runs):
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
-        rates.append(float(out.split()[2]))
-    return statistics.median(rates)
+def rate(cmd: list[str], **identity: Any) -> float:
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, **identity).stdout
+    return float(out.split()[2])
 
 
 def main() -> None:
@@ -108,30 +156,57 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--payloads", default="8,4096,65536,1048576")
+    parser.add_argument("--placements", default="pinned,unpinned", help="pinned, unpinned or both")
+    parser.add_argument("--user", help="also measure kdbusfs on this (unprivileged) user's own mount")
+    parser.add_argument("--compare", type=Path, help="another kdbusfs checkout, measured alongside")
     args = parser.parse_args()
     payloads = [int(p) for p in args.payloads.split(",")]
+    wanted = args.placements.split(",")
+    trees = [("kdbusfs", REPO)]
+    if args.compare is not None:
+        trees.append((f"kdbusfs ({args.compare.name})", args.compare.resolve()))
+    columns = [Kdbusfs(label, tree, None) for label, tree in trees]
+    if args.user is not None:
+        columns += [Kdbusfs(f"{label}, user mount", tree, args.user) for label, tree in trees]
     rows = []
     with tempfile.TemporaryDirectory(prefix="kdbusfs-calls-") as tmp:
         work = Path(tmp)
+        # The user's daemon and clients reach the binaries and mount points through here.
+        work.chmod(0o755)
         bins = build(work)
-        for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
+        for label, pin in PLACEMENTS:
+            if label.split()[0] not in wanted:
+                continue
             floor = raw_round_trips(work, pin, args.seconds, args.runs) / FUSE_REQUESTS_PER_CALL
-            with buses(work, pin) as (mnt, sock):
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(dbus_daemon(work, pin))
+                mounts = [stack.enter_context(kdbusfs_mounted(column, work / f"kdbus{i}", pin))
+                          for i, column in enumerate(columns)]
                 for size in payloads:
-                    unix = median_rate([*pin, str(bins["bench_unix"]), str(size), str(args.seconds)],
-                                       args.runs)
-                    dbus = median_rate([*pin, str(bins["bench_dbus"]), f"unix:path={sock}", str(size),
-                                        str(args.seconds)], args.runs)
-                    kdbusfs = median_rate([*pin, str(bins["bench_kdbus"]), str(mnt), str(size),
-                                           str(args.seconds)], args.runs)
-                    rows.append((label, size, unix, dbus, floor, kdbusfs))
-    print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s\n")
-    print("| placement | payload | unix socket | dbus-daemon | FUSE floor | kdbusfs | kdbusfs / dbus-daemon "
-          "| kdbusfs / floor |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, size, unix, dbus, floor, kdbusfs in rows:
-        print(f"| {label} | {size} B | {unix:.0f} | {dbus:.0f} | {floor:.0f} | {kdbusfs:.0f} "
-              f"| {kdbusfs / dbus:.2f}x | {kdbusfs / floor:.2f}x |")
+                    timing = [str(size), str(args.seconds)]
+                    commands: list[tuple[list[str], dict[str, Any]]] = [
+                        ([*pin, str(bins["bench_unix"]), *timing], {}),
+                        ([*pin, str(bins["bench_dbus"]), f"unix:path={sock}", *timing], {}),
+                    ]
+                    commands += [([*pin, str(bins["bench_kdbus"]), str(mnt), *timing], column.identity())
+                                 for column, mnt in zip(columns, mounts, strict=True)]
+                    rates: list[list[float]] = [[] for _ in commands]
+                    for run in range(args.runs):
+                        # Each run starts one column later, so that none always follows the same one.
+                        for i in range(len(commands)):
+                            index = (i + run) % len(commands)
+                            cmd, identity = commands[index]
+                            rates[index].append(rate(cmd, **identity))
+                    unix, dbus, *kdbus = (statistics.median(r) for r in rates)
+                    rows.append((label, size, unix, dbus, floor, kdbus))
+    user = f"; user mount: {args.user}'s own" if args.user is not None else ""
+    print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s{user}\n")
+    head = "".join(f" {c.label} | {c.label} / dbus-daemon | {c.label} / floor |" for c in columns)
+    print(f"| placement | payload | unix socket | dbus-daemon | FUSE floor |{head}")
+    print("|---" * (5 + 3 * len(columns)) + "|")
+    for label, size, unix, dbus, floor, kdbus in rows:
+        cells = "".join(f" {k:.0f} | {k / dbus:.2f}x | {k / floor:.2f}x |" for k in kdbus)
+        print(f"| {label} | {size} B | {unix:.0f} | {dbus:.0f} | {floor:.0f} |{cells}")
 
 
 if __name__ == "__main__":

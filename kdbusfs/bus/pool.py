@@ -133,7 +133,14 @@ class Pool:
         return sum(size for size, _ in self._free)
 
     def close(self) -> None:
-        self.buffer.close()
+        try:
+            self.buffer.close()
+        except BufferError:
+            # A page-cache store still queued reads straight from this memory (the edge writes
+            # stores on a thread of its own, without copying them): the mapping goes with the last
+            # view of it. Its pages go now; the client's file is released, so nobody looks at
+            # what such a store leaves.
+            self.buffer.madvise(mmap.MADV_DONTNEED)
 
     def take_dirty(self) -> list[tuple[int, int]]:
         dirty, self.dirty = self.dirty, []

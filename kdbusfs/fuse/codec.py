@@ -95,10 +95,23 @@ def notification(code: int, payload: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """A FUSE_NOTIFY_STORE message. Writing one may wait for a page lock that a READ holds until
-    it is answered, so the session writes it off the serving thread."""
+    """A FUSE_NOTIFY_STORE message: its headers, then the bytes to store. Writing one may wait for
+    a page lock that a READ holds until it is answered, so the session writes it off the serving
+    thread.
 
-    message: bytes
+    `data` is usually a view of the pool itself, written with writev as it is when the store goes
+    out: copying it first costs the serving thread a fresh allocation per store (a 1 MiB message
+    made it fault in and zero 2 x 257 pages, most of a call's time). Bytes that change before the
+    write are stored by a later Store of the same pages, queued behind this one; until the ioctl
+    that publishes them is answered (after this store) the client has no offset to look at."""
+
+    head: bytes
+    data: bytes | memoryview
+
+    @property
+    def message(self) -> bytes:
+        """The whole message as one bytes object (tests, logs; the session writes the parts)."""
+        return self.head + bytes(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +212,11 @@ def notify_poll(kh: int) -> bytes:
 
 
 def notify_store(nodeid: int, offset: int, data: bytes | memoryview) -> Store:
-    header = p.NOTIFY_STORE.pack(nodeid, offset, len(data), 0)
-    return Store(notification(p.Notify.STORE, header + bytes(data)))
+    """A store of `data` at `offset`, not copied: a view must stay valid (and its bytes current)
+    until the session has written it."""
+    size = len(data)
+    head = p.OUT_HEADER.pack(p.OUT_HEADER.size + p.NOTIFY_STORE.size + size, p.Notify.STORE, 0)
+    return Store(head + p.NOTIFY_STORE.pack(nodeid, offset, size, 0), data)
 
 
 def notify_inval_entry(parent: int, name: bytes) -> bytes:

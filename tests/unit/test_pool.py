@@ -335,3 +335,15 @@ def test_random_alloc_free_sequences_keep_invariants() -> None:
             if not piece.bus_ref and not piece.user_ref:
                 del busy[piece.offset]
         check_invariants(pool, busy)
+
+
+def test_close_while_a_store_still_reads_the_pool() -> None:
+    # The session writes stores from a view of the pool on a thread of its own; the connection
+    # may go first. The view stays readable; the mapping goes with it.
+    pool = Pool(64 * 1024)
+    piece = pool.alloc(8)
+    pool.write(piece, b"12345678")
+    view = memoryview(pool.buffer)[0:8]
+    pool.close()
+    assert len(bytes(view)) == 8
+    view.release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -261,3 +262,19 @@ def test_a_steady_stream_of_requests_does_not_hold_back_a_due_deadline(kernel: K
         answers = [unique_of(theirs.recv(4096)) for _ in range(count + 1)]
         assert 999 in answers[: DEADLINE_CHECK_EVERY + 1]
         assert server.ticks == 1
+
+
+def test_a_store_is_written_from_its_view_then_what_follows_it_in_order(kernel: Kernel) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    pool = bytearray(b"x" * 8192)
+    server.pending = [codec.notify_store(7, 4096, memoryview(pool)[4096:]), codec.notify_poll(3)]
+    with serving(ours, server):
+        theirs.send(request(1))
+        store = theirs.recv(16384)
+        assert len(store) == 16 + 24 + 4096 and store[40:] == pool[4096:]
+        assert struct.unpack_from("<iQQ", store, 4) == (p.Notify.STORE, 0, 7)
+        assert struct.unpack_from("<iQ", theirs.recv(4096), 4) == (p.Notify.POLL, 0)
+        assert unique_of(theirs.recv(4096)) == 1
+        # Once the stores are out, answers go straight out again, still in order.
+        assert [ask(theirs, u) for u in (2, 3)] == [2, 3]
