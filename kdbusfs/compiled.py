@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 
-COMPILED = ("kdbusfs.host.memory",)
+COMPILED = ("kdbusfs.host.memory", "kdbusfs.fuse.frame")
 
 
 def built() -> list[tuple[str, str]]:

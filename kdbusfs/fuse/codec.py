@@ -8,52 +8,14 @@ from typing import NamedTuple
 
 from . import protocol as p
 
-
-class Header(NamedTuple):
-    length: int
-    opcode: int
-    unique: int
-    nodeid: int
-    uid: int
-    gid: int
-    pid: int
-
-
-class Request:
-    """One request: its header and the body after it (extensions cut off)."""
-
-    # Plain slots, no properties: every request's opcode and unique are read several times.
-    __slots__ = ("header", "body", "opcode", "unique")
-
-    def __init__(self, header: Header, body: memoryview) -> None:
-        self.header = header
-        self.body = body
-        self.opcode = header.opcode
-        self.unique = header.unique
-
-
-class ProtocolError(Exception):
-    """The kernel sent something this codec cannot read."""
-
-
-def parse_request(buf: bytes | bytearray | memoryview) -> Request:
-    view = memoryview(buf)
-    if len(view) < p.IN_HEADER.size:
-        raise ProtocolError(f"request of {len(view)} bytes is shorter than its header")
-    fields = _IN_HEADER.unpack_from(view)
-    length = fields[0]
-    if length != len(view):
-        raise ProtocolError(f"header says {length} bytes, read {len(view)}")
-    end = length - fields[7] * 8
-    if end < _IN_HEADER_SIZE:
-        raise ProtocolError(f"extensions of {fields[7] * 8} bytes do not fit a {length}-byte request")
-    # tuple.__new__ skips the named tuple's Python-level __new__.
-    return Request(_new_tuple(Header, fields[:7]), view[_IN_HEADER_SIZE:end])
-
-
-_IN_HEADER = p.IN_HEADER
-_IN_HEADER_SIZE = p.IN_HEADER.size
-_new_tuple = tuple.__new__
+# The frame of every message (compiled, frame.pyx), part of this module's interface.
+from .frame import Header as Header
+from .frame import ProtocolError as ProtocolError
+from .frame import Request as Request
+from .frame import notification as notification
+from .frame import parse_request as parse_request
+from .frame import reply as reply
+from .frame import reply_error as reply_error
 
 
 def name_arg(body: memoryview) -> bytes:
@@ -78,19 +40,6 @@ class Attr(NamedTuple):
             self.ino, self.size, 0, sec, sec, sec, nsec, nsec, nsec,
             self.mode, self.nlink, self.uid, self.gid, 0, 4096, 0,
         )
-
-
-def reply(unique: int, payload: bytes = b"") -> bytes:
-    return p.OUT_HEADER.pack(p.OUT_HEADER.size + len(payload), 0, unique) + payload
-
-
-def reply_error(unique: int, err: int) -> bytes:
-    return p.OUT_HEADER.pack(p.OUT_HEADER.size, -err, unique)
-
-
-def notification(code: int, payload: bytes) -> bytes:
-    # Notifications travel as replies with unique 0 and the notify code in the error field.
-    return p.OUT_HEADER.pack(p.OUT_HEADER.size + len(payload), code, 0) + payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,3 +141,17 @@ DIRENT_HEAD = struct.Struct("<QQII")         # ino off namelen type
 NOTIFY_POLL = struct.Struct("<Q")
 NOTIFY_STORE = struct.Struct("<QQII")        # nodeid offset size padding
 NOTIFY_INVAL_ENTRY = struct.Struct("<QII")   # parent namelen flags
+
+
+def field_offsets(layout: struct.Struct, names: str) -> dict[str, int]:
+    """Where each field of `layout` starts: compiled code reads and writes headers in place, at
+    offsets taken from the one format above rather than written out a second time."""
+    fields = names.split()
+    codes = layout.format.lstrip("<")
+    if len(fields) != len(codes):
+        raise AssertionError(f"{len(fields)} names for {len(codes)} fields of {layout.format}")
+    return {name: struct.calcsize("<" + codes[:i]) for i, name in enumerate(fields)}
+
+
+IN_HEADER_AT = field_offsets(IN_HEADER, "len opcode unique nodeid uid gid pid total_extlen pad")
+OUT_HEADER_AT = field_offsets(OUT_HEADER, "len error unique")

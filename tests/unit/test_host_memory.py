@@ -25,8 +25,10 @@ def memory() -> ProcessMemory:
     return ProcessMemory()
 
 
-def test_the_module_is_the_compiled_one() -> None:
-    assert dict(built())["kdbusfs.host.memory"].endswith(".so")
+def test_every_compiled_module_is_loaded_compiled() -> None:
+    loaded = dict(built())
+    assert set(loaded) >= {"kdbusfs.host.memory", "kdbusfs.fuse.frame"}
+    assert all(where.endswith(".so") for where in loaded.values()), loaded
 
 
 def test_read_write_and_read_into_a_pool_mapping(memory: ProcessMemory) -> None:
