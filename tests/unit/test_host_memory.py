@@ -13,7 +13,6 @@ from typing import Any, cast
 
 import pytest
 
-from kdbusfs.compiled import built
 from kdbusfs.errors import KdbusError
 from kdbusfs.host.memory import USER_ADDRESS_LIMIT, ProcessMemory
 
@@ -23,12 +22,6 @@ ME = os.getpid()
 @pytest.fixture
 def memory() -> ProcessMemory:
     return ProcessMemory()
-
-
-def test_every_compiled_module_is_loaded_compiled() -> None:
-    loaded = dict(built())
-    assert set(loaded) >= {"kdbusfs.host.memory", "kdbusfs.fuse.frame"}
-    assert all(where.endswith(".so") for where in loaded.values()), loaded
 
 
 def test_read_write_and_read_into_a_pool_mapping(memory: ProcessMemory) -> None:
@@ -86,12 +79,3 @@ def test_a_task_that_is_gone_is_esrch(memory: ProcessMemory) -> None:
     with pytest.raises(KdbusError) as failed:
         memory.read(child.pid, 4096, 8)
     assert failed.value.errno == errno.ESRCH
-
-
-def test_the_version_says_what_was_built(capsys: pytest.CaptureFixture[str]) -> None:
-    from kdbusfs.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["-V"])
-    said = capsys.readouterr().out
-    assert said.startswith("kdbusfs ") and "compiled kdbusfs.host.memory: " in said and ".so" in said
