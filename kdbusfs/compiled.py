@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 
-COMPILED = ("kdbusfs.host.memory", "kdbusfs.fuse.frame")
+COMPILED = ("kdbusfs.host.memory", "kdbusfs.fuse.frame", "kdbusfs.abi.walk", "kdbusfs.bus.args",
+            "kdbusfs.dispatch")
 
 
 def built() -> list[tuple[str, str]]:

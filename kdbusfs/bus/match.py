@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .. import limits
 from ..abi import structs
 from ..abi.constants import MATCH_ID_ANY, MATCH_REPLACE, Item
-from ..abi.items import ParsedItem
+from ..abi.walk import ParsedItem
 from ..errors import KdbusError
 from .command import Args, Caller
 from .names import is_valid_name

@@ -28,8 +28,8 @@ from ..abi.constants import (
     SRC_ID_KERNEL,
     Item,
 )
-from ..abi.items import ParsedItem, validate_item
 from ..abi.structs import U64
+from ..abi.walk import ParsedItem, validate_item
 from ..errors import KdbusError
 
 MSG_FLAGS = MSG_EXPECT_REPLY | MSG_NO_AUTO_START | MSG_SIGNAL
@@ -201,7 +201,7 @@ _VEC_ITEM_SIZE = structs.ITEM_HEADER_SIZE + structs.VEC.size
 def _walk(data: bytes) -> list[tuple[int, int, int]]:
     """The message's items as (type, offset, size), checked by the generic item rules.
 
-    The same rules as abi.items.walk_items, with the common PAYLOAD_VEC handled inline: this runs
+    The same rules as abi.walk.walk_items, with the common PAYLOAD_VEC handled inline: this runs
     for every message sent.
     """
     end = len(data)

@@ -32,8 +32,9 @@ from ..abi.constants import (
     NAME_REPLACE_EXISTING,
     Item,
 )
-from ..abi.items import ParsedItem, item
+from ..abi.items import item
 from ..abi.structs import U64
+from ..abi.walk import ParsedItem
 from ..errors import KdbusError
 from . import policy
 from .command import Args, Caller

@@ -22,7 +22,7 @@ from ..abi.constants import (
     POLICY_TALK,
     Item,
 )
-from ..abi.items import ParsedItem
+from ..abi.walk import ParsedItem
 from ..errors import KdbusError
 from . import names
 from .metadata import Creds

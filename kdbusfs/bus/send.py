@@ -15,8 +15,8 @@ import time
 from .. import limits
 from ..abi import structs
 from ..abi.constants import FLAG_NEGOTIATE, HELLO_ACCEPT_FD, RECV_RETURN_INCOMPLETE_FDS, SEND_SYNC_REPLY, Item
-from ..abi.items import ItemSpec, walk_items
 from ..abi.structs import U64
+from ..abi.walk import ItemSpec, walk_items
 from ..errors import KdbusError
 from . import layout, metadata
 from . import message as msgs

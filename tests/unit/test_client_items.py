@@ -26,8 +26,9 @@ from kdbusfs.abi.constants import (
     Cmd,
     Item,
 )
-from kdbusfs.abi.items import ItemSpec, item, string_item, walk_items
+from kdbusfs.abi.items import item, string_item
 from kdbusfs.abi.structs import align8
+from kdbusfs.abi.walk import ItemSpec, walk_items
 from kdbusfs.bus import layout as slices
 from kdbusfs.bus import message as model
 from kdbusfs.bus.match import MatchDb

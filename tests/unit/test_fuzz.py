@@ -33,8 +33,9 @@ from kdbusfs.abi.constants import (
     Cmd,
     Item,
 )
-from kdbusfs.abi.items import PAYLOAD_RULES, ItemSpec, item, string_item, walk_items
+from kdbusfs.abi.items import item, string_item
 from kdbusfs.abi.structs import Layout
+from kdbusfs.abi.walk import PAYLOAD_RULES, ItemSpec, walk_items
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.message import stage_user

@@ -9,18 +9,8 @@ import pytest
 from helpers import raises_errno
 
 from kdbusfs.abi.constants import Item
-from kdbusfs.abi.items import (
-    PAYLOAD_RULES,
-    ItemSpec,
-    ParsedItem,
-    item,
-    join_items,
-    string_item,
-    u64_item,
-    validate_item,
-    validate_sysname,
-    walk_items,
-)
+from kdbusfs.abi.items import item, join_items, string_item, u64_item
+from kdbusfs.abi.walk import PAYLOAD_RULES, ItemSpec, ParsedItem, validate_item, validate_sysname, walk_items
 
 FIXED = bytes(24)  # a kdbus_cmd fixed part in front of the items
 
