@@ -54,7 +54,6 @@ POLLIN = select.POLLIN | select.POLLRDNORM
 POLLOUT = select.POLLOUT | select.POLLWRNORM
 POLLERR_HUP = select.POLLERR | select.POLLHUP
 _ANSWER = struct.Struct("<QQQQQ")
-_IOCTL_IN_SIZE = p.IOCTL_IN.size
 
 
 class Filesystem:
@@ -350,7 +349,7 @@ class Filesystem:
         return b""
 
     def _ioctl(self, request: Request) -> bytes | None:
-        fh, flags, cmd, arg, in_size, _out_size = p.IOCTL_IN.unpack_from(request.body)
+        fh, flags, cmd, arg, in_data = codec.ioctl_in(request.body)
         if flags & p.IOCTL_DIR:
             raise KdbusError(errno.ENOTTY, "no ioctls on directories")
         opened = self.tree.file(fh)
@@ -359,7 +358,6 @@ class Filesystem:
         handle = opened.handle
         h = request.header
         caller = self.host.caller(h.pid, h.uid, h.gid, self.device)
-        in_data = request.body[_IOCTL_IN_SIZE : _IOCTL_IN_SIZE + in_size].tobytes()
         if cmd == KDBUSFS_CMD_SUPERVISE:
             # kdbusfs's own command (descriptors and seccomp are the edge's business, not kdbus's).
             try:

@@ -12,6 +12,7 @@ from . import protocol as p
 from .frame import Header as Header
 from .frame import ProtocolError as ProtocolError
 from .frame import Request as Request
+from .frame import ioctl_in as ioctl_in
 from .frame import notification as notification
 from .frame import parse_request as parse_request
 from .frame import reply as reply
@@ -105,7 +106,13 @@ def open_out(fh: int, open_flags: int, backing_id: int = 0) -> bytes:
 
 
 def ioctl_out(result: int, data: bytes = b"") -> bytes:
+    if not data and not result:
+        return _IOCTL_DONE
     return p.IOCTL_OUT.pack(result, 0, 0, 0) + data
+
+
+# Most ioctls succeed with nothing to copy back (their results go through the caller's memory).
+_IOCTL_DONE = p.IOCTL_OUT.pack(0, 0, 0, 0)
 
 
 def poll_out(revents: int) -> bytes:

@@ -26,6 +26,12 @@ cdef Py_ssize_t _OUT_SIZE = p.OUT_HEADER.size
 cdef Py_ssize_t _OUT_LEN = p.OUT_HEADER_AT["len"]
 cdef Py_ssize_t _OUT_ERROR = p.OUT_HEADER_AT["error"]
 cdef Py_ssize_t _OUT_UNIQUE = p.OUT_HEADER_AT["unique"]
+cdef Py_ssize_t _IOCTL_IN_SIZE = p.IOCTL_IN.size
+cdef Py_ssize_t _IOCTL_FH = p.IOCTL_IN_AT["fh"]
+cdef Py_ssize_t _IOCTL_FLAGS = p.IOCTL_IN_AT["flags"]
+cdef Py_ssize_t _IOCTL_CMD = p.IOCTL_IN_AT["cmd"]
+cdef Py_ssize_t _IOCTL_ARG = p.IOCTL_IN_AT["arg"]
+cdef Py_ssize_t _IOCTL_IN_LEN = p.IOCTL_IN_AT["in_size"]
 
 
 class ProtocolError(Exception):
@@ -152,3 +158,26 @@ def notification(int32_t code, payload):
         return _out(0, code, <const char *>raw.buf, raw.len)
     finally:
         PyBuffer_Release(&raw)
+
+
+def ioctl_in(body):
+    """FUSE_IOCTL's arguments: (fh, flags, cmd, arg, the input data the kernel copied in)."""
+    cdef Py_buffer raw
+    cdef uint64_t fh, arg
+    cdef uint32_t flags, cmd, in_size
+    cdef const char *at
+    PyObject_GetBuffer(body, &raw, PyBUF_SIMPLE)
+    try:
+        if raw.len < _IOCTL_IN_SIZE:
+            raise ProtocolError(f"FUSE_IOCTL of {raw.len} bytes is shorter than its arguments")
+        at = <const char *>raw.buf
+        memcpy(&fh, at + _IOCTL_FH, 8)
+        memcpy(&flags, at + _IOCTL_FLAGS, 4)
+        memcpy(&cmd, at + _IOCTL_CMD, 4)
+        memcpy(&arg, at + _IOCTL_ARG, 8)
+        memcpy(&in_size, at + _IOCTL_IN_LEN, 4)
+        # What follows the arguments is the input; never more than was read.
+        data = PyBytes_FromStringAndSize(at + _IOCTL_IN_SIZE, min(<Py_ssize_t>in_size, raw.len - _IOCTL_IN_SIZE))
+    finally:
+        PyBuffer_Release(&raw)
+    return fh, flags, cmd, arg, data

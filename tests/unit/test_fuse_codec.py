@@ -436,3 +436,13 @@ def test_notify_inval_entry_encoding() -> None:
 
 def test_notification_header() -> None:
     assert codec.notification(6, b"abc") == struct.pack("<IiQ", 19, 6, 0) + b"abc"
+
+
+def test_ioctl_in_reads_the_arguments_and_at_most_the_input_there_is() -> None:
+    body = p.IOCTL_IN.pack(3, p.IOCTL_UNRESTRICTED, 0xC0189401, 0x7000, 5, 64) + b"abcdefgh"
+    assert codec.ioctl_in(body) == (3, p.IOCTL_UNRESTRICTED, 0xC0189401, 0x7000, b"abcde")
+    # An in_size past what was read yields what was read; a body shorter than the arguments is refused.
+    assert codec.ioctl_in(memoryview(body)[: p.IOCTL_IN.size + 2])[4] == b"ab"
+    with pytest.raises(codec.ProtocolError):
+        codec.ioctl_in(body[: p.IOCTL_IN.size - 1])
+    assert codec.ioctl_out(0) == p.IOCTL_OUT.pack(0, 0, 0, 0)
