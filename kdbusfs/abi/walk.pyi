@@ -54,3 +54,9 @@ def validate_item(item_type: int, payload: bytes) -> None:
 
 def walk_items(data: bytes, start: int, accepted: Mapping[int, ItemSpec]) -> dict[int, list[ParsedItem]]:
     """Walk and validate the items in data[start:], keyed by type."""
+
+MSG_ITEMS: Mapping[int, ItemSpec]
+"""The items a message (kdbus_msg) may carry."""
+
+def walk_message(data: bytes, start: int) -> list[tuple[int, int, int]]:
+    """Walk and validate a message's items, data[start:]: (type, offset, size) each, in order."""

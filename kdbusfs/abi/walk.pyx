@@ -297,6 +297,23 @@ cdef int _validate(object item_type, bytes payload) except -1:
     return 0
 
 
+cdef inline uint64_t _item_size(bytes raw, Py_ssize_t pos, Py_ssize_t end) except? 0:
+    """The size of the item at `pos`, checked to be a whole item inside data[:end] (rule 5)."""
+    if pos + _HEADER > end:
+        raise KdbusError(_errno.EINVAL, f"truncated item header at offset {pos}")
+    cdef uint64_t size = u64_at(raw, pos + _AT_SIZE)
+    if size < <uint64_t>_HEADER or size > <uint64_t>(end - pos):
+        raise KdbusError(_errno.EINVAL, f"item at offset {pos} has bad size {size}")
+    return size
+
+
+cdef inline int _check_walk_end(Py_ssize_t pos, Py_ssize_t end) except -1:
+    """A walk ends exactly at the aligned end of the area (rule 6)."""
+    if <uint64_t>pos != _align8(<uint64_t>end):
+        raise KdbusError(_errno.EINVAL, "trailing bytes after the last item")
+    return 0
+
+
 def walk_items(data, Py_ssize_t start, accepted):
     """Walk and validate the items in data[start:], keyed by type.
 
@@ -311,12 +328,8 @@ def walk_items(data, Py_ssize_t start, accepted):
     cdef ItemSpec spec
     cdef list previous
     while pos < end:
-        if pos + _HEADER > end:
-            raise KdbusError(_errno.EINVAL, f"truncated item header at offset {pos}")
-        size = u64_at(raw, pos + _AT_SIZE)
+        size = _item_size(raw, pos, end)
         item_type = u64_at(raw, pos + _AT_TYPE)
-        if size < <uint64_t>_HEADER or size > <uint64_t>(end - pos):
-            raise KdbusError(_errno.EINVAL, f"item at offset {pos} has bad size {size}")
         spec = accepted.get(item_type)
         if spec is None:
             raise KdbusError(_errno.EINVAL, f"item type {item_type:#x} not accepted here")
@@ -330,6 +343,56 @@ def walk_items(data, Py_ssize_t start, accepted):
         else:
             previous.append(ParsedItem(item_type, pos, payload))
         pos += <Py_ssize_t>_align8(size)
-    if <uint64_t>pos != _align8(<uint64_t>end):
-        raise KdbusError(_errno.EINVAL, "trailing bytes after the last item")
+    _check_walk_end(pos, end)
+    return found
+
+
+# The items a message (kdbus_msg) may carry, kdbus_msg_examine's: payload vectors and memfds, any
+# number of each (staging bounds the memfds), and at most one of each of the others.
+MSG_ITEMS = {
+    Item.PAYLOAD_VEC: ItemSpec(Item.PAYLOAD_VEC, multiple=True),
+    Item.PAYLOAD_MEMFD: ItemSpec(Item.PAYLOAD_MEMFD, multiple=True),
+    Item.FDS: ItemSpec(Item.FDS),
+    Item.BLOOM_FILTER: ItemSpec(Item.BLOOM_FILTER),
+    Item.DST_NAME: ItemSpec(Item.DST_NAME),
+}
+cdef dict _MSG_ITEMS = MSG_ITEMS
+cdef uint64_t _PAYLOAD_VEC = Item.PAYLOAD_VEC
+cdef uint64_t _NEGOTIATE = Item.NEGOTIATE
+cdef uint64_t _VEC_ITEM_SIZE = _HEADER + VEC.size
+
+
+def walk_message(bytes data not None, Py_ssize_t start):
+    """Walk and validate a message's items, data[start:]: its items as (type, offset, size), in
+    order, offsets relative to the start of `data`.
+
+    The rules of walk_items with a message's accepted types, each item checked in turn: a type
+    given twice is refused before its payload is checked. Runs for every message sent, so a
+    well-formed PAYLOAD_VEC (the common item) is accepted without building its payload.
+    """
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t pos = start
+    cdef uint64_t size, item_type
+    cdef list found = []
+    cdef set seen = set()
+    cdef ItemSpec spec
+    while pos < end:
+        size = _item_size(data, pos, end)
+        item_type = u64_at(data, pos + _AT_TYPE)
+        if item_type == _PAYLOAD_VEC and size == _VEC_ITEM_SIZE and u64_at(data, pos + _HEADER + _VEC_AT_SIZE):
+            pass
+        else:
+            spec = _MSG_ITEMS.get(item_type)
+            if spec is None:
+                if item_type == _NEGOTIATE:
+                    raise KdbusError(_errno.EINVAL, "NEGOTIATE item in a message that is not negotiating")
+                raise KdbusError(_errno.EINVAL, f"item type {item_type:#x} not accepted in a message")
+            if not spec.multiple:
+                if item_type in seen:
+                    raise KdbusError(_errno.EINVAL, f"item type {item_type:#x} given twice")
+                seen.add(item_type)
+            _validate(item_type, data[pos + _HEADER : pos + <Py_ssize_t>size])
+        found.append((item_type, pos, size))
+        pos += <Py_ssize_t>_align8(size)
+    _check_walk_end(pos, end)
     return found

@@ -28,8 +28,7 @@ from ..abi.constants import (
     SRC_ID_KERNEL,
     Item,
 )
-from ..abi.structs import U64
-from ..abi.walk import ParsedItem, validate_item
+from ..abi.walk import ParsedItem, walk_message
 from ..errors import KdbusError
 
 MSG_FLAGS = MSG_EXPECT_REPLY | MSG_NO_AUTO_START | MSG_SIGNAL
@@ -170,7 +169,7 @@ def parse_user(data: bytes) -> Parsed:
     fields = structs.MSG.unpack(data)
     if fields.flags & ~MSG_FLAGS:
         raise KdbusError(errno.EINVAL, f"unknown message flags {fields.flags:#x}")
-    return Parsed(data, fields, _walk(data))
+    return Parsed(data, fields, walk_message(data, _MSG_SIZE))
 
 
 def stage_parsed(parsed: Parsed, cmd_flags: int, bloom_size: int,
@@ -192,49 +191,6 @@ def stage_user(data: bytes, cmd_flags: int, bloom_size: int,
                files: Callable[[], SenderFiles] | None = None) -> Staged:
     """Parse, check and stage a sender's kdbus_msg in one go."""
     return stage_parsed(parse_user(data), cmd_flags, bloom_size, files)
-
-
-_SINGLE = frozenset({Item.FDS, Item.BLOOM_FILTER, Item.DST_NAME})
-_VEC_ITEM_SIZE = structs.ITEM_HEADER_SIZE + structs.VEC.size
-
-
-def _walk(data: bytes) -> list[tuple[int, int, int]]:
-    """The message's items as (type, offset, size), checked by the generic item rules.
-
-    The same rules as abi.walk.walk_items, with the common PAYLOAD_VEC handled inline: this runs
-    for every message sent.
-    """
-    end = len(data)
-    pos = _MSG_SIZE
-    found: list[tuple[int, int, int]] = []
-    seen: set[int] = set()
-    while pos < end:
-        if pos + 16 > end:
-            raise KdbusError(errno.EINVAL, f"truncated item header at offset {pos}")
-        size, kind = _ITEM_HEADER.unpack_from(data, pos)
-        if size < 16 or pos + size > end:
-            raise KdbusError(errno.EINVAL, f"item at offset {pos} has bad size {size}")
-        if kind == Item.PAYLOAD_VEC:
-            # The common well-formed vec is accepted inline; the table refuses anything else, with
-            # its own errno and reason.
-            if size != _VEC_ITEM_SIZE or U64.unpack_from(data, pos + 16)[0] == 0:
-                validate_item(kind, data[pos + 16 : pos + size])
-                raise AssertionError("the item table accepted a malformed payload vector")
-        elif kind == Item.PAYLOAD_MEMFD or kind in _SINGLE:
-            if kind in seen:
-                raise KdbusError(errno.EINVAL, f"item type {kind:#x} given twice")
-            if kind != Item.PAYLOAD_MEMFD:
-                seen.add(kind)
-            validate_item(kind, data[pos + 16 : pos + size])
-        elif kind == Item.NEGOTIATE:
-            raise KdbusError(errno.EINVAL, "NEGOTIATE item in a message that is not negotiating")
-        else:
-            raise KdbusError(errno.EINVAL, f"item type {kind:#x} not accepted in a message")
-        found.append((kind, pos, size))
-        pos += (size + 7) & ~7
-    if pos != (end + 7) & ~7:
-        raise KdbusError(errno.EINVAL, "trailing bytes after the last item")
-    return found
 
 
 def _classify(msg: Staged, cmd_flags: int) -> None:

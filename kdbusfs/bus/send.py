@@ -16,7 +16,7 @@ from .. import limits
 from ..abi import structs
 from ..abi.constants import FLAG_NEGOTIATE, HELLO_ACCEPT_FD, RECV_RETURN_INCOMPLETE_FDS, SEND_SYNC_REPLY, Item
 from ..abi.structs import U64
-from ..abi.walk import ItemSpec, walk_items
+from ..abi.walk import MSG_ITEMS, ItemSpec, walk_items
 from ..errors import KdbusError
 from . import layout, metadata
 from . import message as msgs
@@ -30,8 +30,7 @@ log = logging.getLogger("kdbusfs.send")
 # The item types a message may carry, as a negotiating SEND reports them.
 MSG_NEGOTIABLE: dict[int, ItemSpec] = {
     Item.NEGOTIATE: ItemSpec(Item.NEGOTIATE),
-    **{t: ItemSpec(t, multiple=True) for t in (
-        Item.PAYLOAD_VEC, Item.PAYLOAD_MEMFD, Item.FDS, Item.BLOOM_FILTER, Item.DST_NAME)},
+    **{t: ItemSpec(t, multiple=True) for t in MSG_ITEMS},
 }
 
 

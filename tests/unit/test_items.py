@@ -10,7 +10,15 @@ from helpers import raises_errno
 
 from kdbusfs.abi.constants import Item
 from kdbusfs.abi.items import item, join_items, string_item, u64_item
-from kdbusfs.abi.walk import PAYLOAD_RULES, ItemSpec, ParsedItem, validate_item, validate_sysname, walk_items
+from kdbusfs.abi.walk import (
+    PAYLOAD_RULES,
+    ItemSpec,
+    ParsedItem,
+    validate_item,
+    validate_sysname,
+    walk_items,
+    walk_message,
+)
 
 FIXED = bytes(24)  # a kdbus_cmd fixed part in front of the items
 
@@ -401,3 +409,53 @@ def test_name_change_item_is_valid(item_type: int, payload: bytes) -> None:
 def test_malformed_name_change_item_is_einval(item_type: int, payload: bytes) -> None:
     with raises_errno(errno.EINVAL):
         validate_item(item_type, payload)
+
+
+# -- a message's items (walk_message) ----------------------------------------------------------
+
+def test_message_walk_gives_type_offset_and_unpadded_size_in_order() -> None:
+    items = item(Item.PAYLOAD_VEC, struct.pack("<QQ", 8, 0x1000)) + string_item(Item.DST_NAME, "a.b")
+    assert walk_message(FIXED + items, len(FIXED)) == [
+        (Item.PAYLOAD_VEC, 24, 32), (Item.DST_NAME, 56, 20)]
+
+
+def test_message_walk_refuses_an_empty_vec_as_the_payload_rules_do() -> None:
+    with raises_errno(errno.EINVAL) as refused:
+        walk_message(FIXED + item(Item.PAYLOAD_VEC, struct.pack("<QQ", 0, 0x1000)), len(FIXED))
+    assert "PAYLOAD_VEC: empty payload vector" in refused.value.why
+    with raises_errno(errno.EINVAL) as refused:
+        walk_message(FIXED + item(Item.PAYLOAD_VEC, bytes(8)), len(FIXED))
+    assert "PAYLOAD_VEC: payload of 8 bytes" in refused.value.why
+
+
+def test_message_walk_refuses_a_single_item_given_twice_before_checking_its_payload() -> None:
+    items = string_item(Item.DST_NAME, "a.b") + item(Item.DST_NAME, b"no nul")
+    with raises_errno(errno.EINVAL) as refused:
+        walk_message(FIXED + items, len(FIXED))
+    assert "given twice" in refused.value.why
+
+
+def test_message_walk_takes_any_number_of_vecs_and_memfds() -> None:
+    memfd = struct.pack("<QQiI", 0, 8, 3, 0)
+    items = item(Item.PAYLOAD_MEMFD, memfd) * 2 + item(Item.PAYLOAD_VEC, struct.pack("<QQ", 1, 0)) * 2
+    assert [t for t, _, _ in walk_message(FIXED + items, len(FIXED))] == [Item.PAYLOAD_MEMFD] * 2 + [
+        Item.PAYLOAD_VEC] * 2
+
+
+@pytest.mark.parametrize(("item_type", "reason"), [
+    (Item.NEGOTIATE, "NEGOTIATE item in a message that is not negotiating"),
+    (Item.NAME, "not accepted in a message"),
+])
+def test_message_walk_refuses_other_items(item_type: int, reason: str) -> None:
+    with raises_errno(errno.EINVAL) as refused:
+        walk_message(FIXED + item(item_type, bytes(8)), len(FIXED))
+    assert reason in refused.value.why
+
+
+def test_message_walk_checks_framing_as_walk_items_does() -> None:
+    with raises_errno(errno.EINVAL) as refused:
+        walk_message(FIXED + bytes(8), len(FIXED))
+    assert "truncated item header" in refused.value.why
+    with raises_errno(errno.EINVAL) as refused:
+        walk_message(FIXED + header(8, Item.PAYLOAD_VEC) + bytes(8), len(FIXED))
+    assert "has bad size 8" in refused.value.why
