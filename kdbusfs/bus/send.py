@@ -49,8 +49,8 @@ def cmd_send(conn: Connection, args: Args[structs.CmdSend], caller: Caller) -> P
             caller.close_fd(cancel_fd)
             cancel_fd = None
     try:
-        if parsed.fields.src_id not in (0, conn.id):
-            raise KdbusError(errno.EINVAL, f"src_id {parsed.fields.src_id} is not the sender's id {conn.id}")
+        if parsed.src_id not in (0, conn.id):
+            raise KdbusError(errno.EINVAL, f"src_id {parsed.src_id} is not the sender's id {conn.id}")
         msg = msgs.stage_parsed(parsed, cmd_flags, conn.bus.bloom_size, caller.files)
         try:
             return _deliver(conn, msg, cmd_flags, args, caller, cancel_fd)
