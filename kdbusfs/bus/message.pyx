@@ -274,9 +274,10 @@ cdef int _import_items(Staged msg, bytes data, list found, Py_ssize_t bloom_size
         if kind == _PAYLOAD_VEC:
             vec_size = u64_at(data, offset + _ITEM_HEADER_SIZE + _VEC_AT_SIZE)
             address = u64_at(data, offset + _ITEM_HEADER_SIZE + _VEC_AT_ADDRESS)
-            vec_total += vec_size
-            if vec_total > _MAX_VEC_TOTAL:
+            # vec_total stays within the limit, so this cannot wrap as vec_total + vec_size could.
+            if vec_size > _MAX_VEC_TOTAL - vec_total:
                 raise KdbusError(errno.EMSGSIZE, f"payload vectors exceed {limits.MSG_MAX_PAYLOAD_VEC_SIZE}")
+            vec_total += vec_size
             # The walk accepts only whole vec items: `size` is _VEC_ITEM_SIZE, 8-aligned.
             items += _EMPTY_OFF_ITEM
             _put_u64(items, start + _ITEM_AT_SIZE, size)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import mmap
 import struct
 from typing import Any
 
 import pytest
-from helpers import Conn, FakeCaller, cmd_bytes, connect, hello_cmd, hello_handle, make_bus, run
+from helpers import Conn, FakeCaller, cmd_bytes, connect, hello_cmd, hello_handle, make_bus, raises_errno, run
 
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import (
@@ -215,3 +216,10 @@ def test_the_sender_is_read_once_for_the_first_receiver_and_once_for_all_others(
     for _ in range(5):
         slices.write(msg, Pool(4096), 0, b"", layout)
     assert reads == [64, 64]
+
+
+def test_payload_vectors_past_the_limit_are_emsgsize_even_where_their_sum_wraps_64_bits() -> None:
+    items = vec(0x1000, 8) + vec(0x2000, (1 << 64) - 8)
+    data = structs.MSG.pack(structs.MSG.size + len(items), 0, 0, 7, 0, 0xBB, 1, 0) + items
+    with raises_errno(errno.EMSGSIZE):
+        msgs.stage_user(data, 0, 64)
