@@ -11,7 +11,8 @@ import importlib
 import importlib.machinery
 
 COMPILED = ("kdbusfs.host.memory", "kdbusfs.fuse.frame", "kdbusfs.abi.walk", "kdbusfs.bus.args",
-            "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.dispatch")
+            "kdbusfs.bus.message", "kdbusfs.bus.layout",
+            "kdbusfs.bus.pool", "kdbusfs.dispatch")
 
 
 def built() -> list[tuple[str, str]]:

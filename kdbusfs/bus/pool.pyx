@@ -1,3 +1,4 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
 """A connection's pool: the memory a client maps read-only and finds its results and messages in.
 
 The pool is a list of contiguous slices covering the whole buffer, each free or busy. Allocation is
@@ -7,59 +8,82 @@ the offset is published to it); it becomes free when both are gone and merges wi
 
 Everything the allocator knows lives here, never in the pool bytes: clients can scribble on their
 mapping (FUSE cannot refuse a writable shared mapping), so pool bytes are output only.
+
+Compiled (issue 12: every message delivered takes a slice and every FREE gives one back): slices
+and the pool are cdef classes with typed fields; the bookkeeping is the same sorted lists.
 """
 
-from __future__ import annotations
-
-import bisect
+from bisect import bisect_left, insort
 import errno
 import mmap
-from dataclasses import dataclass
 
 from ..errors import KdbusError
 
 
-@dataclass(slots=True, eq=False)
-class Slice:
-    offset: int
-    size: int
-    free: bool = True
-    bus_ref: bool = False
-    user_ref: bool = False
-    accounted: bool = False
+cdef class Slice:
+    cdef public Py_ssize_t offset
+    cdef public Py_ssize_t size
+    cdef public bint free
+    cdef public bint bus_ref
+    cdef public bint user_ref
+    cdef public bint accounted
+
+    def __init__(self, Py_ssize_t offset, Py_ssize_t size, bint free=True, bint bus_ref=False,
+                 bint user_ref=False, bint accounted=False):
+        self.offset = offset
+        self.size = size
+        self.free = free
+        self.bus_ref = bus_ref
+        self.user_ref = user_ref
+        self.accounted = accounted
+
+    def __repr__(self):
+        return (f"Slice(offset={self.offset}, size={self.size}, free={self.free}, bus_ref={self.bus_ref}, "
+                f"user_ref={self.user_ref}, accounted={self.accounted})")
 
 
-class Pool:
-    def __init__(self, size: int, buffer: mmap.mmap | None = None) -> None:
+cdef class Pool:
+    cdef readonly Py_ssize_t size
+    cdef readonly object buffer
+    # Whether the client's mapping is this memory itself, which it can write to: then no byte
+    # of it may ever be copied to another connection.
+    cdef readonly bint client_writable
+    cdef public Py_ssize_t accounted_size
+    # Byte ranges written since the edge last pushed them into the client's page cache.
+    cdef public list dirty
+    # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
+    cdef list _offsets
+    cdef dict _slices
+    cdef list _free
+
+    def __init__(self, Py_ssize_t size, buffer=None):
         self.size = size
         # Anonymous memory unless the edge maps something the client sees directly (a memfd
         # backing the client's mapping); either way pages cost nothing until written.
         self.buffer = buffer if buffer is not None else mmap.mmap(-1, size)
-        # Whether the client's mapping is this memory itself, which it can write to: then no byte
-        # of it may ever be copied to another connection.
         self.client_writable = buffer is not None
-        # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
-        self._offsets: list[int] = [0]
-        self._slices: dict[int, Slice] = {0: Slice(0, size)}
-        self._free: list[tuple[int, int]] = [(size, 0)]
+        self._offsets = [0]
+        self._slices = {0: Slice(0, size)}
+        self._free = [(size, 0)]
         self.accounted_size = 0
-        # Byte ranges written since the edge last pushed them into the client's page cache.
-        self.dirty: list[tuple[int, int]] = []
+        self.dirty = []
 
     # -- allocation ---------------------------------------------------------------------------
-    def alloc(self, size: int, accounted: bool = False) -> Slice:
+    cpdef Slice alloc(self, Py_ssize_t size, bint accounted=False):
         """Allocate a slice of ALIGN8(size) bytes, best fit, held by the bus."""
-        size = max((size + 7) & ~7, 8)
-        i = bisect.bisect_left(self._free, (size, -1))
+        size = max((size + 7) & ~(<Py_ssize_t>7), 8)
+        cdef Py_ssize_t i = bisect_left(self._free, (size, -1))
         if i == len(self._free):
             raise KdbusError(errno.EXFULL, f"no free slice of {size} bytes in a {self.size}-byte pool")
-        free_size, offset = self._free.pop(i)
-        piece = self._slices[offset]
+        cdef tuple found = self._free.pop(i)
+        cdef Py_ssize_t free_size = found[0], offset = found[1]
+        cdef Slice piece = self._slices[offset]
+        cdef Slice rest
         if free_size > size:
             rest = Slice(offset + size, free_size - size)
             self._slices[rest.offset] = rest
-            bisect.insort(self._offsets, rest.offset)
-            bisect.insort(self._free, (rest.size, rest.offset))
+            insort(self._offsets, rest.offset)
+            insort(self._free, (rest.size, rest.offset))
             piece.size = size
         piece.free = False
         piece.bus_ref = True
@@ -69,23 +93,23 @@ class Pool:
             self.accounted_size += size
         return piece
 
-    def write(self, piece: Slice, data: bytes | bytearray | memoryview, at: int = 0) -> None:
-        start = piece.offset + at
-        end = start + len(data)
+    def write(self, Slice piece not None, data, Py_ssize_t at=0):
+        cdef Py_ssize_t start = piece.offset + at
+        cdef Py_ssize_t end = start + len(data)
         if end > piece.offset + piece.size:
             raise AssertionError("write past the end of a slice")
         self.buffer[start:end] = data
         self.dirty.append((start, end))
 
-    def touched(self, start: int, end: int) -> None:
+    cpdef touched(self, Py_ssize_t start, Py_ssize_t end):
         """Bytes [start, end) were changed in place (after the message was written)."""
         self.dirty.append((start, end))
 
-    def publish(self, piece: Slice) -> None:
+    cpdef publish(self, Slice piece):
         """Hand the slice's offset to the client: it now holds a reference until FREE."""
         piece.user_ref = True
 
-    def release_bus_ref(self, piece: Slice) -> None:
+    cpdef release_bus_ref(self, Slice piece):
         piece.bus_ref = False
         if piece.accounted:
             self.accounted_size -= piece.size
@@ -93,20 +117,22 @@ class Pool:
         if not piece.user_ref:
             self._release(piece)
 
-    def free_user(self, offset: int) -> None:
-        """KDBUS_CMD_FREE: drop the client's reference to the slice published at `offset`."""
+    cpdef free_user(self, offset):
+        """KDBUS_CMD_FREE: drop the client's reference to the slice published at `offset` (any
+        u64 the client gives)."""
         if offset == self.size:
             return
-        piece = self._slices.get(offset)
+        cdef Slice piece = self._slices.get(offset)
         if piece is None or piece.free or not piece.user_ref:
             raise KdbusError(errno.ENXIO, f"offset {offset} is not a published slice")
         piece.user_ref = False
         if not piece.bus_ref:
             self._release(piece)
 
-    def _release(self, piece: Slice) -> None:
+    cdef _release(self, Slice piece):
         piece.free = True
-        i = bisect.bisect_left(self._offsets, piece.offset)
+        cdef Py_ssize_t i = bisect_left(self._offsets, piece.offset)
+        cdef Slice after, before
         # Merge with the following slice, then with the preceding one.
         if i + 1 < len(self._offsets):
             after = self._slices[self._offsets[i + 1]]
@@ -123,16 +149,16 @@ class Pool:
                 del self._offsets[i]
                 before.size += piece.size
                 piece = before
-        bisect.insort(self._free, (piece.size, piece.offset))
+        insort(self._free, (piece.size, piece.offset))
 
     # -- inspection (tests, statistics) -------------------------------------------------------
-    def slices(self) -> list[Slice]:
+    def slices(self):
         return [self._slices[o] for o in self._offsets]
 
-    def free_size(self) -> int:
+    def free_size(self):
         return sum(size for size, _ in self._free)
 
-    def close(self) -> None:
+    def close(self):
         try:
             self.buffer.close()
         except BufferError:
@@ -142,6 +168,6 @@ class Pool:
             # what such a store leaves.
             self.buffer.madvise(mmap.MADV_DONTNEED)
 
-    def take_dirty(self) -> list[tuple[int, int]]:
+    def take_dirty(self):
         dirty, self.dirty = self.dirty, []
         return dirty
