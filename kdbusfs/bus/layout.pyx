@@ -12,7 +12,7 @@ What a receiver finds in its slice (KDBUS-SPEC.md §5.10):
     zero padding to 8
 
 The first receiver's payload is read from the sender's memory straight into its pool; later ones
-get theirs from a private copy (message.py says why never from a pool).
+get theirs from a private copy (message.pyx says why never from a pool).
 
 Compiled (issue 12: every delivery lays its message out here): the header, items, receiver-specific
 values and zero padding are written through one pointer into the slice.

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Messages: a SEND's kdbus_msg parsed, checked and staged once, to be laid out in each
-receiver's pool by layout.py.
+receiver's pool by layout.pyx.
 
 Payload bytes are read from the sender's memory straight into the first receiver's pool: one copy.
 Further receivers (broadcasts, monitors) get theirs from a private copy read once more from the
