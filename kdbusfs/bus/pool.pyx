@@ -21,12 +21,7 @@ from ..errors import KdbusError
 
 
 cdef class Slice:
-    cdef public Py_ssize_t offset
-    cdef public Py_ssize_t size
-    cdef public bint free
-    cdef public bint bus_ref
-    cdef public bint user_ref
-    cdef public bint accounted
+    """A run of the pool's bytes, free or busy (fields in pool.pxd)."""
 
     def __init__(self, Py_ssize_t offset, Py_ssize_t size, bint free=True, bint bus_ref=False,
                  bint user_ref=False, bint accounted=False):
@@ -43,29 +38,22 @@ cdef class Slice:
 
 
 cdef class Pool:
-    cdef readonly Py_ssize_t size
-    cdef readonly object buffer
-    # Whether the client's mapping is this memory itself, which it can write to: then no byte
-    # of it may ever be copied to another connection.
-    cdef readonly bint client_writable
-    cdef public Py_ssize_t accounted_size
-    # Byte ranges written since the edge last pushed them into the client's page cache.
-    cdef public list dirty
-    # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
-    cdef list _offsets
-    cdef dict _slices
-    cdef list _free
+    """A connection's pool (fields in pool.pxd)."""
 
     def __init__(self, Py_ssize_t size, buffer=None):
         self.size = size
         # Anonymous memory unless the edge maps something the client sees directly (a memfd
         # backing the client's mapping); either way pages cost nothing until written.
         self.buffer = buffer if buffer is not None else mmap.mmap(-1, size)
+        # Whether the client's mapping is this memory itself, which it can write to: then no byte
+        # of it may ever be copied to another connection.
         self.client_writable = buffer is not None
+        # Busy and free slices by offset, kept sorted; free slices also indexed by (size, offset).
         self._offsets = [0]
         self._slices = {0: Slice(0, size)}
         self._free = [(size, 0)]
         self.accounted_size = 0
+        # Byte ranges written since the edge last pushed them into the client's page cache.
         self.dirty = []
 
     # -- allocation ---------------------------------------------------------------------------
