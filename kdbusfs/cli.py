@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import logging.handlers
@@ -22,7 +23,11 @@ from dataclasses import dataclass, field
 import trio
 
 from . import __version__, compiled, install, launch, sysfs
+from .abi.walk import validate_sysname
 from .bus.domain import Domain, DomainLimits
+from .classic.endpoint import ClassicEndpoint, default_bus_name
+from .classic.listening import listen
+from .errors import KdbusError
 from .forward import Inbox
 from .fs import Filesystem
 from .fuse import mount as fuse_mount
@@ -48,6 +53,9 @@ mount options (-o, comma-separated):
   max_pool_size=BYTES  largest pool a connection may ask for (default 1 GiB)
   max_connections=N    live connections per user (kdbus: 1024)
   max_buses=N          buses per user (kdbus: 16)
+  dbus_socket=PATH     also serve classic D-Bus clients on the unix socket PATH, on the bus
+                       <uid>-system (root) or <uid>-user (others), made if absent
+  dbus_bus=NAME        the bus dbus_socket serves instead: <uid>-NAME
   mount(8) options such as rw, nosuid, nodev, noexec, noauto, nofail, _netdev, user and x-* are
   accepted and ignored; anything else is refused.
 """
@@ -59,6 +67,9 @@ class Options:
     uid: int
     gid: int
     limits: DomainLimits = field(default_factory=DomainLimits)
+    # The classic D-Bus endpoint: its socket, and the bus it serves (None: the default name).
+    dbus_socket: str | None = None
+    dbus_bus: str | None = None
 
 
 class UsageError(Exception):
@@ -75,12 +86,26 @@ def _number(option: str, value: str, minimum: int = 0) -> int:
     return number
 
 
+def _bus_suffix(name: str) -> str:
+    """NAME of dbus_bus=NAME, if `<euid>-NAME` is a name BUS_MAKE takes (kdbus's rule for names
+    that become files: ASCII letters, digits and '_', inner '-' and '.', at most 63 in all)."""
+    bus = f"{os.geteuid()}-{name}"
+    try:
+        validate_sysname(bus.encode() + b"\0")
+    except KdbusError as exc:
+        why = exc.why if name.isascii() else "not ASCII"  # exc.why would name a byte of UTF-8
+        raise UsageError(f"mount option 'dbus_bus': '{name}' cannot name the bus '{bus}' ({why}); "
+                         "use ASCII letters, digits, '_', and '-' or '.' inside") from None
+    return name
+
+
 def parse_options(values: list[str], as_root: bool, uid: int | None = None,
                   gid: int | None = None) -> Options:
     # A system-wide mount is for every user, as /sys/fs/kdbus was; a user's mount is the user's own.
     allow_other = as_root
     owner = [os.getuid() if uid is None else uid, os.getgid() if gid is None else gid]
     limits = {}
+    classic: dict[str, str] = {}
     for value in values:
         for option in filter(None, value.split(",")):
             key, _, argument = option.partition("=")
@@ -96,11 +121,17 @@ def parse_options(values: list[str], as_root: bool, uid: int | None = None,
                 limits["max_connections"] = _number(key, argument, 1)
             elif key == "max_buses" and argument:
                 limits["max_buses"] = _number(key, argument, 1)
+            elif key == "dbus_socket" and argument:
+                classic["dbus_socket"] = os.path.abspath(argument)
+            elif key == "dbus_bus" and argument:
+                classic["dbus_bus"] = _bus_suffix(argument)
             elif option in IGNORED_OPTIONS or option.startswith(IGNORED_PREFIXES):
                 continue
             else:
                 raise UsageError(f"unknown mount option '{option}' (see kdbusfs -h)")
-    return Options(allow_other, owner[0], owner[1], DomainLimits(**limits))
+    if "dbus_bus" in classic and "dbus_socket" not in classic:
+        raise UsageError("mount option 'dbus_bus' needs 'dbus_socket' too")
+    return Options(allow_other, owner[0], owner[1], DomainLimits(**limits), **classic)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -252,22 +283,39 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     _raise_fd_limit()
     fuse_mount.check_mountpoint(mountpoint)
+    # The classic socket first: a path it cannot take must stop the mount, not leave it stale.
+    listener = None
+    if options.dbus_socket is not None:
+        try:
+            listener = listen(options.dbus_socket, 0o666 if options.allow_other else 0o600)
+        except OSError as exc:
+            raise fuse_mount.MountError(f"dbus_socket: {exc.strerror or exc}") from None
     overlay = sysfs.make_room(mountpoint)
     try:
         fd = fuse_mount.mount(mountpoint, source, "kdbusfs", options.allow_other)
     except BaseException:
         if overlay is not None:
             overlay.remove()
+        if listener is not None and options.dbus_socket is not None:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(options.dbus_socket)
         raise
     domain = Domain(uid=options.uid, gid=options.gid, limits=options.limits)
     fs = Filesystem(domain, device=mount_device(mountpoint), pool_files=PoolFiles(fd))
     log.info("serving %s (allow_other=%s)", mountpoint, options.allow_other)
-    # Everything built so far (modules, classes, the tables) lives as long as the daemon: keep it
-    # out of the collector's full passes, whose cost otherwise lands on whichever request runs one.
-    gc.freeze()
+    endpoint = None
     try:
-        trio.run(_serve_until_signal, fd, fs, mountpoint, debug, ready)
+        if options.dbus_socket is not None and listener is not None:
+            bus = options.dbus_bus or default_bus_name(os.geteuid())
+            endpoint = ClassicEndpoint(fs, listener, options.dbus_socket, bus)
+        # Everything built so far (modules, classes, the tables) lives as long as the daemon: keep it
+        # out of the collector's full passes, whose cost otherwise lands on whichever request runs one.
+        gc.freeze()
+        trio.run(_serve_until_signal, fd, fs, mountpoint, debug, ready, endpoint)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         fs.shutdown()
         os.close(fd)
         if overlay is not None:
@@ -275,12 +323,16 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
 
 
 async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: bool,
-                              ready: Callable[[], None] | None) -> None:
+                              ready: Callable[[], None] | None, endpoint: ClassicEndpoint | None) -> None:
     """Trio keeps the edge (signals, unmounting); the session serves on a thread of its own."""
     session = Session(fd, fs, ready, debug, inbox=Inbox.open(fs.device))
+    if endpoint is not None:
+        endpoint.attach(session)
     try:
         await _serve_session(session, mountpoint)
     finally:
+        if endpoint is not None:
+            endpoint.detach()
         session.close()
 
 

@@ -72,6 +72,9 @@ class Filesystem:
         self.calls = BlockedCalls(self.host.dying, self.emit)
         # Clients started by `kdbusfs run`.
         self.launched = Launched(self)
+        # Connections whose clients live in the daemon itself (classic D-Bus clients,
+        # kdbusfs/classic): no file stands for them, so their endpoint is told of their wakes.
+        self.in_process: dict[int, Callable[[Connection], None]] = {}
         self._limit_log = LimitLog()
         self.initialized = False
         self._ops: dict[int, Callable[[Request], bytes | None]] = {
@@ -110,11 +113,11 @@ class Filesystem:
         try:
             payload = op(request)
         except KdbusError as exc:
-            self.refused(_opname(request.opcode), exc)
+            self.refused(p.opcode_name(request.opcode), exc)
             reply: bytes | None = codec.reply_error(unique, exc.errno)
         except Exception:
             # A bug of ours must cost one request, never the daemon and everyone on the mount.
-            log.exception("%s from pid %d failed unexpectedly", _opname(request.opcode),
+            log.exception("%s from pid %d failed unexpectedly", p.opcode_name(request.opcode),
                           request.header.pid)
             reply = codec.reply_error(unique, errno.EIO)
         else:
@@ -195,6 +198,9 @@ class Filesystem:
             # No open file, or the client maps the pool's memory itself: nothing to push.
             conn.pool.dirty.clear()
             if opened is None:
+                told = self.in_process.get(conn.id)
+                if told is not None:
+                    told(conn)
                 return
         elif conn.pool.dirty:
             self._store(opened.node.nodeid, conn.pool)
@@ -418,10 +424,3 @@ class Filesystem:
     def shutdown(self) -> None:
         self.domain.shutdown()
         self.host.close()
-
-
-def _opname(opcode: int) -> str:
-    try:
-        return p.Opcode(opcode).name
-    except ValueError:
-        return str(opcode)

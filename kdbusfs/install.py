@@ -17,6 +17,10 @@ FILES = (
     ("mount-helper/kdbusfs.service", ("etc/systemd/user/kdbusfs.service",), 0o644),
     # An example to copy, not a unit to enable: documentation.
     ("mount-helper/kdbus-client.service", ("usr/local/share/doc/kdbusfs/kdbus-client.service",), 0o644),
+    # Drop-ins for classic D-Bus clients (they replace dbus-daemon, so they are not installed live).
+    ("mount-helper/classic-system-bus.conf", ("usr/local/share/doc/kdbusfs/classic-system-bus.conf",), 0o644),
+    ("mount-helper/classic-session-bus.conf", ("usr/local/share/doc/kdbusfs/classic-session-bus.conf",),
+     0o644),
     ("man/kdbusfs.1", ("usr/local/share/man/man1/kdbusfs.1",), 0o644),
     ("man/kdbusctl.1", ("usr/local/share/man/man1/kdbusctl.1",), 0o644),
     ("man/kdbusfs.7", ("usr/local/share/man/man7/kdbusfs.7",), 0o644),

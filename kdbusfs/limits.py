@@ -64,3 +64,58 @@ FORWARDERS_PER_USER = 4
 # kdbusfs: how long a forwarder waits, once per connection, for the other daemon to say it took it
 # (its inbox thread answers at once; a daemon that does not is treated as absent).
 FORWARD_ACCEPT_TIMEOUT_MS = 1000
+
+# kdbusfs classic D-Bus endpoint (kdbusfs/classic/). The authentication values are dbus-daemon's,
+# so that classic clients meet the same walls: a line of at most 16 KiB, six rejections.
+CLASSIC_AUTH_LINE_MAX = 16 * 1024
+CLASSIC_AUTH_MAX_REJECTIONS = 6
+# A classic message (fixed header, fields, body). D-Bus allows 128 MiB, but no kdbus message carries
+# more than MSG_MAX_PAYLOAD_VEC_SIZE: a client announcing a larger one is closed (as dbus-daemon
+# closes one past its own limit) before the daemon buffers it; the slack lets a message whose
+# GVariant form ends up past the kdbus limit be refused with LimitsExceeded instead.
+CLASSIC_MESSAGE_MAX = MSG_MAX_PAYLOAD_VEC_SIZE + 64 * 1024
+# Descriptors one classic message may carry: kdbus passes at most this many per message.
+CLASSIC_FDS_PER_MESSAGE = CONN_MAX_FDS_PER_USER
+# Bytes written to a classic client that it has not read yet: past this the endpoint stops
+# receiving for it (its messages wait in its pool, where the bus's quotas apply to the senders)
+# and stops reading its socket (what it sends would only add replies it does not read).
+CLASSIC_OUTGOING_MAX = 4 * 1024 * 1024
+# Both resume once the client has read its backlog down to this: well below the maximum, so that
+# a client reading slowly costs one epoll change per few MiB, not one per message it reads.
+CLASSIC_OUTGOING_RESUME = CLASSIC_OUTGOING_MAX // 2
+# Connections that have not said Hello yet, at once (dbus-daemon's max_incomplete_connections);
+# each costs a socket and a buffer. Each gets the timeout (its auth_timeout), enforced by a timer.
+CLASSIC_UNAUTHENTICATED_MAX = 64
+CLASSIC_AUTH_TIMEOUT_S = 30.0
+# Of those, at most this many of one uid (SO_PEERCRED's at accept): a user opening connections and
+# saying nothing loses its own oldest, and never fills the endpoint for others. A quarter of the
+# total, so that a burst of one user's clients connecting at once (boot) still fits.
+CLASSIC_UNAUTHENTICATED_PER_UID = 16
+# Connections the kernel queues on the classic socket until the daemon accepts them (capped by
+# net.core.somaxconn); past it connect(2) blocks or fails with EAGAIN. The serving thread accepts
+# at once, but a boot's burst of clients arrives while it serves other work.
+CLASSIC_LISTEN_BACKLOG = 128
+# After accept(2) failed for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the
+# endpoint stops watching its socket (it stays readable: watching it would spin) until a client
+# closes or this much time has passed, whichever is first.
+CLASSIC_ACCEPT_RETRY_S = 0.5
+# The deadline kdbus needs for every call a classic client makes (classic clients keep their own
+# timeouts, usually 25 s; a long one for calls that wait on a user).
+CLASSIC_CALL_TIMEOUT_S = 120.0
+# A classic client's pool: room for its queued messages (its own quota in kdbus terms).
+CLASSIC_POOL_SIZE = 16 * 1024 * 1024
+# Bytes a classic signal's bloom filter may hash (each digest finish counted as 24): SipHash runs in
+# Python at ~4 MB/s on the serving thread, which also serves every FUSE client, so this bounds a
+# signal to ~15 ms of it; ordinary signals (a few short strings and their prefixes) take a few KiB.
+# A signal past it carries an all-ones filter: every match selects it and the receivers' own rules
+# decide, as they re-check every signal the bloom lets through.
+CLASSIC_BLOOM_HASH_BUDGET = 64 * 1024
+# Descriptors held in a classic client's outgoing buffer (received for it, not yet written): they
+# count against the daemon's own RLIMIT_NOFILE, shared with every client and the FUSE session, and a
+# client that does not read would pin them without end (kdbus's per-user quota only counts those
+# still in its pool). Past this the endpoint receives no more for it (`ClassicClient.outgoing_fds`):
+# its messages wait in its pool, where CONN_MAX_FDS_PER_USER holds their senders back.
+CLASSIC_OUTGOING_FDS_MAX = 4 * CLASSIC_FDS_PER_MESSAGE
+# The endpoint also stops reading such a client's socket until it is down to this (as for bytes,
+# CLASSIC_OUTGOING_RESUME): each message it sends may be answered with descriptors it must take.
+CLASSIC_OUTGOING_FDS_RESUME = CLASSIC_OUTGOING_FDS_MAX // 2

@@ -14,7 +14,7 @@ indices per element taken from the hash output. sd-bus made buses with 64-byte f
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 # sd-bus's hash keys: one SipHash key per 64 bits of hash output an element needs.
@@ -27,51 +27,63 @@ HASH_KEYS = tuple(bytes.fromhex(key) for key in (
 
 _MASK64 = (1 << 64) - 1
 _WORDS = struct.Struct("<Q")
+# What finishing one digest costs, in bytes of input hashed in the same time (six rounds).
+FINISH_COST = 24
 
 
-def _rotl(value: int, bits: int) -> int:
-    return ((value << bits) | (value >> (64 - bits))) & _MASK64
+def _rounds(v0: int, v1: int, v2: int, v3: int, n: int) -> tuple[int, int, int, int]:
+    for _ in range(n):
+        v0 = (v0 + v1) & _MASK64
+        v1 = ((v1 << 13) | (v1 >> 51)) & _MASK64 ^ v0
+        v0 = ((v0 << 32) | (v0 >> 32)) & _MASK64
+        v2 = (v2 + v3) & _MASK64
+        v3 = ((v3 << 16) | (v3 >> 48)) & _MASK64 ^ v2
+        v0 = (v0 + v3) & _MASK64
+        v3 = ((v3 << 21) | (v3 >> 43)) & _MASK64 ^ v0
+        v2 = (v2 + v1) & _MASK64
+        v1 = ((v1 << 17) | (v1 >> 47)) & _MASK64 ^ v2
+        v2 = ((v2 << 32) | (v2 >> 32)) & _MASK64
+    return v0, v1, v2, v3
+
+
+def prefix_digests(keys: Sequence[bytes], data: bytes,
+                   lengths: Iterable[int]) -> Iterator[tuple[int, list[int]]]:
+    """(n, SipHash-2-4 of data[:n] under each key) for each n of `lengths` (ascending), in one pass
+    over `data`: the prefixes share their leading 8-byte blocks, so only each one's tail and
+    finish are its own (hashing every prefix on its own costs the square of the length)."""
+    states = []
+    for key in keys:
+        k0, k1 = (int(half) for half in struct.unpack("<QQ", key))
+        states.append((k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D,
+                       k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573))
+    done = 0
+    for length in lengths:
+        whole = length - length % 8
+        while done < whole:
+            block = int(_WORDS.unpack_from(data, done)[0])
+            for i, (v0, v1, v2, v3) in enumerate(states):
+                v0, v1, v2, v3 = _rounds(v0, v1, v2, v3 ^ block, 2)
+                states[i] = (v0 ^ block, v1, v2, v3)
+            done += 8
+        last = (length & 0xFF) << 56 | int.from_bytes(data[whole:length], "little")
+        digests = []
+        for v0, v1, v2, v3 in states:
+            a0, a1, a2, a3 = _rounds(v0, v1, v2, v3 ^ last, 2)
+            a0, a1, a2, a3 = _rounds(a0 ^ last, a1, a2 ^ 0xFF, a3, 4)
+            digests.append(a0 ^ a1 ^ a2 ^ a3)
+        yield length, digests
 
 
 def siphash24(key: bytes, data: bytes) -> int:
     """SipHash-2-4 of `data` under a 16-byte key, as the little-endian 64-bit integer."""
-    k0, k1 = (int(half) for half in struct.unpack("<QQ", key))
-    v0, v1 = k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D
-    v2, v3 = k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573
-
-    def rounds(n: int) -> None:
-        nonlocal v0, v1, v2, v3
-        for _ in range(n):
-            v0 = (v0 + v1) & _MASK64
-            v1 = _rotl(v1, 13) ^ v0
-            v0 = _rotl(v0, 32)
-            v2 = (v2 + v3) & _MASK64
-            v3 = _rotl(v3, 16) ^ v2
-            v0 = (v0 + v3) & _MASK64
-            v3 = _rotl(v3, 21) ^ v0
-            v2 = (v2 + v1) & _MASK64
-            v1 = _rotl(v1, 17) ^ v2
-            v2 = _rotl(v2, 32)
-
-    whole = len(data) - len(data) % 8
-    for i in range(0, whole, 8):
-        block = int(_WORDS.unpack_from(data, i)[0])
-        v3 ^= block
-        rounds(2)
-        v0 ^= block
-    last = (len(data) & 0xFF) << 56 | int.from_bytes(data[whole:], "little")
-    v3 ^= last
-    rounds(2)
-    v0 ^= last
-    v2 ^= 0xFF
-    rounds(4)
-    return v0 ^ v1 ^ v2 ^ v3
+    return next(prefix_digests((key,), data, (len(data),)))[1][0]
 
 
 class BloomFilter:
     """A filter (or a match mask) of `size` bytes, `n_hash` bits per element."""
 
-    def __init__(self, size: int = 64, n_hash: int = 8, generation: int = 0) -> None:
+    def __init__(self, size: int = 64, n_hash: int = 8, generation: int = 0,
+                 budget: int | None = None) -> None:
         bits = size * 8
         if size <= 0 or size % 8 or bits & (bits - 1):
             raise ValueError(f"bloom size {size}: want a power-of-two number of u64 words")
@@ -83,23 +95,43 @@ class BloomFilter:
         self.n_hash = n_hash
         self.generation = generation
         self.bits = 0
+        self._full = (1 << bits) - 1
+        self._keys = HASH_KEYS[: (n_hash * self._index_bytes + 7) // 8]
+        # Bytes (and digest finishes, FINISH_COST each) left to hash; None: no bound. A filter
+        # that runs out sets every bit: a filter may have too many bits, never too few.
+        self.budget = budget
+
+    @property
+    def saturated(self) -> bool:
+        """Every bit set: more elements change nothing (and are not hashed)."""
+        return self.bits == self._full
 
     def add(self, element: bytes) -> None:
         """Set the element's `n_hash` bits."""
+        self._add_prefixes(element, (len(element),))
+
+    def _add_prefixes(self, element: bytes, lengths: Iterable[int]) -> None:
+        """Add element[:n] for each n of `lengths` (ascending), hashing the element once."""
+        if self.saturated:
+            return
         width = self.size * 8
-        hashes = iter(HASH_KEYS)
-        digest = 0
-        left = 0
-        for _ in range(self.n_hash):
-            index = 0
-            for _ in range(self._index_bytes):
-                if left == 0:
-                    digest = siphash24(next(hashes), element)
-                    left = 8
-                # The digest's bytes are used in memory (little-endian) order.
-                index = index << 8 | (digest >> (8 * (8 - left))) & 0xFF
-                left -= 1
-            self.bits |= 1 << (index & (width - 1))
+        hashed = 0
+        for length, digests in prefix_digests(self._keys, element, lengths):
+            if self.budget is not None:
+                self.budget -= len(self._keys) * (length - hashed + FINISH_COST)
+                hashed = length
+                if self.budget < 0:
+                    self.bits = self._full
+                    return
+            # The digests' bytes, in memory (little-endian) order, make the bit indices.
+            output = b"".join(digest.to_bytes(8, "little") for digest in digests)
+            at = 0
+            for _ in range(self.n_hash):
+                index = int.from_bytes(output[at : at + self._index_bytes], "big")
+                at += self._index_bytes
+                self.bits |= 1 << (index & (width - 1))
+            if self.bits == self._full:
+                return
 
     def add_pair(self, key: str, value: str) -> None:
         self.add(f"{key}:{value}".encode())
@@ -107,14 +139,8 @@ class BloomFilter:
     def add_prefixes(self, key: str, value: str, separator: str) -> None:
         """The pair and every prefix of `value` cut at `separator`, with and without it:
         "path-slash-prefix:/a/b" adds "/a/b", "/a/", "/a" and "/"."""
-        self.add_pair(key, value)
-        rest = value
-        while (cut := rest.rfind(separator)) >= 0:
-            self.add_pair(key, rest[: cut + 1])
-            if cut == 0:
-                break
-            rest = rest[:cut]
-            self.add_pair(key, rest)
+        element = f"{key}:{value}".encode()
+        self._add_prefixes(element, _cuts(element, len(key) + 1, separator.encode()))
 
     def covers(self, mask: BloomFilter) -> bool:
         """Whether a match with `mask` selects a signal with this filter (the bus's test)."""
@@ -170,6 +196,21 @@ class BloomFilter:
         for i, arg in (args or {}).items():
             bloom.add_pair(f"arg{i}", arg)
         return bloom
+
+
+def _cuts(element: bytes, start: int, separator: bytes) -> Iterator[int]:
+    """The lengths of element's prefixes add_prefixes adds, ascending, each once: before and after
+    each separator past `start` (not before one right at it), and the whole element."""
+    last = 0
+    at = element.find(separator, start)
+    while at >= 0:
+        for length in (at, at + 1):
+            if length > last and (length > start or length == at + 1):
+                yield length
+                last = length
+        at = element.find(separator, at + 1)
+    if len(element) > last:
+        yield len(element)
 
 
 @dataclass(frozen=True, slots=True)

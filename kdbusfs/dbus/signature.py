@@ -13,6 +13,7 @@ a value once variants are counted.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 MAX_SIGNATURE_LENGTH = 255
@@ -174,8 +175,11 @@ def _check_text(text: str) -> None:
         raise SignatureError(f"signature '{text}': not ASCII")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_signature(text: str) -> tuple[DBusType, ...]:
-    """The complete types of a signature (empty for "")."""
+    """The complete types of a signature (empty for ""). Types are immutable, and a message's few
+    signatures (its body's, each header field's) recur in every message: parsed once each, kept in
+    a bounded cache (an invalid signature raises and is not kept)."""
     _check_text(text)
     parser = _Parser(text)
     types = []

@@ -143,6 +143,14 @@ NOTIFY_STORE = struct.Struct("<QQII")        # nodeid offset size padding
 NOTIFY_INVAL_ENTRY = struct.Struct("<QII")   # parent namelen flags
 
 
+def opcode_name(opcode: int) -> str:
+    """An opcode's name for logs (unknown ones by number)."""
+    try:
+        return Opcode(opcode).name
+    except ValueError:
+        return f"opcode {opcode}"
+
+
 def field_offsets(layout: struct.Struct, names: str) -> dict[str, int]:
     """Where each field of `layout` starts: compiled code reads and writes headers in place, at
     offsets taken from the one format above rather than written out a second time."""

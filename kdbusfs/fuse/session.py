@@ -8,7 +8,6 @@ unmounting) is the caller's business; stop() ends the loop from any thread.
 
 from __future__ import annotations
 
-import collections
 import enum
 import errno
 import logging
@@ -23,7 +22,8 @@ from typing import Protocol
 from .. import seccomp
 from ..forward import Forwarded, Inbox
 from . import protocol as p
-from .codec import Listen, Output, ProtocolError, Request, Store, Unwatch, Watch, Written, parse_request
+from .codec import Listen, Output, ProtocolError, Request, Unwatch, Watch, Written, parse_request
+from .stores import StoreWriter
 
 log = logging.getLogger("kdbusfs.session")
 
@@ -48,6 +48,9 @@ LISTENER_POLL_MS = 1000
 
 # The outputs that change what the session watches (the rest are written or run).
 _CONTROL = (Watch, Unwatch, Listen)
+
+# Serves a descriptor added with Session.watch_fd: gets its epoll event mask, returns what to emit.
+FdHandler = Callable[[int], "list[Output]"]
 
 
 class _Outcome(enum.Enum):
@@ -89,7 +92,7 @@ class Session:
         self._server = server
         self._on_ready = on_ready
         self._debug = debug
-        self._writer = _StoreWriter(fd)
+        self._writer = StoreWriter(fd)
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
@@ -102,6 +105,8 @@ class Session:
         # what it reads over through this queue and eventfd; None: the listener is done. The
         # inbox's thread hands over notifications other mounts' daemons forward the same way.
         self._listeners: set[int] = set()
+        # Descriptors served from this loop for others (a classic D-Bus endpoint's sockets).
+        self._extra: dict[int, FdHandler] = {}
         self._receive = receive
         self._inbox = inbox
         self._notified: queue.SimpleQueue[tuple[int, seccomp.Notification | None] | Forwarded] = \
@@ -119,6 +124,24 @@ class Session:
         # The flag ends a loop that never runs out of requests; the eventfd wakes an idle one.
         self._stopped = True
         os.eventfd_write(self._stop_fd, 1)
+
+    def watch_fd(self, fd: int, handler: FdHandler, events: int = select.EPOLLIN) -> None:
+        """Serve another descriptor from this loop: `handler(mask)` runs on the serving thread when
+        `fd` is ready, and what it returns is emitted as a request's outputs are. Handlers must not
+        block (the loop serves every client of the mount) and should contain their own errors: one
+        that raises is logged and its descriptor unwatched."""
+        self._epoll.register(fd, events)
+        self._extra[fd] = handler
+
+    def rewatch_fd(self, fd: int, events: int) -> None:
+        """Change the events a watched descriptor is served for."""
+        if fd in self._extra:
+            self._epoll.modify(fd, events)
+
+    def unwatch_fd(self, fd: int) -> None:
+        """Stop serving `fd` (before closing it)."""
+        if self._extra.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
 
     def close(self) -> None:
         """Release the session's own descriptors, once run() has returned and stop() cannot come."""
@@ -143,8 +166,9 @@ class Session:
                 served += 1
                 if served % DEADLINE_CHECK_EVERY == 0:
                     self._tick_if_due()
-                    if self._listeners or self._inbox is not None:
-                        # A steady stream of requests must not hold launched clients' RECVs back.
+                    if self._listeners or self._inbox is not None or self._extra:
+                        # A steady stream of requests must not hold launched clients' RECVs (or
+                        # classic clients) back.
                         self._handle_events(self._epoll.poll(0))
         finally:
             for watched in self._watched:
@@ -175,7 +199,7 @@ class Session:
             return _Outcome.SKIPPED
         server = self._server
         if self._debug:
-            log.debug("%s unique=%d node=%d pid=%d", _name(request.opcode), request.unique,
+            log.debug("%s unique=%d node=%d pid=%d", p.opcode_name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
         self._emit(server.handle(request), request.opcode)
         if request.opcode == p.Opcode.INIT and self._on_ready is not None:
@@ -202,18 +226,32 @@ class Session:
     def _handle_events(self, events: list[tuple[int, int]]) -> bool:
         """Serve what woke the loop besides requests; False if it was stop()."""
         server = self._server
-        for ready, _mask in events:
+        for ready, mask in events:
             if ready == self._fd:
                 continue
             if ready == self._stop_fd:
                 return False  # stop() has set the flag; this only woke us
-            if ready == self._notify_fd:
+            extra = self._extra.get(ready)
+            if extra is not None:
+                self._serve_extra(ready, extra, mask)
+            elif ready == self._notify_fd:
                 self._serve_notifications()
             elif self._watched.get(ready):
                 self._emit(server.cancel_fd_ready(ready), "cancel fd")
                 # A cancel fd fires once, whether or not its call was still waiting.
                 self._unwatch(ready)
         return True
+
+    def _serve_extra(self, fd: int, handler: FdHandler, mask: int) -> None:
+        try:
+            outputs = handler(mask)
+        except Exception:
+            # It costs the descriptor, never the loop every client depends on; it is not served
+            # again: still ready, it would fail again at once and spin.
+            log.exception("serving descriptor %d failed unexpectedly; no longer watching it", fd)
+            self.unwatch_fd(fd)
+            return
+        self._emit(outputs, "classic endpoint")
 
     def _serve_notifications(self) -> None:
         try:
@@ -318,109 +356,3 @@ class Session:
             self._epoll.unregister(fd)
         # Closing may wait on another file system (a FUSE daemon, perhaps us): never here.
         self._server.close_fd(fd)
-
-
-def _write_one(fd: int, message: bytes | Store, what: str | int) -> None:
-    try:
-        if isinstance(message, Store):
-            # One message in one writev, its bytes taken straight from the pool's memory.
-            os.writev(fd, (message.head, message.data))
-        else:
-            os.write(fd, message)
-    except OSError as exc:
-        # ENOENT: the request was interrupted and aborted, or a notification names a node the
-        # kernel has already forgotten. ENODEV: unmounted, which the next read reports. Anything
-        # else costs this one message, never the daemon.
-        if exc.errno not in (errno.ENOENT, errno.ENODEV):
-            log.warning("kernel refused a message for %s: %s",
-                        _name(what) if isinstance(what, int) else what, exc.strerror)
-
-
-def _run_one(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except OSError as exc:
-        # A seccomp answer to a task that cannot take it any more: that task's loss alone.
-        log.warning("answering a launched client failed: %s", exc.strerror)
-
-
-class _StoreWriter:
-    """Writes FUSE_NOTIFY_STORE messages, and whatever must follow them, on a thread of its own.
-
-    A store into a page-cache page waits for that page's lock, which a READ of the page holds until
-    it is answered; the serving thread must stay free to answer it. Replies written after a store
-    keep their order by queueing behind it while any store is pending; READ replies never wait.
-    Mounts with passthrough pools never store and never start the thread.
-
-    What one request queues goes over as one batch, with one wake-up through an eventfd. Each
-    wake-up is a trip through the scheduler for both threads; through an eventfd it happens inside
-    a system call, while the serving thread has let go of the GIL, so the woken thread never waits
-    for it. (A queue.SimpleQueue wakes its reader while the GIL is still held: the two threads then
-    pass the GIL back and forth, about 10 futex calls and 4-5 context switches more per method
-    call on a user's mount, measured on one CPU.)
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        # Appended and popped whole under the GIL; the eventfd says there is something to pop.
-        self._queue: collections.deque[tuple[list[Written], str | int]] = collections.deque()
-        self._wake = -1
-        self._pending = 0
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def write_all(self, messages: list[Written], what: str | int) -> None:
-        batch: list[Written] = []
-        read = what == p.Opcode.READ
-        for message in messages:
-            if isinstance(message, bytes) and read:
-                # A store queued before may be waiting for the page lock this READ holds.
-                _write_one(self._fd, message, what)
-            elif batch or self._pending or isinstance(message, Store):
-                # Behind the stores before it; an action runs after everything before it, the
-                # stores it depends on included.
-                batch.append(message)
-            elif isinstance(message, bytes):
-                _write_one(self._fd, message, what)
-            else:
-                _run_one(message)
-        if batch:
-            self._enqueue(batch, what)
-
-    def _enqueue(self, batch: list[Written], what: str | int) -> None:
-        if self._thread is None:
-            # Made with the thread and kept as long as it: the thread may wait on it at any time.
-            self._wake = os.eventfd(0, os.EFD_CLOEXEC)
-            self._thread = threading.Thread(target=self._run, name="kdbusfs-stores", daemon=True)
-            self._thread.start()
-        with self._lock:
-            self._pending += 1
-        self._queue.append((batch, what))
-        os.eventfd_write(self._wake, 1)
-
-    def _run(self) -> None:
-        while True:
-            # Whatever is appended after the deque runs dry has written the eventfd again.
-            os.eventfd_read(self._wake)
-            while self._queue:
-                batch, what = self._queue.popleft()
-                self._write_batch(batch, what)
-                # Not held while waiting for the next: a store's view of a pool keeps the pool's
-                # memory mapped.
-                del batch
-                with self._lock:
-                    self._pending -= 1
-
-    def _write_batch(self, batch: list[Written], what: str | int) -> None:
-        for message in batch:
-            if isinstance(message, (Store, bytes)):
-                _write_one(self._fd, message, what)
-            else:
-                _run_one(message)
-
-
-def _name(opcode: int) -> str:
-    try:
-        return p.Opcode(opcode).name
-    except ValueError:
-        return f"opcode {opcode}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 
 import pytest
 
@@ -37,6 +38,10 @@ def test_a_gone_sender_is_ebadf() -> None:
     gone = thread.native_id
     thread.join()
     assert gone is not None
+    # join() returns once the thread's Python part is done; the task itself ends moments later.
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/self/task/{gone}") and time.monotonic() < deadline:
+        time.sleep(0.001)
     with pytest.raises(KdbusError) as info:
         files._thread_pidfd(gone, gone)
     assert info.value.errno == errno.EBADF

@@ -1,0 +1,163 @@
+"""A classic client as the kdbus model's `Caller`: in-process memory, the peer's identity, and the
+descriptors it sent over its socket.
+
+Each command a classic client's connection runs is built by the endpoint in daemon memory: the
+command struct, the message and its payload are placed in an `Arena` (regions at made-up, 8-aligned
+addresses, nothing copied), and the command bodies read and write them there exactly as they read
+and write a FUSE caller's memory. The peer's credentials and process facts are what peer.py captured
+when its socket was accepted: SO_PEERCRED's identity, never /proc's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Callable
+
+from ..bus.message import Buffer, Passed
+from ..bus.metadata import Creds, Process
+from ..bus.pool import Pool
+from ..errors import KdbusError
+from ..host.mounts import fd_device
+from .peer import absent
+
+# Where the first region goes: any non-zero, page-aligned address (0 reads as "no address").
+_ARENA_BASE = 0x10000
+_NO_FD = struct.Struct("<i")
+
+
+class Arena:
+    """Made-up addresses for daemon buffers, valid for one command."""
+
+    def __init__(self) -> None:
+        self._regions: list[tuple[int, bytes | bytearray | memoryview]] = []
+        self._next = _ARENA_BASE
+
+    def place(self, data: bytes | bytearray | memoryview) -> int:
+        """An address at which the command bodies find `data` (a bytearray can be written to)."""
+        address = self._next
+        self._regions.append((address, data))
+        # Regions never touch: a read past the end of one fails instead of reading the next.
+        self._next = (address + len(data) + 4096 + 7) & ~7
+        return address
+
+    def reset(self) -> None:
+        self._regions.clear()
+        self._next = _ARENA_BASE
+
+    def _find(self, address: int, size: int) -> tuple[bytes | bytearray | memoryview, int]:
+        for start, data in self._regions:
+            if start <= address and address + size <= start + len(data):
+                return data, address - start
+        raise KdbusError(errno.EFAULT, f"{size} bytes at {address:#x} are outside the command's buffers")
+
+    def read(self, address: int, size: int) -> bytes:
+        data, offset = self._find(address, size)
+        return bytes(data[offset : offset + size])
+
+    def read_into(self, address: int, size: int, buffer: Buffer, at: int) -> None:
+        data, offset = self._find(address, size)
+        buffer[at : at + size] = data[offset : offset + size]
+
+    def write(self, address: int, payload: bytes) -> None:
+        data, offset = self._find(address, len(payload))
+        if not isinstance(data, bytearray):
+            raise KdbusError(errno.EFAULT, f"the buffer at {address:#x} is read-only")
+        data[offset : offset + len(payload)] = payload
+
+
+class ClassicFiles:
+    """The descriptors a classic client sent with the message being sent, checked as kdbus checks
+    a sender's: no kdbus file of this mount, no unix socket. The numbers in the message's FDS item
+    are the daemon's own (received by SCM_RIGHTS); the message gets duplicates, so the endpoint
+    closes what it received either way."""
+
+    def __init__(self, kdbus_device: int | None, close: Callable[[int], None]) -> None:
+        self._kdbus_device = kdbus_device
+        self._close = close
+
+    def check_fds(self, fds: list[int]) -> list[int]:
+        held: list[int] = []
+        try:
+            for fd in fds:
+                # By name, never fstat: a file of this very mount would be a request to ourselves.
+                if self._kdbus_device is not None and fd_device(os.getpid(), fd) == self._kdbus_device:
+                    raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
+                if _is_unix_socket(fd):
+                    raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
+                held.append(os.dup(fd))
+        except BaseException:
+            self.release(held)
+            raise
+        return held
+
+    def check_memfd(self, fd: int, start: int, size: int) -> int:
+        raise KdbusError(errno.EBADF, "classic messages carry no memfds")
+
+    def pollable(self, fd: int) -> int:
+        raise KdbusError(errno.EINVAL, "classic clients make no synchronous calls")
+
+    def release(self, held: list[int]) -> None:
+        for fd in held:
+            self._close(fd)
+
+
+def _is_unix_socket(fd: int) -> bool:
+    link = os.readlink(f"/proc/self/fd/{fd}")
+    if not link.startswith("socket:"):
+        return False
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        return sock.family == socket.AF_UNIX
+    finally:
+        sock.close()
+
+
+class ClassicCaller:
+    """The `handle.Caller` of every command a classic client's connection runs."""
+
+    def __init__(self, pid: int, uid: int, gid: int, kdbus_device: int | None,
+                 close: Callable[[int], None], process: Process | None = None) -> None:
+        """`process`: the identity and facts to act with (a peer's from peer.capture, the daemon's
+        own); without it just the ids given, no capabilities, no facts."""
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.arena = Arena()
+        self._close = close
+        self._files = ClassicFiles(kdbus_device, close)
+        self._process = process if process is not None else absent(Creds.for_ids(uid, gid, pid))
+        # Descriptors the last RECV handed over, in the order of the message's FDS item.
+        self.received_fds: list[int] = []
+
+    def creds(self) -> Creds:
+        return self._process.creds()
+
+    def process(self) -> Process:
+        return self._process
+
+    def read(self, address: int, size: int) -> bytes:
+        return self.arena.read(address, size)
+
+    def read_into(self, address: int, size: int, buffer: Buffer, offset: int) -> None:
+        self.arena.read_into(address, size, buffer, offset)
+
+    def write(self, address: int, data: bytes) -> None:
+        self.arena.write(address, data)
+
+    def files(self) -> ClassicFiles:
+        return self._files
+
+    def close_fd(self, fd: int) -> None:
+        self._close(fd)
+
+    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+        """Keep the message's descriptors to send them over the socket; the message says where
+        each one is by its index, which is what a D-Bus 'h' value is."""
+        self.received_fds = [os.dup(fd) for fd in passed.fds]
+        for index, slot in enumerate(passed.slots):
+            _NO_FD.pack_into(pool.buffer, offset + slot, index)
+        passed.close()
+        return True

@@ -1,0 +1,408 @@
+"""org.freedesktop.DBus for a classic client, answered from the bus's own state.
+
+Each method becomes the kdbus command a kdbus-era library made for it (RequestName is NAME_ACQUIRE,
+ListNames is LIST, GetConnectionUnixUser is CONN_INFO, AddMatch is MATCH_ADD, ...), run on the
+client's own connection, so the bus's policy decides as it decides for native clients. Errors and
+their texts are dbus-daemon's. The driver's signals (NameOwnerChanged, NameAcquired, NameLost) are
+made from kdbus's notifications by the endpoint (see `driver_signals`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..abi.constants import (
+    ATTACH_ALL,
+    HELLO_ACTIVATOR,
+    HELLO_POLICY_HOLDER,
+    LIST_ACTIVATORS,
+    LIST_NAMES,
+    LIST_QUEUED,
+    LIST_UNIQUE,
+    NAME_ACQUIRED,
+    NAME_ACTIVATOR,
+    NAME_ALLOW_REPLACEMENT,
+    NAME_IN_QUEUE,
+    NAME_PRIMARY,
+    NAME_QUEUE,
+    NAME_REPLACE_EXISTING,
+)
+from ..bus.names import NameTaken, is_valid_name
+from ..client.info import ListEntry
+from ..dbus import DBusMessage, Variant, parse_signature, wire
+from ..errors import KdbusError
+from .commands import ClassicConnection
+from .matchrule import DRIVER, InvalidRule, parse
+from .subscriptions import Subscriptions, kdbus_entries
+from .translate import connection_id, unique_name
+
+log = logging.getLogger("kdbusfs.classic")
+
+INTERFACE = DRIVER
+PEER = "org.freedesktop.DBus.Peer"
+INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+# RequestName's flags and answers (D-Bus specification).
+DBUS_NAME_ALLOW_REPLACEMENT = 1
+DBUS_NAME_REPLACE_EXISTING = 2
+DBUS_NAME_DO_NOT_QUEUE = 4
+PRIMARY_OWNER, IN_QUEUE, EXISTS, ALREADY_OWNER = 1, 2, 3, 4
+RELEASED, NON_EXISTENT, NOT_OWNER = 1, 2, 3
+START_SUCCESS, START_ALREADY_RUNNING = 1, 2
+# Connections that are no D-Bus peers: activators (they hold a name for a service not running)
+# and policy holders; dbus-daemon has neither, so no classic client sees them as owners.
+_NOT_PEERS = HELLO_ACTIVATOR | HELLO_POLICY_HOLDER
+
+# The driver's methods by (interface, member): (input signature, output signature), for argument
+# checks and introspection. A call without an interface takes the first method of its name, in
+# dbus-daemon's order of interfaces (org.freedesktop.DBus, Introspectable, Peer).
+METHODS: dict[tuple[str, str], tuple[str, str]] = {
+    **{(INTERFACE, member): signatures for member, signatures in {
+        "Hello": ("", "s"), "RequestName": ("su", "u"), "ReleaseName": ("s", "u"),
+        "StartServiceByName": ("su", "u"), "NameHasOwner": ("s", "b"), "ListNames": ("", "as"),
+        "ListActivatableNames": ("", "as"), "AddMatch": ("s", ""), "RemoveMatch": ("s", ""),
+        "GetNameOwner": ("s", "s"), "ListQueuedOwners": ("s", "as"), "GetConnectionUnixUser": ("s", "u"),
+        "GetConnectionUnixProcessID": ("s", "u"), "GetConnectionCredentials": ("s", "a{sv}"),
+        "GetId": ("", "s")}.items()},
+    (INTROSPECTABLE, "Introspect"): ("", "s"),
+    (PEER, "Ping"): ("", ""),
+    (PEER, "GetMachineId"): ("", "s"),
+}
+SIGNALS = {"NameOwnerChanged": "sss", "NameLost": "s", "NameAcquired": "s"}
+
+
+def resolve(interface: str | None, member: str) -> tuple[str, str] | None:
+    """The (interface, member) a call to the driver means, or None if there is no such method."""
+    if interface is not None:
+        return (interface, member) if (interface, member) in METHODS else None
+    return next((key for key in METHODS if key[1] == member), None)
+
+
+def _introspection() -> str:
+    def args(signature: str, direction: str) -> str:
+        return "".join(f'<arg direction="{direction}" type="{kind.signature}"/>'
+                       for kind in parse_signature(signature))
+
+    interfaces = []
+    for name in dict.fromkeys(interface for interface, _ in METHODS):
+        members = "".join(f'    <method name="{member}">{args(i, "in")}{args(o, "out")}</method>\n'
+                          for (interface, member), (i, o) in METHODS.items() if interface == name)
+        if name == INTERFACE:
+            members += "".join(f'    <signal name="{signal}">{args(s, "out")}</signal>\n'
+                               for signal, s in SIGNALS.items())
+        interfaces.append(f'  <interface name="{name}">\n{members}  </interface>\n')
+    return ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n<node>\n'
+            f'{"".join(interfaces)}</node>\n')
+
+
+class DriverError(Exception):
+    """A D-Bus error answer."""
+
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__(name, text)
+        self.name = name
+        self.text = text
+
+
+def _error(short: str, text: str) -> DriverError:
+    return DriverError(f"org.freedesktop.DBus.Error.{short}", text)
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a driver call produces: the reply's signature and body."""
+
+    signature: str = ""
+    body: tuple[Any, ...] = ()
+
+
+class Driver:
+    """The bus driver as one classic client sees it."""
+
+    def __init__(self, conn: ClassicConnection, subscriptions: Subscriptions,
+                 machine_id: Callable[[], str]) -> None:
+        self.conn = conn
+        self.subscriptions = subscriptions
+        self._machine_id = machine_id
+        self._methods: dict[tuple[str, str], Callable[[DBusMessage], Answer]] = {
+            (INTERFACE, "Hello"): self._hello_again,
+            (INTERFACE, "RequestName"): self._request_name,
+            (INTERFACE, "ReleaseName"): self._release_name,
+            (INTERFACE, "ListNames"): self._list_names,
+            (INTERFACE, "ListActivatableNames"): self._list_activatable,
+            (INTERFACE, "ListQueuedOwners"): self._list_queued,
+            (INTERFACE, "NameHasOwner"): self._name_has_owner,
+            (INTERFACE, "GetNameOwner"): self._get_name_owner,
+            (INTERFACE, "GetConnectionUnixUser"): self._unix_user,
+            (INTERFACE, "GetConnectionUnixProcessID"): self._unix_pid,
+            (INTERFACE, "GetConnectionCredentials"): self._credentials,
+            (INTERFACE, "AddMatch"): self._add_match,
+            (INTERFACE, "RemoveMatch"): self._remove_match,
+            (INTERFACE, "StartServiceByName"): self._start_service,
+            (INTERFACE, "GetId"): self._get_id,
+            (PEER, "Ping"): lambda _: Answer(),
+            (PEER, "GetMachineId"): lambda _: Answer("s", (self._machine_id(),)),
+            (INTROSPECTABLE, "Introspect"): lambda _: Answer("s", (_introspection(),)),
+        }
+
+    def call(self, message: DBusMessage) -> Answer:
+        """Answer a method call to the driver; DriverError for an error reply."""
+        member = message.member or ""
+        key = resolve(message.interface, member)
+        if key is None:
+            raise _error("UnknownMethod", f"{DRIVER} does not understand message {member}")
+        wanted = METHODS[key][0]
+        if message.signature != wanted:
+            raise _error("InvalidArgs",
+                         f"Call to {member} has wrong args ({message.signature}, expected {wanted})")
+        method = self._methods[key]
+        try:
+            return method(message)
+        except KdbusError as exc:
+            raise _error("Failed", f"{member} failed: {exc.why}") from None
+
+    # -- names ----------------------------------------------------------------------------------
+    def _hello_again(self, message: DBusMessage) -> Answer:
+        raise _error("Failed", "Already handled an Hello message")
+
+    def _request_name(self, message: DBusMessage) -> Answer:
+        name, dbus_flags = message.body
+        me = unique_name(self.conn.id)
+        if name.startswith(":"):
+            raise _error("InvalidArgs", f"Cannot acquire a service starting with ':' such as \"{name}\"")
+        if name == DRIVER:
+            raise _error("InvalidArgs", f"Connection \"{me}\" is not allowed to own the service \"{name}\""
+                                        "because it is reserved for D-Bus' use only")
+        if not is_valid_name(name):
+            raise _error("InvalidArgs", f"Requested bus name \"{name}\" is not valid")
+        flags = 0 if dbus_flags & DBUS_NAME_DO_NOT_QUEUE else NAME_QUEUE
+        if dbus_flags & DBUS_NAME_ALLOW_REPLACEMENT:
+            flags |= NAME_ALLOW_REPLACEMENT
+        if dbus_flags & DBUS_NAME_REPLACE_EXISTING:
+            flags |= NAME_REPLACE_EXISTING
+        try:
+            returned = self.conn.name_acquire(name, flags)
+        except NameTaken:
+            return Answer("u", (EXISTS,))
+        except KdbusError as exc:
+            if exc.errno == errno.EPERM:
+                raise _error("AccessDenied",
+                             f"Connection \"{me}\" is not allowed to own the service \"{name}\" "
+                             "due to security policies in the configuration file") from None
+            if exc.errno == errno.EALREADY:
+                return Answer("u", (ALREADY_OWNER,))
+            if exc.errno in (errno.E2BIG, errno.EMFILE, errno.ENOBUFS):
+                raise _error("LimitsExceeded",
+                             f"Connection \"{me}\" is not allowed to own more services") from None
+            raise
+        if returned & NAME_IN_QUEUE:
+            return Answer("u", (IN_QUEUE,))
+        if returned & NAME_PRIMARY:
+            return Answer("u", (PRIMARY_OWNER if returned & NAME_ACQUIRED else ALREADY_OWNER,))
+        return Answer("u", (EXISTS,))
+
+    def _release_name(self, message: DBusMessage) -> Answer:
+        (name,) = message.body
+        if name.startswith(":"):
+            raise _error("InvalidArgs", f"Cannot release a service starting with ':' such as \"{name}\"")
+        if name == DRIVER:
+            raise _error("InvalidArgs",
+                         f"Cannot release the service \"{name}\" because it is owned by the bus")
+        if not is_valid_name(name):
+            raise _error("InvalidArgs", f"Given bus name \"{name}\" is not valid")
+        try:
+            self.conn.name_release(name)
+        except KdbusError as exc:
+            if exc.errno == errno.ESRCH:
+                return Answer("u", (NON_EXISTENT,))
+            if exc.errno == errno.EADDRINUSE:
+                return Answer("u", (NOT_OWNER,))
+            raise
+        return Answer("u", (RELEASED,))
+
+    def _list_names(self, message: DBusMessage) -> Answer:
+        entries = self.conn.list(LIST_UNIQUE | LIST_NAMES)
+        # Every connection by its unique name (LIST gives one record per name it owns, or one
+        # without a name), then the well-known names.
+        unique = dict.fromkeys(unique_name(entry.id) for entry in entries if not entry.flags & _NOT_PEERS)
+        owned = [entry.name.name for entry in entries
+                 if entry.name is not None and entry.name.flags & NAME_PRIMARY]
+        return Answer("as", ([DRIVER, *unique, *owned],))
+
+    def _list_activatable(self, message: DBusMessage) -> Answer:
+        names = [DRIVER] + sorted({entry.name.name for entry in self.conn.list(LIST_ACTIVATORS)
+                                   if entry.name is not None})
+        return Answer("as", (names,))
+
+    def _holders(self, name: str, flags: int) -> list[ListEntry]:
+        """The records of `name` LIST gives this client's connection (so the bus's SEE policy
+        decides what it may know): the primary owner first, then the queue in LIST's order."""
+        records = [entry for entry in self.conn.list(flags)
+                   if entry.name is not None and entry.name.name == name]
+        return sorted(records, key=lambda entry: entry.name is not None and bool(
+            entry.name.flags & (NAME_IN_QUEUE | NAME_ACTIVATOR)))
+
+    def _owner_of(self, name: str) -> str | None:
+        """The unique name owning `name` (itself for a live unique name), as this client may see it."""
+        if name == DRIVER:
+            return DRIVER
+        if name.startswith(":"):
+            found = connection_id(name)
+            if found is None:
+                return None
+            try:
+                info = self.conn.conn_info(found, 0)
+            except KdbusError:
+                return None
+            return None if info.flags & _NOT_PEERS else name
+        if not is_valid_name(name):
+            return None
+        try:
+            info = self.conn.conn_info(name, 0)
+        except KdbusError:
+            return None
+        # CONN_INFO by name finds the activator when no service owns the name yet.
+        return None if info.flags & _NOT_PEERS else unique_name(info.id)
+
+    def _list_queued(self, message: DBusMessage) -> Answer:
+        (name,) = message.body
+        if name == DRIVER:
+            return Answer("as", ([DRIVER],))
+        if name.startswith(":") and self._owner_of(name) is not None:
+            return Answer("as", ([name],))
+        owners = [unique_name(entry.id) for entry in self._holders(name, LIST_NAMES | LIST_QUEUED)
+                  if not entry.flags & _NOT_PEERS] if is_valid_name(name) else []
+        if not owners:
+            raise _error("NameHasNoOwner", f"Could not get owners of name '{name}': no such name")
+        return Answer("as", (owners,))
+
+    def _name_has_owner(self, message: DBusMessage) -> Answer:
+        return Answer("b", (self._owner_of(message.body[0]) is not None,))
+
+    def _get_name_owner(self, message: DBusMessage) -> Answer:
+        (name,) = message.body
+        owner = self._owner_of(name)
+        if owner is None:
+            raise _error("NameHasNoOwner", f"Could not get owner of name '{name}': no such name")
+        return Answer("s", (owner,))
+
+    # -- credentials --------------------------------------------------------------------------
+    def _info(self, name: str, what: str) -> Any:
+        owner = self._owner_of(name)
+        if owner is None or owner == DRIVER:
+            if owner == DRIVER:
+                return None
+            raise _error("NameHasNoOwner", f"Could not get {what} of name '{name}': no such name")
+        found = connection_id(owner)
+        assert found is not None
+        try:
+            return self.conn.conn_info(found, ATTACH_ALL)
+        except KdbusError:
+            raise _error("NameHasNoOwner", f"Could not get {what} of name '{name}': no such name") from None
+
+    def _unix_user(self, message: DBusMessage) -> Answer:
+        info = self._info(message.body[0], "UID")
+        if info is None:
+            return Answer("u", (os.geteuid(),))
+        if info.metadata.creds is None:
+            raise _error("Failed", f"Could not determine UID for '{message.body[0]}'")
+        return Answer("u", (info.metadata.creds.uid,))
+
+    def _unix_pid(self, message: DBusMessage) -> Answer:
+        info = self._info(message.body[0], "PID")
+        if info is None:
+            return Answer("u", (os.getpid(),))
+        if info.metadata.pids is None or not info.metadata.pids.pid:
+            raise _error("UnixProcessIdUnknown", f"Could not determine PID for '{message.body[0]}'")
+        return Answer("u", (info.metadata.pids.pid,))
+
+    def _credentials(self, message: DBusMessage) -> Answer:
+        info = self._info(message.body[0], "credentials")
+        credentials: dict[str, Variant] = {}
+        if info is None:
+            credentials = {"ProcessID": Variant("u", os.getpid()), "UnixUserID": Variant("u", os.geteuid())}
+            return Answer("a{sv}", (credentials,))
+        metadata = info.metadata
+        if metadata.pids is not None and metadata.pids.pid:
+            credentials["ProcessID"] = Variant("u", metadata.pids.pid)
+        if metadata.creds is not None:
+            credentials["UnixUserID"] = Variant("u", metadata.creds.uid)
+        if metadata.auxgroups is not None:
+            credentials["UnixGroupIDs"] = Variant("au", list(metadata.auxgroups))
+        if metadata.seclabel:
+            credentials["LinuxSecurityLabel"] = Variant("ay", metadata.seclabel.encode() + b"\0")
+        return Answer("a{sv}", (credentials,))
+
+    def _get_id(self, message: DBusMessage) -> Answer:
+        assert self.conn.conn is not None
+        return Answer("s", (self.conn.conn.bus.id128.hex(),))
+
+    # -- matches --------------------------------------------------------------------------------
+    def _add_match(self, message: DBusMessage) -> Answer:
+        try:
+            rule = parse(message.body[0])
+        except InvalidRule as exc:
+            raise _error("MatchRuleInvalid", str(exc)) from None
+        cookie = self.subscriptions.next_cookie
+        self.subscriptions.next_cookie += 1
+        try:
+            for rules in kdbus_entries(rule, self.conn):
+                self.conn.match_add(cookie, rules)
+        except KdbusError as exc:
+            try:
+                self.conn.match_remove(cookie)
+            except KdbusError:
+                pass
+            if exc.errno == errno.EMFILE:
+                raise _error("LimitsExceeded", "Connection has too many match rules") from None
+            raise
+        self.subscriptions.rules.append((rule, cookie))
+        return Answer()
+
+    def _remove_match(self, message: DBusMessage) -> Answer:
+        try:
+            rule = parse(message.body[0])
+        except InvalidRule as exc:
+            raise _error("MatchRuleInvalid", str(exc)) from None
+        for index, (held, cookie) in enumerate(self.subscriptions.rules):
+            if held == rule:
+                del self.subscriptions.rules[index]
+                try:
+                    self.conn.match_remove(cookie)
+                except KdbusError:
+                    pass  # a rule that needed no kdbus entry (it can never match)
+                return Answer()
+        raise _error("MatchRuleNotFound", "The given match rule wasn't found and can't be removed")
+
+    # -- activation -------------------------------------------------------------------------
+    def _start_service(self, message: DBusMessage) -> Answer:
+        name = message.body[0]
+        if not is_valid_name(name):
+            raise _error("ServiceUnknown", f"The name {name} was not provided by any .service files")
+        holders = self._holders(name, LIST_NAMES | LIST_ACTIVATORS)
+        if not holders:
+            raise _error("ServiceUnknown", f"The name {name} was not provided by any .service files")
+        if not holders[0].flags & _NOT_PEERS:
+            return Answer("u", (START_ALREADY_RUNNING,))
+        # As sd-bus's proxy did: a Ping to the name waits at its activator, which starts the service.
+        ping = DBusMessage.method_call(name, "/", PEER, "Ping", serial=1, flags=1)
+        self.conn.send(name, wire.encode_gvariant(ping.replace(sender=unique_name(self.conn.id))),
+                       flags=0, cookie=1, timeout_or_reply=0)
+        return Answer("u", (START_SUCCESS,))
+
+
+def driver_reply(call: DBusMessage, answer: Answer, serial: int) -> DBusMessage:
+    reply = DBusMessage.method_return(call, answer.signature, answer.body, serial=serial)
+    return reply.replace(sender=DRIVER)
+
+
+def driver_error(call: DBusMessage, name: str, text: str, serial: int) -> DBusMessage:
+    return DBusMessage.error(call, name, text, serial=serial).replace(sender=DRIVER)
+
+
