@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from calls import rate
 from ioctl_rate import compile_c, mounted
 
 HERE = Path(__file__).resolve().parent
@@ -174,11 +175,6 @@ def kdbusfs_classic(work: Path, pin: list[str]) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
         daemon.terminate()
         daemon.wait(timeout=10)
-
-
-def rate(cmd: list[str]) -> float:
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=180).stdout
-    return float(out.split()[2])
 
 
 def main() -> None:
