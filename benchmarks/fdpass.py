@@ -16,13 +16,18 @@ usage: python benchmarks/fdpass.py [--seconds S] [--runs N]
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from calls import build, buses, median_rate
+from calls import REPO, Kdbusfs, build, dbus_daemon, kdbusfs_mounted, rate
 
 CASES = (("fd", 0), ("memfd", 1 << 20), ("memfd", 16 << 20))
+
+
+def median_rate(cmd: list[str], runs: int) -> float:
+    return statistics.median(rate(cmd) for _ in range(runs))
 
 
 def main() -> None:
@@ -36,7 +41,8 @@ def main() -> None:
         bins = build(work)
         kdbus_bin, dbus_bin = bins["bench_kdbus"], bins["bench_dbus"]
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
-            with buses(work, pin) as (mnt, sock):
+            with dbus_daemon(work, pin) as sock, \
+                    kdbusfs_mounted(Kdbusfs("kdbusfs", REPO, None), work / "kdbus", pin) as mnt:
                 for kind, size in CASES:
                     case = [str(size), str(args.seconds), kind]
                     dbus = median_rate([*pin, str(dbus_bin), f"unix:path={sock}", *case], args.runs)

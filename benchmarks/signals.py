@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from calls import buses
+from calls import Kdbusfs, dbus_daemon, kdbusfs_mounted
 from ioctl_rate import raw_round_trips
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +60,8 @@ def main() -> None:
         kdbus_bin, dbus_bin = build(work)
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
             raw = raw_round_trips(work, pin, 2.0, args.runs)
-            with buses(work, pin) as (mnt, sock):
+            with dbus_daemon(work, pin) as sock, \
+                    kdbusfs_mounted(Kdbusfs("kdbusfs", REPO, None), work / "kdbus", pin) as mnt:
                 for subs in (int(n) for n in args.subscribers.split(",")):
                     for size in (int(p) for p in args.payloads.split(",")):
                         common = [str(subs), str(size), str(args.count)]
