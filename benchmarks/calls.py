@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import os
 import pwd
+import socket
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,18 @@ def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.02)
 
 
+def answers(path: Path) -> bool:
+    """Whether a bus accepts connections at `path` (its socket file comes before it listens)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 @dataclass(frozen=True)
 class Kdbusfs:
     """One kdbusfs column: a daemon from `tree`, as root or as `user` (None: root's mount)."""
@@ -137,7 +150,7 @@ def dbus_daemon(work: Path, pin: list[str]) -> Iterator[Path]:
     dbusd = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={work / 'dbus.conf'}", "--nofork",
                               "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(sock.exists, "dbus-daemon")
+        wait_for(lambda: answers(sock), "dbus-daemon")
         yield sock
     finally:
         dbusd.terminate()

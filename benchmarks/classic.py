@@ -30,23 +30,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from calls import rate
+from calls import PLACEMENTS, answers, dbus_daemon, rate, wait_for
 from ioctl_rate import compile_c, mounted
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PLACEMENTS: tuple[tuple[str, list[str]], ...] = (
-    ("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", []))
-
-CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+# dbus-broker takes its socket from the launcher: no <listen> here.
+BROKER_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
-  {listen}
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow send_destination="*"/>
@@ -58,42 +54,6 @@ CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configurat
   <limit name="max_outgoing_bytes">1000000000</limit>
 </busconfig>
 """
-
-
-def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 10
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def answers(path: Path) -> bool:
-    """Whether a bus accepts connections at `path`."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-@contextlib.contextmanager
-def dbus_daemon(work: Path, pin: list[str]) -> Iterator[Path]:
-    sock = work / "dbus-daemon.sock"
-    config = work / "dbus-daemon.conf"
-    config.write_text(CONFIG.format(listen=f"<listen>unix:path={sock}</listen>"))
-    process = subprocess.Popen([*pin, "dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: answers(sock), "dbus-daemon")
-        yield sock
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        sock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -126,7 +86,7 @@ def journal_stand_in(work: Path) -> Iterator[Path]:
 def dbus_broker(work: Path, pin: list[str], systemd_bus: Path, journal: Path) -> Iterator[Path]:
     sock = work / "dbus-broker.sock"
     config = work / "dbus-broker.conf"
-    config.write_text(CONFIG.format(listen=""))
+    config.write_text(BROKER_CONFIG)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(sock))
     listener.listen(128)
