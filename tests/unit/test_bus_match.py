@@ -33,7 +33,7 @@ from bus_helpers import (
     unicast_signal,
     vec_item,
 )
-from helpers import PAGE, STRANGER, Conn, connect, make_bus, raises_errno
+from helpers import PAGE, STRANGER, Conn, connect, raises_errno
 
 from kdbusfs.abi.constants import (
     DST_ID_BROADCAST,
@@ -49,16 +49,8 @@ from kdbusfs.abi.constants import (
 )
 from kdbusfs.abi.items import item, string_item, u64_item
 from kdbusfs.bus.bus import Bus
-from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.match import KERNEL_NOTIFICATIONS, MatchDb, notifications_selectable_by
 from kdbusfs.bus.match import Rule as MatchRule
-
-
-@pytest.fixture
-def bus() -> Bus:
-    made = make_bus(Domain()).bus
-    assert made is not None
-    return made
 
 
 def taken(conn: Conn) -> list[int]:

@@ -34,7 +34,7 @@ from bus_helpers import (
     unicast_signal,
     vec_item,
 )
-from helpers import PAGE, STRANGER, cmd_bytes, connect, make_bus, raises_errno, run
+from helpers import PAGE, STRANGER, cmd_bytes, connect, raises_errno, run
 
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import (
@@ -50,14 +50,6 @@ from kdbusfs.abi.constants import (
 )
 from kdbusfs.abi.items import string_item, u64_item
 from kdbusfs.bus.bus import Bus
-from kdbusfs.bus.domain import Domain
-
-
-@pytest.fixture
-def bus() -> Bus:
-    made = make_bus(Domain()).bus
-    assert made is not None
-    return made
 
 
 def cookies(messages: list[Message]) -> list[int]:

@@ -47,7 +47,6 @@ from helpers import (
     cmd_bytes,
     connect,
     hello_cmd,
-    make_bus,
     raises_errno,
     run,
 )
@@ -80,7 +79,6 @@ from kdbusfs.abi.constants import (
 )
 from kdbusfs.abi.items import string_item
 from kdbusfs.bus.bus import Bus
-from kdbusfs.bus.domain import Domain
 from kdbusfs.errors import KdbusError
 from kdbusfs.handle import Handle, HandleType
 from kdbusfs.limits import CONN_MAX_MSGS, CONN_MAX_NAMES
@@ -104,12 +102,6 @@ def fill(sender: Conn, name: str | None = None, dst_id: int = 0) -> int:
             return sent
     raise AssertionError("the destination took more than its quota")
 
-
-@pytest.fixture
-def bus() -> Bus:
-    made = make_bus(Domain()).bus
-    assert made is not None
-    return made
 
 
 def watcher(bus: Bus) -> Conn:

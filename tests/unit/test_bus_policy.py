@@ -33,7 +33,7 @@ from bus_helpers import (
     send,
     send_to_name,
 )
-from helpers import CREATOR, STRANGER, Conn, FakeCaller, cmd_bytes, connect, make_bus, raises_errno, run
+from helpers import CREATOR, STRANGER, Conn, FakeCaller, cmd_bytes, connect, raises_errno, run
 
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import (
@@ -54,7 +54,6 @@ from kdbusfs.abi.constants import (
 )
 from kdbusfs.abi.items import item, string_item
 from kdbusfs.bus.bus import Bus
-from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.metadata import Creds
 from kdbusfs.bus.policy import NO_ACCESS, PolicyDb, parse_upload
 from kdbusfs.handle import Handle
@@ -64,12 +63,6 @@ SEE, TALK, OWN = POLICY_SEE, POLICY_TALK, POLICY_OWN
 # Another user, in group 2000 by its egid and in group 3000 as a supplementary group.
 MEMBER = replace(Creds.for_ids(1002, 2000, 4444), groups=(3000,))
 
-
-@pytest.fixture
-def bus() -> Bus:
-    made = make_bus(Domain()).bus
-    assert made is not None
-    return made
 
 
 def update_policy(holder: Conn, items: bytes) -> None:

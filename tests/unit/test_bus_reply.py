@@ -37,7 +37,7 @@ from bus_helpers import (
     send_raw,
     vec_item,
 )
-from helpers import BASE, PAGE, STRANGER, Conn, cmd_bytes, connect, make_bus, raises_errno, run
+from helpers import BASE, PAGE, STRANGER, Conn, cmd_bytes, connect, raises_errno, run
 
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import (
@@ -50,7 +50,6 @@ from kdbusfs.abi.constants import (
     Item,
 )
 from kdbusfs.bus.bus import Bus
-from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.message import Passed
 from kdbusfs.bus.reply import SyncWait
 from kdbusfs.handle import Pending
@@ -58,12 +57,6 @@ from kdbusfs.limits import CONN_MAX_REQUESTS_PENDING
 
 DEADLINE = 1_000_000_000
 
-
-@pytest.fixture
-def bus() -> Bus:
-    made = make_bus(Domain()).bus
-    assert made is not None
-    return made
 
 
 def pair(bus: Bus, **caller_hello: Any) -> tuple[Conn, Conn]:

@@ -70,12 +70,6 @@ from kdbusfs.limits import CONN_MAX_MSGS
 SELFTEST_POOL = 16 * 1024 * 1024
 
 
-@pytest.fixture
-def bus() -> Bus:
-    made = make_bus(Domain()).bus
-    assert made is not None
-    return made
-
 
 def pair(bus: Bus, **receiver_hello: Any) -> tuple[Conn, Conn]:
     return connect(bus), connect(bus, **receiver_hello)

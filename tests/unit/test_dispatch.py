@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from bus_helpers import conn_of, connect_on
-from helpers import BASE, FakeCaller, cmd_bytes, make_bus
+from helpers import BASE, FakeCaller, cmd_bytes
 
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import Cmd, Item
 from kdbusfs.abi.walk import PAYLOAD_RULES, ItemSpec, ParsedItem, PayloadRule
 from kdbusfs.bus.args import Args, copy_in
 from kdbusfs.bus.bus import Bus
-from kdbusfs.bus.domain import Domain
 from kdbusfs.compiled import built
 from kdbusfs.handle import COMMANDS, ioctl
 
@@ -32,12 +31,6 @@ class CountingCaller(FakeCaller):
         self.writes.append((address, bytes(data)))
         super().write(address, data)
 
-
-@pytest.fixture
-def bus() -> Bus:
-    owner = make_bus(Domain())
-    assert owner.bus is not None
-    return owner.bus
 
 
 @pytest.mark.parametrize("name", ["kdbusfs.dispatch", "kdbusfs.bus.args", "kdbusfs.abi.walk"])
