@@ -8,6 +8,7 @@ from .abi.structs import Layout
 from .abi.walk import ItemSpec
 from .bus.command import Args, Caller, Pending
 from .bus.connection import Connection, Kind
+from .errors import Refused
 from .handle import Handle
 
 class HandleType(enum.Enum):
@@ -27,7 +28,7 @@ class Connected:
 
 # What a command body returns: a blocked call, the connection HELLO made, or nothing to report.
 SetupRunner = Callable[[Handle, Args[Any], Caller], Connection | None]
-ConnRunner = Callable[[Connection, Args[Any], Caller], Pending | None]
+ConnRunner = Callable[[Connection, Args[Any], Caller], Pending | Refused | None]
 Negotiator = Callable[[Connection, Args[Any], Caller], None]
 
 class Command:
@@ -72,4 +73,8 @@ class CommandTable:
     def ioctl(self, handle: Handle, cmd: int, address: int, in_data: bytes,
               caller: Caller) -> bytes | Pending | Connected:
         """Run one kdbus ioctl; returns the ioctl's out data, Pending for a blocked call, or
-        Connected (with the out data) when HELLO has made a connection on the handle."""
+        Connected (with the out data) when HELLO has made a connection on the handle. Every
+        failure raises KdbusError."""
+    def attempt(self, handle: Handle, cmd: int, address: int, in_data: bytes,
+                caller: Caller) -> bytes | Pending | Connected | Refused:
+        """ioctl(), except that a failure a body returns as Refused (an empty RECV) is returned."""

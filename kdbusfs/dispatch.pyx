@@ -24,7 +24,9 @@ from .bus.args cimport Args, copy_in
 from .abi import structs
 from .abi.constants import _IOC_READ, FLAG_NEGOTIATE, Item, ioc_dir, ioc_size
 from .abi.walk import ItemSpec, walk_items
-from .errors import KdbusError
+from .errors import KdbusError, Refused
+
+cdef object _REFUSED = Refused
 
 # Where the caller's header fields are, from the one declaration of kdbus_cmd.
 cdef Py_ssize_t _AT_FLAGS = structs.CMD.offsets["flags"]
@@ -135,7 +137,18 @@ cdef class CommandTable:
 
     def ioctl(self, handle, cmd, unsigned long long address, bytes in_data not None, caller):
         """Run one kdbus ioctl; returns the ioctl's out data, Pending for a blocked call, or
-        Connected (with the out data) when HELLO has made a connection on the handle."""
+        Connected (with the out data) when HELLO has made a connection on the handle. Every
+        failure raises KdbusError."""
+        out = self._run(handle, cmd, address, in_data, caller)
+        if type(out) is _REFUSED:
+            raise (<object>out).error()
+        return out
+
+    def attempt(self, handle, cmd, unsigned long long address, bytes in_data not None, caller):
+        """ioctl(), except that a failure a body returns as Refused (an empty RECV) is returned."""
+        return self._run(handle, cmd, address, in_data, caller)
+
+    cdef object _run(self, handle, cmd, unsigned long long address, bytes in_data, caller):
         cdef Command command = self._commands.get(cmd)
         if command is None:
             raise KdbusError(_errno.ENOTTY, f"unknown ioctl {cmd:#x}")
@@ -170,16 +183,14 @@ cdef class CommandTable:
             if command.run is not None:
                 pending = command.run(handle.conn, args, caller)
                 if pending is not None:
+                    if type(pending) is _REFUSED:
+                        _write_back_failed(args, command, caller)
                     return pending
                 made = None
             else:
                 made = command.setup(handle, args, caller)
         except KdbusError:
-            if command.writeback_on_error:
-                if args.changed():
-                    caller.write(address, args.fixed())
-            elif args._out is not None and args._out.return_flags != args.return_flags_in():
-                caller.write(address + _AT_RETURN_FLAGS, _u64_bytes(args._out.return_flags))
+            _write_back_failed(args, command, caller)
             raise
         cdef bytes out
         if command.returns_struct:
@@ -208,6 +219,16 @@ cdef int _check_handle(handle, Command command) except -1:
         raise KdbusError(_errno.ECONNRESET, f"connection {conn.id} is disconnected")
     if conn.kind not in command.kinds:
         raise KdbusError(_errno.EOPNOTSUPP, f"{command.cmd.name} on a {conn.kind.value}")
+    return 0
+
+
+cdef int _write_back_failed(Args args, Command command, caller) except -1:
+    """What a failed command still tells its caller through the struct."""
+    if command.writeback_on_error:
+        if args.changed():
+            caller.write(args.address, args.fixed())
+    elif args._out is not None and args._out.return_flags != args.return_flags_in():
+        caller.write(args.address + _AT_RETURN_FLAGS, _u64_bytes(args._out.return_flags))
     return 0
 
 

@@ -17,6 +17,21 @@ class KdbusError(Exception):
         return f"{errno.errorcode.get(self.errno, self.errno)}: {self.why}"
 
 
+class Refused:
+    """A command failing as a matter of course (RECV on an empty queue, the commonest request
+    there is): returned by its body and the frame instead of raised, because an exception through
+    every layer costs more than the whole command. Edges that want an exception get one."""
+
+    __slots__ = ("errno", "why")
+
+    def __init__(self, err: int, why: str) -> None:
+        self.errno = err
+        self.why = why
+
+    def error(self) -> KdbusError:
+        return KdbusError(self.errno, self.why)
+
+
 class LimitReached(KdbusError):
     """A resource limit stopped a command: not bad input, so the operator is told (in bursts).
 

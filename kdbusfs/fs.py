@@ -36,11 +36,11 @@ from .bus.metadata import UNKNOWN_USERNS, Creds
 from .bus.pool import Pool
 from .bus.reply import SyncWait
 from .calls import Blocked, BlockedCalls, Supervised
-from .errors import KdbusError, LimitReached
+from .errors import KdbusError, LimitReached, Refused
 from .fuse import codec
 from .fuse import protocol as p
 from .fuse.codec import Output, Request
-from .handle import Connected, Control, Handle, HandleType, Pending, ioctl
+from .handle import Connected, Control, Handle, HandleType, Pending, attempt
 from .host import Host
 from .host.backing import PoolFiles, map_pool, seal_pool
 from .launched import Launched
@@ -77,7 +77,7 @@ class Filesystem:
         self.in_process: dict[int, Callable[[Connection], None]] = {}
         self._limit_log = LimitLog()
         self.initialized = False
-        self._ops: dict[int, Callable[[Request], bytes | None]] = {
+        self._ops: dict[int, Callable[[Request], bytes | Refused | None]] = {
             p.Opcode.INIT: self._init,
             p.Opcode.LOOKUP: self.tree.op_lookup,
             p.Opcode.FORGET: self.tree.op_forget,
@@ -121,7 +121,14 @@ class Filesystem:
                           request.header.pid)
             reply = codec.reply_error(unique, errno.EIO)
         else:
-            reply = None if payload is None else codec.reply(unique, payload)
+            if payload is None:
+                reply = None
+            elif isinstance(payload, Refused):
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s failed: %s", p.opcode_name(request.opcode), payload.error())
+                reply = codec.reply_error(unique, payload.errno)
+            else:
+                reply = codec.reply(unique, payload)
         if self.domain.has_effects:
             self._flush()
         if reply is not None:
@@ -354,7 +361,7 @@ class Filesystem:
             self.pool_files.close(opened.backing_fd, opened.backing_id)
         return b""
 
-    def _ioctl(self, request: Request) -> bytes | None:
+    def _ioctl(self, request: Request) -> bytes | Refused | None:
         fh, flags, cmd, arg, in_data = codec.ioctl_in(request.body)
         if flags & p.IOCTL_DIR:
             raise KdbusError(errno.ENOTTY, "no ioctls on directories")
@@ -371,9 +378,11 @@ class Filesystem:
             finally:
                 caller.done()
         try:
-            out = ioctl(handle, cmd, arg, in_data, caller)
+            out = attempt(handle, cmd, arg, in_data, caller)
         finally:
             caller.done()
+        if isinstance(out, Refused):
+            return out
         if isinstance(out, Connected):
             self._connected(opened, out.conn)
             return codec.ioctl_out(0, out.out)

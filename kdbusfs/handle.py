@@ -56,7 +56,7 @@ from .dispatch import Command, CommandTable, Connected, HandleType
 log = logging.getLogger("kdbusfs.handle")
 
 __all__ = ["COMMANDS", "MSG_NEGOTIABLE", "Caller", "Connected", "Control", "Handle", "HandleType", "Pending",
-           "copy_in", "ioctl"]
+           "attempt", "copy_in", "ioctl"]
 
 
 @dataclass(slots=True, eq=False)
@@ -167,5 +167,7 @@ COMMANDS = CommandTable(
                kinds=(Kind.ORDINARY,)),
     Command.of(Cmd.MATCH_REMOVE, structs.CMD_MATCH, 0, run=cmd_match_remove, kinds=(Kind.ORDINARY,)),
 )
-# What the edge runs for every kdbus ioctl (fs.py, launched.py, classic clients).
+# What the edge runs for every kdbus ioctl (launched.py, classic clients); FUSE requests take
+# `attempt`, which returns the failures that are no surprise (an empty RECV) rather than raising.
 ioctl = COMMANDS.ioctl
+attempt = COMMANDS.attempt

@@ -25,7 +25,7 @@ from ..abi.constants import (
     Item,
 )
 from ..abi.items import item
-from ..errors import KdbusError, LimitReached, user_named
+from ..errors import KdbusError, LimitReached, Refused, user_named
 from . import layout, metadata, policy
 from . import message as msgs
 from .command import Args, Caller, attach_flags
@@ -47,6 +47,9 @@ from .stats import Counters
 if TYPE_CHECKING:
     from .bus import Bus
     from .names import Owner
+
+# RECV's answer when nothing is queued.
+NOTHING_QUEUED = Refused(errno.EAGAIN, "no message queued")
 
 log = logging.getLogger("kdbusfs.connection")
 
@@ -258,15 +261,16 @@ class Connection:
         return self.user.key
 
     # -- receiving ----------------------------------------------------------------------------
-    def recv(self, peek: bool, drop: bool, priority: int | None) -> tuple[int, int, int, msgs.Passed | None]:
+    def recv(self, peek: bool, drop: bool,
+             priority: int | None) -> tuple[int, int, int, msgs.Passed | None] | None:
         """RECV: (offset, size, return_flags) of the next message and the descriptors it passes,
-        now the caller's to install or close; EAGAIN if there is none.
+        now the caller's to install or close; None if there is none.
 
         A PEEK installs nothing (kdbus's intended behaviour): the descriptors stay with the message.
         """
         entry = self.queue.peek(priority)
         if entry is None:
-            raise KdbusError(errno.EAGAIN, "no message queued")
+            return None
         piece = entry.slice
         if drop:
             self._dequeue(entry)
@@ -394,7 +398,7 @@ def cmd_conn_info(conn: Connection, args: Args[structs.CmdInfo], caller: Caller)
     args.out = args.out._replace(offset=offset, info_size=size)
 
 
-def cmd_recv(conn: Connection, args: Args[structs.CmdRecv], caller: Caller) -> None:
+def cmd_recv(conn: Connection, args: Args[structs.CmdRecv], caller: Caller) -> Refused | None:
     """RECV: the next message (or a peek at it, or drop it), its descriptors installed."""
     flags = args.fields.flags
     if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
@@ -402,15 +406,15 @@ def cmd_recv(conn: Connection, args: Args[structs.CmdRecv], caller: Caller) -> N
     lost = conn.take_lost()
     lost_flags = RECV_RETURN_DROPPED_MSGS if lost else 0
     priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
-    try:
-        offset, size, return_flags, passed = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP),
-                                                       priority)
-    except KdbusError:
-        # An empty queue (EAGAIN) still reports the messages lost since the last RECV.
+    received = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP), priority)
+    if received is None:
+        # An empty queue still reports the messages lost since the last RECV.
         args.out = args.out._replace(dropped_msgs=lost, return_flags=lost_flags, msg_offset=conn.pool.size,
                                      msg_msg_size=0, msg_return_flags=0)
-        raise
+        return NOTHING_QUEUED
+    offset, size, return_flags, passed = received
     if passed is not None and caller.install(passed, conn.pool, offset):
         return_flags &= ~RECV_RETURN_INCOMPLETE_FDS
     args.out = args.out._replace(dropped_msgs=lost, return_flags=lost_flags, msg_offset=offset,
                                  msg_msg_size=size, msg_return_flags=return_flags)
+    return None
