@@ -87,7 +87,7 @@ cdef class ProcessMemory:
     where the kernel's copy_from_user/copy_to_user would.
     """
 
-    def read(self, pid_t tid, unsigned long long address, Py_ssize_t size):
+    cpdef bytes read(self, pid_t tid, unsigned long long address, Py_ssize_t size):
         """`size` bytes of task `tid`'s memory at `address`, as bytes."""
         if size <= 0:
             if size < 0:
@@ -99,8 +99,8 @@ cdef class ProcessMemory:
             raise KdbusError(_errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
         return data
 
-    def read_into(self, pid_t tid, unsigned long long address, Py_ssize_t size, object buffer,
-                  Py_ssize_t offset):
+    cpdef read_into(self, pid_t tid, unsigned long long address, Py_ssize_t size, object buffer,
+                    Py_ssize_t offset):
         """Copy caller memory straight into `buffer` (a pool) at `offset`: no intermediate copy."""
         cdef Py_buffer view
         cdef ssize_t done
@@ -119,7 +119,7 @@ cdef class ProcessMemory:
         if done != size:
             raise KdbusError(_errno.EFAULT, f"short read of {size} bytes at {address:#x} of task {tid}")
 
-    def write(self, pid_t tid, unsigned long long address, object data):
+    cpdef write(self, pid_t tid, unsigned long long address, object data):
         """Write `data` (any bytes-like object) into task `tid`'s memory at `address`."""
         cdef Py_buffer view
         cdef ssize_t done

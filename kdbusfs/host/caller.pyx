@@ -1,73 +1,79 @@
+# cython: language_level=3
 """The task behind a request: a FUSE request's caller, or a launched client's notified ioctl.
-It is the model's `handle.Caller`: memory, identity, descriptors."""
+It is the model's `handle.Caller`: memory, identity, descriptors.
 
-from __future__ import annotations
+Compiled: one is made for every ioctl, and every read of the caller's memory (the command, the
+message, its payload) goes through it to host/memory.pyx without a Python frame in between.
+"""
 
 import logging
 import struct
-from typing import TYPE_CHECKING
+
+from posix.types cimport pid_t
+
+from .memory cimport ProcessMemory
 
 from .. import seccomp
-from ..bus.message import Buffer, Passed
-from ..bus.metadata import Creds
-from ..bus.pool import Pool
 from .files import SenderFiles
 from .proc import ProcProcess
-
-if TYPE_CHECKING:
-    from . import Host
 
 log = logging.getLogger("kdbusfs.host")
 
 
-class RequestCaller:
+cdef class RequestCaller:
     """The `handle.Caller` of one FUSE request: the calling thread's memory and identity."""
 
-    __slots__ = ("_memory", "_closer", "tid", "_ids", "_process", "_kdbus_dev", "_files")
+    cdef ProcessMemory _memory
+    cdef object _closer
+    cdef readonly pid_t tid
+    # FUSE gives u32 ids; a supervised caller's are -1 until /proc is read.
+    cdef long long _fsuid
+    cdef long long _fsgid
+    cdef object _process
+    cdef object _kdbus_dev
+    cdef object _files
 
-    def __init__(self, host: Host, tid: int, fsuid: int, fsgid: int,
-                 kdbus_dev: int | None = None) -> None:
+    def __init__(self, host, pid_t tid, long long fsuid, long long fsgid, kdbus_dev=None):
         self._memory = host.memory
         self._closer = host.closer
         self.tid = tid
-        self._ids = (fsuid, fsgid)
-        self._process: ProcProcess | None = None
+        self._fsuid = fsuid
+        self._fsgid = fsgid
         self._kdbus_dev = kdbus_dev
-        self._files: SenderFiles | None = None
 
-    def files(self) -> SenderFiles:
+    def files(self):
         if self._files is None:
             # The calling thread's descriptors: its thread-group leader may have exited already.
             self._files = SenderFiles(self.tid, self.process().creds().pid, self._kdbus_dev, self._closer)
         return self._files
 
-    def close_fd(self, fd: int) -> None:
+    def close_fd(self, fd):
         self._closer.close(fd)
 
-    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+    def install(self, passed, pool, offset):
         # A FUSE request cannot place descriptors in its caller: the numbers stay -1.
         passed.close()
         return False
 
-    def done(self) -> None:
+    def done(self):
         if self._files is not None:
             self._files.close()
 
-    def creds(self) -> Creds:
+    def creds(self):
         return self.process().creds()
 
-    def process(self) -> ProcProcess:
+    def process(self):
         if self._process is None:
-            self._process = ProcProcess(self.tid, *self._ids)
+            self._process = ProcProcess(self.tid, self._fsuid, self._fsgid)
         return self._process
 
-    def read_into(self, address: int, size: int, buffer: Buffer, offset: int) -> None:
+    def read_into(self, unsigned long long address, Py_ssize_t size, buffer, Py_ssize_t offset):
         self._memory.read_into(self.tid, address, size, buffer, offset)
 
-    def read(self, address: int, size: int) -> bytes:
+    def read(self, unsigned long long address, Py_ssize_t size):
         return self._memory.read(self.tid, address, size)
 
-    def write(self, address: int, data: bytes) -> None:
+    def write(self, unsigned long long address, data):
         self._memory.write(self.tid, address, data)
 
 
@@ -75,17 +81,14 @@ class SupervisedCaller(RequestCaller):
     """A task whose ioctl reached us as a seccomp notification (it runs under `kdbusfs run`): the
     daemon serves the ioctl itself while the task waits, and can install descriptors in it."""
 
-    __slots__ = ("_listener", "_notif_id")
-
-    def __init__(self, host: Host, tid: int, listener: int, notif_id: int,
-                 kdbus_dev: int | None = None) -> None:
+    def __init__(self, host, tid, listener, notif_id, kdbus_dev=None):
         # fsuid/fsgid are read from /proc with the rest of the creds; these only stand in if it
         # cannot be read.
         super().__init__(host, tid, -1, -1, kdbus_dev)
         self._listener = listener
         self._notif_id = notif_id
 
-    def install(self, passed: Passed, pool: Pool, offset: int) -> bool:
+    def install(self, passed, pool, offset):
         complete = True
         touched = []
         for fd, slot in zip(passed.fds, passed.slots, strict=True):
