@@ -144,9 +144,11 @@ class Bus:
     def resolve_destination(self, msg: msgs.Staged) -> tuple[Connection, int | None]:
         """The receiving connection of a unicast and the name registration it went through."""
         if msg.dst_name is not None:
-            if not is_valid_name(msg.dst_name):  # checked here, not at staging: broadcasts have none
-                raise KdbusError(errno.EINVAL, f"invalid destination name {msg.dst_name!r}")
             entry = self.names.lookup(msg.dst_name)
+            # Checked here, not at staging (broadcasts have none); a registered name was checked
+            # when it was taken, so only the names nobody holds need the rules applied.
+            if entry is None and not is_valid_name(msg.dst_name):
+                raise KdbusError(errno.EINVAL, f"invalid destination name {msg.dst_name!r}")
             record = entry.owner() if entry is not None else None
             if record is None or entry is None:
                 raise KdbusError(errno.ESRCH, f"name {msg.dst_name} has no owner")
