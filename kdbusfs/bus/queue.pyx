@@ -29,33 +29,8 @@ cdef Py_ssize_t _MAX_FDS = limits.CONN_MAX_FDS_PER_USER
 
 
 cdef class Entry:
-    """A message queued in a receiver: laid out in its pool, waiting for RECV."""
-
-    cdef public Slice slice
-    cdef public long long priority
-    cdef public unsigned long long src_id
-    cdef public unsigned long long cookie
-    # Who is charged for it in the receiver's quota: a user's uid or KERNEL_USER.
-    cdef public long long user_key
-    cdef public Py_ssize_t fds
-    # The call tracker this message answers to when received, if it expects a reply.
-    cdef public object reply
-    # The name registration it was addressed through (so it can move with the name).
-    cdef public object name_id
-    cdef public bint expects_reply
-    cdef public Py_ssize_t seq
-    # Set by PEEK: the client may be looking at the slice, so it outlives the entry until FREE.
-    cdef public bint peeked
-    # The message passed descriptors that could not be installed in the receiver.
-    cdef public bint incomplete_fds
-    # The slice's bytes as the daemon wrote them, for a message that may move to another pool with
-    # its name while the pool it sits in is writable by its client.
-    cdef public object kept
-    # Descriptors the message passes, held for this receiver's RECV (shared with the other
-    # receivers of a broadcast).
-    cdef public object passed
-    # Its PAYLOAD_VEC bytes, for the receiver's statistics.
-    cdef public Py_ssize_t payload
+    """A message queued in a receiver: laid out in its pool, waiting for RECV. (Its fields are
+    declared in queue.pxd.)"""
 
     def __init__(self, Slice slice not None, long long priority, unsigned long long src_id,
                  unsigned long long cookie, long long user_key, Py_ssize_t fds=0, reply=None, name_id=None,
@@ -88,10 +63,6 @@ cdef class Entry:
 
 
 cdef class UserQuota:
-    cdef public Py_ssize_t memory
-    cdef public Py_ssize_t msgs
-    cdef public Py_ssize_t fds
-
     def __init__(self, Py_ssize_t memory=0, Py_ssize_t msgs=0, Py_ssize_t fds=0):
         self.memory = memory
         self.msgs = msgs
@@ -112,10 +83,6 @@ cdef class UserQuota:
 cdef class Quotas:
     """Each sending user's share of one receiver's pool (kdbus_conn_quota_inc): half the pool is
     for incoming messages, and each user may take a third of what is left of it."""
-
-    # The receiving connection's id, for messages.
-    cdef public object owner_id
-    cdef public dict users
 
     def __init__(self, owner_id, dict users=None):
         self.owner_id = owner_id
@@ -168,11 +135,6 @@ cdef class Quotas:
 
 cdef class Queue:
     """FIFO order plus an index by priority."""
-
-    cdef public dict entries
-    # (priority, seq) of every entry added since the queue was last empty, a heap.
-    cdef list _by_priority
-    cdef Py_ssize_t _seq
 
     def __init__(self):
         self.entries = {}

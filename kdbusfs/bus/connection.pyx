@@ -1,14 +1,17 @@
-"""Connections: what a HELLO on an endpoint handle creates, and how messages reach them."""
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Connections: what a HELLO on an endpoint handle creates, and how messages reach them.
 
-from __future__ import annotations
+Compiled (issue 12): every message is queued, received and taken off through a Connection, and
+SEND (send.pyx) reaches its receivers' fields typed. Its fields are declared in connection.pxd.
+"""
 
 import enum
 import errno
 import logging
-import mmap
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from .message cimport Staged
+from .pool cimport Pool, Slice
+from .queue cimport Entry, Queue, Quotas
 
 from .. import limits
 from ..abi import structs
@@ -27,26 +30,12 @@ from ..abi.constants import (
 from ..abi.items import item
 from ..errors import KdbusError, LimitReached, Refused, user_named
 from . import layout, metadata, policy
-from . import message as msgs
-from .command import Args, Caller, attach_flags
-from .domain import User
-from .endpoint import Endpoint, is_owner, is_privileged
+from .command import attach_flags
+from .endpoint import is_owner, is_privileged
 from .match import MatchDb
-from .metadata import (
-    DAEMON_VIEW,
-    Creds,
-    Process,
-    Snapshot,
-    View,
-)
-from .pool import Pool
-from .queue import BY_POOL_SIZE, KERNEL_USER, Entry, Queue, Quotas
-from .reply import Reply, SyncWait
+from .metadata import DAEMON_VIEW
+from .queue import BY_POOL_SIZE, KERNEL_USER
 from .stats import Counters
-
-if TYPE_CHECKING:
-    from .bus import Bus
-    from .names import Owner
 
 # RECV's answer when nothing is queued.
 NOTHING_QUEUED = Refused(errno.EAGAIN, "no message queued")
@@ -63,7 +52,7 @@ class Kind(enum.Enum):
     POLICY_HOLDER = "policy holder"
 
 
-def kind_of(flags: int) -> Kind:
+def kind_of(flags):
     special = flags & (HELLO_ACTIVATOR | HELLO_POLICY_HOLDER | HELLO_MONITOR)
     if special & (special - 1):
         raise KdbusError(errno.EINVAL, "at most one of ACTIVATOR, POLICY_HOLDER, MONITOR")
@@ -76,53 +65,50 @@ def kind_of(flags: int) -> Kind:
     return Kind.ORDINARY
 
 
-@dataclass(slots=True, eq=False)
-class Connection:
-    id: int
-    bus: Bus
-    endpoint: Endpoint
-    flags: int
-    kind: Kind
-    attach_flags_send: int
-    attach_flags_recv: int
-    pool: Pool
-    # Credentials of the task that opened the file (policy, accounting).
-    opener: Creds
-    # The HELLO caller's process facts, as CONN_INFO reports them.
-    snapshot: Snapshot
-    user: User
-    description: str | None = None
-    owner: bool = False
-    privileged: bool = False
-    active: bool = True
-    queue: Queue = field(default_factory=Queue)
-    # Broadcasts (and hand-over moves) that could not be queued, reported by the next RECV.
-    lost: int = 0
-    # Name records (owned, queued, activator) in acquisition order.
-    name_records: list[Owner] = field(default_factory=list)
-    # Calls this connection made that await a reply, and calls others made to it.
-    trackers: list[Reply] = field(default_factory=list)
-    awaited: list[Reply] = field(default_factory=list)
-    # Synchronous SENDs of this connection that are blocked.
-    sync_waits: list[SyncWait] = field(default_factory=list)
-    # Ordinary connections only: which signals and notifications they take.
-    matches: MatchDb | None = None
-    # How this connection sees other tasks' ids (its namespaces).
-    view: View = DAEMON_VIEW
-    # Each sending user's share of the pool.
-    quota: Quotas = field(init=False)
-    stats: Counters = field(default_factory=Counters)
+cdef object _ORDINARY = Kind.ORDINARY
+cdef object _MONITOR = Kind.MONITOR
+cdef unsigned long long _ACCEPT_FD = HELLO_ACCEPT_FD
+cdef long long _KERNEL_USER = KERNEL_USER
 
-    def __post_init__(self) -> None:
-        self.quota = Quotas(self.id)
+
+cdef class Connection:
+    """A connection on a bus: its pool, its queue, its names, matches and calls in flight."""
+
+    def __init__(self, id, bus, endpoint, flags, kind, attach_flags_send, attach_flags_recv,
+                 Pool pool not None, opener, snapshot, user, description=None, owner=False,
+                 privileged=False, active=True, view=DAEMON_VIEW):
+        self.id = id
+        self.bus = bus
+        self.endpoint = endpoint
+        self.flags = flags
+        self.kind = kind
+        self.attach_flags_send = attach_flags_send
+        self.attach_flags_recv = attach_flags_recv
+        self.pool = pool
+        self.opener = opener
+        self.snapshot = snapshot
+        self.user = user
+        self.description = description
+        self.owner = owner
+        self.privileged = privileged
+        self.active = active
+        self.queue = Queue()
+        self.lost = 0
+        self.name_records = []
+        self.trackers = []
+        self.awaited = []
+        self.sync_waits = []
+        self.matches = None
+        self.view = view
+        self.quota = Quotas(id)
+        self.stats = Counters()
+
+    def __repr__(self):
+        return f"Connection(id={self.id}, kind={self.kind.value}, active={self.active})"
 
     @classmethod
-    def hello(
-        cls, endpoint: Endpoint, opener: Creds, snapshot: Snapshot, flags: int,
-        attach_flags_send: int, attach_flags_recv: int, pool_size: int,
-        description: str | None, name: str | None,
-        pool_memory: Callable[[int], mmap.mmap] | None = None, view: View = DAEMON_VIEW,
-    ) -> Connection:
+    def hello(cls, endpoint, opener, snapshot, flags, attach_flags_send, attach_flags_recv, pool_size,
+              description, name, pool_memory=None, view=DAEMON_VIEW):
         bus = endpoint.bus
         if not (bus.active and endpoint.active and bus.domain.active):
             raise KdbusError(errno.ESHUTDOWN, "endpoint is shutting down")
@@ -163,13 +149,13 @@ class Connection:
         return conn
 
     # -- the pool -----------------------------------------------------------------------------
-    def bloom_slice(self) -> tuple[int, int]:
+    def bloom_slice(self):
         """Publish the bus's bloom parameters in the pool, as HELLO returns them."""
         payload = item(Item.BLOOM_PARAMETER,
                        structs.BLOOM_PARAMETER.pack(self.bus.bloom_size, self.bus.bloom_n_hash))
         return self.publish(payload)
 
-    def publish(self, data: bytes) -> tuple[int, int]:
+    def publish(self, data):
         """Copy `data` into a fresh unaccounted slice and hand it to the client: (offset, size)."""
         piece = self.pool.alloc(len(data))
         self.pool.write(piece, data)
@@ -179,62 +165,66 @@ class Connection:
         return piece.offset, piece.size
 
     # -- queueing -----------------------------------------------------------------------------
-    def enqueue(self, msg: msgs.Staged, sender: Connection | None, process: Process | None,
-                reply: Reply | None = None, name_id: int | None = None) -> Entry:
+    cpdef Entry enqueue(self, Staged msg, Connection sender, process, reply=None, name_id=None):
         """Lay `msg` out in this connection's pool and queue it (kdbus_conn_entry_insert)."""
+        cdef Pool pool = self.pool
+        cdef Slice piece
+        cdef Py_ssize_t size
+        cdef long long user_key
         if not self.active:
             raise KdbusError(errno.ECONNRESET, f"destination {self.id} is disconnected")
-        if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
+        if msg.n_fds and not self.flags & _ACCEPT_FD and self.kind is not _MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
         meta = metadata.for_receiver(self, msg, sender, process)
         shape = layout.layout_for(msg, meta)
         size = shape[2]
-        user_key = KERNEL_USER if sender is None else sender.user_key
-        self.quota.charge(self.pool, user_key, size, msg.n_fds)
+        user_key = _KERNEL_USER if sender is None else sender.user.key
+        self.quota.charge(pool, user_key, size, msg.n_fds)
         try:
-            piece = self.pool.alloc(size, accounted=True)
+            piece = pool.alloc(size, True)
         except KdbusError as exc:
             self.quota.uncharge(user_key, size, msg.n_fds)
             raise self.quota.error(exc.errno, exc.why, user_key, "free space in a receiver's pool",
-                                   self.pool.size, BY_POOL_SIZE) from None
-        kept: bytearray | None = None
+                                   pool.size, BY_POOL_SIZE) from None
+        kept = None
         try:
-            if name_id is not None and self.pool.client_writable:
+            if name_id is not None and pool.client_writable:
                 # It may move with the name (to or from an activator) while this client can write
                 # to its pool: what moves must be the daemon's own copy.
                 kept = bytearray(size)
                 layout.render(msg, kept, 0, meta, shape)
-                self.pool.write(piece, kept)
+                pool.write(piece, kept)
             else:
-                layout.write(msg, self.pool, piece.offset, meta, shape)
+                layout.write(msg, pool, piece.offset, meta, shape)
         except KdbusError:
-            self.pool.release_bus_ref(piece)
+            pool.release_bus_ref(piece)
             self.quota.uncharge(user_key, size, msg.n_fds)
             raise
-        entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
-                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept, payload=msg.n_payload)
+        cdef Entry entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply,
+                                 name_id, msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept,
+                                 payload=msg.n_payload)
         self.queue.add(entry)
         self.bus.domain.wake(self)
         return entry
 
-    def _dequeue(self, entry: Entry) -> None:
+    cdef _dequeue(self, Entry entry):
         self.queue.remove(entry)
         self.quota.uncharge(entry.user_key, entry.slice.size, entry.fds)
         if not self.queue:
             self.bus.domain.wake(self)
 
-    def take_entry(self, entry: Entry) -> None:
+    def take_entry(self, Entry entry):
         """Unqueue `entry` to move it elsewhere; the caller releases its slice afterwards."""
         self._dequeue(entry)
 
-    def adopt_entry(self, entry: Entry, source: Pool) -> None:
+    def adopt_entry(self, entry, source):
         """Queue a message moved from another connection's pool `source`."""
         if not self.active:
             raise KdbusError(errno.ECONNRESET, f"connection {self.id} is disconnected")
         if entry.fds and not self.flags & HELLO_ACCEPT_FD:
             raise KdbusError(errno.ECOMM, f"connection {self.id} does not accept fds")
         size = entry.slice.size
-        data: bytearray | bytes | None = entry.kept
+        data = entry.kept
         if data is None:
             if source.client_writable:
                 raise AssertionError("a message queued through a name in a writable pool was not kept")
@@ -257,18 +247,18 @@ class Connection:
         self.bus.domain.wake(self)
 
     @property
-    def user_key(self) -> int:
+    def user_key(self):
         return self.user.key
 
     # -- receiving ----------------------------------------------------------------------------
-    def recv(self, peek: bool, drop: bool,
-             priority: int | None) -> tuple[int, int, int, msgs.Passed | None] | None:
+    cpdef recv(self, bint peek, bint drop, priority):
         """RECV: (offset, size, return_flags) of the next message and the descriptors it passes,
         now the caller's to install or close; None if there is none.
 
         A PEEK installs nothing (kdbus's intended behaviour): the descriptors stay with the message.
         """
-        entry = self.queue.peek(priority)
+        cdef Entry entry = self.queue.peek(priority)
+        cdef Slice piece
         if entry is None:
             return None
         piece = entry.slice
@@ -290,22 +280,23 @@ class Connection:
         passed, entry.passed = entry.passed, None
         return piece.offset, piece.size, flags, passed
 
-    def lose_message(self) -> None:
+    def lose_message(self):
         """A message meant for this connection found no room: the next RECV reports it."""
         self.lost += 1
         self.stats.messages_dropped += 1
         self.bus.domain.wake(self)
 
-    def take_lost(self) -> int:
-        lost, self.lost = self.lost, 0
+    cpdef Py_ssize_t take_lost(self):
+        cdef Py_ssize_t lost = self.lost
+        self.lost = 0
         return lost
 
     @property
-    def readable(self) -> bool:
-        return bool(self.queue) or self.lost > 0
+    def readable(self):
+        return len(self.queue) > 0 or self.lost > 0
 
     # -- teardown -----------------------------------------------------------------------------
-    def disconnect(self) -> bool:
+    def disconnect(self):
         """Tear the connection down (KDBUS-SPEC.md §3.5); returns False if it already was."""
         if not self.active:
             return False
@@ -334,7 +325,7 @@ class Connection:
         return True
 
     # -- queries ------------------------------------------------------------------------------
-    def find_peer(self, conn_id: int) -> Connection:
+    def find_peer(self, conn_id):
         peer = self.bus.connections.get(conn_id)
         if peer is None:
             raise KdbusError(errno.ENXIO, f"no connection {conn_id} on bus {self.bus.name}")
@@ -343,18 +334,18 @@ class Connection:
 
 # -- commands ---------------------------------------------------------------------------------
 
-def cmd_byebye(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
+def cmd_byebye(conn, args, caller):
     if conn.queue:
         raise KdbusError(errno.EBUSY, f"connection {conn.id} still has {len(conn.queue)} messages")
     conn.disconnect()
     log.debug("connection %d said goodbye", conn.id)
 
 
-def cmd_free(conn: Connection, args: Args[structs.CmdFree], caller: Caller) -> None:
+def cmd_free(Connection conn, args, caller):
     conn.pool.free_user(args.fields.offset)
 
 
-def cmd_update(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> None:
+def cmd_update(conn, args, caller):
     """UPDATE: new attach flags, or (a policy holder) new policy for its name."""
     send_item = args.item(Item.ATTACH_FLAGS_SEND)
     recv_item = args.item(Item.ATTACH_FLAGS_RECV)
@@ -376,7 +367,7 @@ def cmd_update(conn: Connection, args: Args[structs.Cmd], caller: Caller) -> Non
     conn.attach_flags_send, conn.attach_flags_recv = new_send, new_recv
 
 
-def cmd_conn_info(conn: Connection, args: Args[structs.CmdInfo], caller: Caller) -> None:
+def cmd_conn_info(conn, args, caller):
     """CONN_INFO about a peer, by id or by a name it owns, if this connection may see it."""
     attach = attach_flags(args.fields.attach_flags)
     name_item = args.item(Item.NAME)
@@ -398,7 +389,7 @@ def cmd_conn_info(conn: Connection, args: Args[structs.CmdInfo], caller: Caller)
     args.out = args.out._replace(offset=offset, info_size=size)
 
 
-def cmd_recv(conn: Connection, args: Args[structs.CmdRecv], caller: Caller) -> Refused | None:
+def cmd_recv(Connection conn, args, caller):
     """RECV: the next message (or a peek at it, or drop it), its descriptors installed."""
     flags = args.fields.flags
     if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
