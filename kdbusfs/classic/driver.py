@@ -12,10 +12,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+from .. import limits
 from ..abi.constants import (
     ATTACH_ALL,
     HELLO_ACTIVATOR,
@@ -35,13 +37,17 @@ from ..abi.constants import (
 from ..bus.names import NameTaken, is_valid_name
 from ..client.info import ListEntry
 from ..dbus import DBusMessage, Variant, parse_signature, wire
-from ..errors import KdbusError
+from ..errors import KdbusError, LimitReached, user_named
+from ..limitlog import LimitLog
+from .closures import FIXED
 from .commands import ClassicConnection
 from .matchrule import DRIVER, InvalidRule, parse
-from .subscriptions import Subscriptions, kdbus_entries
+from .subscriptions import Subscriptions, TooManySenders, selectors
 from .translate import connection_id, unique_name
 
 log = logging.getLogger("kdbusfs.classic")
+# Clients reaching the driver's own limits, warned of once per burst (as the bus's are).
+_limit_log = LimitLog()
 
 INTERFACE = DRIVER
 PEER = "org.freedesktop.DBus.Peer"
@@ -345,40 +351,44 @@ class Driver:
 
     # -- matches --------------------------------------------------------------------------------
     def _add_match(self, message: DBusMessage) -> Answer:
+        me = unique_name(self.conn.id)
+        # Before the rule is even read, as dbus-daemon counts.
+        if self.subscriptions.full:
+            self._match_limit(me, f"{limits.CLASSIC_MATCH_RULES_MAX} match rules already")
         try:
             rule = parse(message.body[0])
         except InvalidRule as exc:
+            log.debug("%s: AddMatch of an invalid rule: %s", me, exc)
             raise _error("MatchRuleInvalid", str(exc)) from None
-        cookie = self.subscriptions.next_cookie
-        self.subscriptions.next_cookie += 1
+        assert self.conn.conn is not None
+        bus = self.conn.conn.bus
         try:
-            for rules in kdbus_entries(rule, self.conn):
-                self.conn.match_add(cookie, rules)
+            self.subscriptions.add(rule, selectors(rule, bus.bloom_size, bus.bloom_n_hash), self.conn)
+        except TooManySenders as exc:
+            self._match_limit(me, f"its rules name {exc}")
         except KdbusError as exc:
-            try:
-                self.conn.match_remove(cookie)
-            except KdbusError:
-                pass
             if exc.errno == errno.EMFILE:
-                raise _error("LimitsExceeded", "Connection has too many match rules") from None
+                self._match_limit(me, exc.why)
             raise
-        self.subscriptions.rules.append((rule, cookie))
         return Answer()
+
+    def _match_limit(self, me: str, why: str) -> NoReturn:
+        hit = LimitReached(errno.EMFILE, f"classic client {me}: {why}", "match rules per classic client",
+                           limits.CLASSIC_MATCH_RULES_MAX, FIXED, user_named(self.conn.caller.uid))
+        for line in _limit_log.hit(hit, time.monotonic()):
+            log.warning("%s", line)
+        raise _error("LimitsExceeded", f"Connection \"{me}\" is not allowed to add more match rules "
+                                       f"(max_match_rules_per_connection={limits.CLASSIC_MATCH_RULES_MAX})")
 
     def _remove_match(self, message: DBusMessage) -> Answer:
         try:
             rule = parse(message.body[0])
         except InvalidRule as exc:
+            log.debug("%s: RemoveMatch of an invalid rule: %s", unique_name(self.conn.id), exc)
             raise _error("MatchRuleInvalid", str(exc)) from None
-        for index, (held, cookie) in enumerate(self.subscriptions.rules):
-            if held == rule:
-                del self.subscriptions.rules[index]
-                try:
-                    self.conn.match_remove(cookie)
-                except KdbusError:
-                    pass  # a rule that needed no kdbus entry (it can never match)
-                return Answer()
-        raise _error("MatchRuleNotFound", "The given match rule wasn't found and can't be removed")
+        if not self.subscriptions.remove(rule, self.conn):
+            raise _error("MatchRuleNotFound", "The given match rule wasn't found and can't be removed")
+        return Answer()
 
     # -- activation -------------------------------------------------------------------------
     def _start_service(self, message: DBusMessage) -> Answer:
