@@ -27,7 +27,6 @@ from ..abi.constants import (
     LIST_QUEUED,
     LIST_UNIQUE,
     NAME_ACQUIRED,
-    NAME_ACTIVATOR,
     NAME_ALLOW_REPLACEMENT,
     NAME_IN_QUEUE,
     NAME_PRIMARY,
@@ -248,11 +247,17 @@ class Driver:
 
     def _holders(self, name: str, flags: int) -> list[ListEntry]:
         """The records of `name` LIST gives this client's connection (so the bus's SEE policy
-        decides what it may know): the primary owner first, then the queue in LIST's order."""
+        decides what it may know): the primary owner first, then the queue in its order, then
+        the activator. LIST tells who holds the name and how, not in which order: kdbus walks the
+        bus's connections (names.c, kdbus_list_all) and its records carry only the name flags, so
+        the order is the bus's own queue's."""
         records = [entry for entry in self.conn.list(flags)
                    if entry.name is not None and entry.name.name == name]
-        return sorted(records, key=lambda entry: entry.name is not None and bool(
-            entry.name.flags & (NAME_IN_QUEUE | NAME_ACTIVATOR)))
+        assert self.conn.conn is not None
+        held = self.conn.conn.bus.names.lookup(name)
+        queue = [] if held is None else [owner.conn.id for owner in held.queue]
+        position = {conn_id: index for index, conn_id in enumerate(queue)}
+        return sorted(records, key=lambda entry: position.get(entry.id, len(queue)))
 
     def _owner_of(self, name: str) -> str | None:
         """The unique name owning `name` (itself for a live unique name), as this client may see it."""

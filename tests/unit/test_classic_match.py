@@ -215,3 +215,4 @@ def test_a_limit_of_the_bus_is_limits_exceeded_too(setup: tuple[ClassicEndpoint,
     answers = {peer.call(DRIVER, "AddMatch", "s", (f"sender='org.example.S{index}'",)).error_name
                for index in range(ENTRY_BUDGET + 1)}
     assert answers == {None, LIMITS_EXCEEDED}
+
