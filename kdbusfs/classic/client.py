@@ -30,9 +30,9 @@ from ..errors import KdbusError
 from . import fastwire
 from .caller import ClassicCaller
 from .commands import ClassicConnection
-from .driver import Answer, Driver, DriverError, driver_error, driver_reply
+from .driver import MONITORING, Answer, Driver, DriverError, driver_error, driver_reply
 from .framing import MessageSplitter, ProtocolViolation
-from .matchrule import DRIVER, InvalidRule, MatchRule, parse, signal_filter
+from .matchrule import DRIVER, DRIVER_PATH, InvalidRule, MatchRule, parse, signal_filter
 from .sasl import AuthFailed, ServerAuth
 from .subscriptions import Subscriptions, driver_signal, driver_signals, own_entries
 from .translate import NO_REPLY, Untranslatable, error_for, from_kdbus, reserved_local, to_kdbus, unique_name
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
     from .endpoint import ClassicEndpoint
 
 log = logging.getLogger("kdbusfs.classic")
-
-MONITORING = "org.freedesktop.DBus.Monitoring"
 
 # Bytes read per recvmsg, and reads per wake-up: a client sending without pause must let the loop
 # serve others in between.
@@ -177,7 +175,8 @@ class ClassicClient:
         if message.destination == DRIVER:
             if message.type != MessageType.METHOD_CALL:
                 return
-            if message.member == "BecomeMonitor" and message.interface in (None, MONITORING):
+            if (message.member == "BecomeMonitor" and message.interface in (None, MONITORING)
+                    and message.path == DRIVER_PATH):
                 self._become_monitor(message)
             else:
                 self._driver_call(message)

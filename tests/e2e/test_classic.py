@@ -237,6 +237,24 @@ def test_hundreds_of_name_owner_changed_rules_and_the_limit(classic: ClassicMoun
     assert "match rules per classic client (512)" in classic.mount.log()
 
 
+def test_driver_properties_introspection_and_unknown_interfaces_with_real_tools(
+        classic: ClassicMount) -> None:
+    classic.make_bus()
+    features = classic.run("busctl", "--system", "get-property", DRIVER, "/org/freedesktop/DBus", DRIVER,
+                           "Features").stdout
+    assert features.strip() == 'as 1 "HeaderFiltering"'
+    introspected = classic.run("busctl", "--system", "introspect", DRIVER, "/org/freedesktop/DBus",
+                               "--no-pager").stdout
+    for member in (".Features", ".GetAll", ".BecomeMonitor", ".GetConnectionSELinuxSecurityContext"):
+        assert member in introspected, introspected
+    unknown = classic.run("dbus-send", "--system", "--print-reply", f"--dest={DRIVER}",
+                          "/org/freedesktop/DBus", "org.example.Nope.GetId", check=False)
+    assert unknown.returncode != 0 and "org.freedesktop.DBus.Error.UnknownInterface" in unknown.stderr
+    read_only = classic.run("busctl", "--system", "set-property", DRIVER, "/org/freedesktop/DBus", DRIVER,
+                            "Features", "as", "0", check=False)
+    assert read_only.returncode != 0 and "cannot be set" in read_only.stderr, read_only.stderr
+
+
 def test_policy_denial_is_a_dbus_error(classic: ClassicMount, dbuspeer: Path, test_user: str,
                                        peers: list[NativePeer | ClassicPeer]) -> None:
     classic.make_bus()
