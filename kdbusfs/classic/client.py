@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kdbusfs.classic")
 
 # Bytes read per recvmsg, and reads per wake-up: a client sending without pause must let the loop
-# serve others in between.
+# serve others in between. Reading stops early once what the client sent has filled its outgoing
+# buffer (`held_back`): the rest waits in its socket, as the endpoint's hold would have it.
 READ_SIZE = 256 * 1024
 READS_PER_WAKE = 8
 # Buffers one sendmsg writes (the kernel's UIO_MAXIOV is 1024): few calls for many small messages.
@@ -85,6 +86,9 @@ class ClassicClient:
         # Its reading end is gone (nothing more is written) / nothing more is read from it.
         self.write_failed = False
         self.read_done = False
+        # Whole messages it sent are in the splitter, not dispatched: its outgoing buffer filled
+        # up while they were (their answers would have gone there too).
+        self.undispatched = False
         self._driver_serial = 0
         # After BecomeMonitor: the rules of what it sees (empty: everything).
         self.monitor_rules: list[MatchRule] | None = None
@@ -101,6 +105,12 @@ class ClassicClient:
             name = unique_name(self.conn.id)
         return f"classic client {name} (pid {self.pid}, uid {self.uid})"
 
+    @property
+    def held_back(self) -> bool:
+        """It has as much unread as it may (the endpoint's hold): what it sends must wait."""
+        return (self.outgoing_size >= limits.CLASSIC_OUTGOING_MAX
+                or self.outgoing_fds >= limits.CLASSIC_OUTGOING_FDS_MAX)
+
     # -- reading ------------------------------------------------------------------------------
     def readable(self, reads: int = READS_PER_WAKE) -> None:
         try:
@@ -111,6 +121,10 @@ class ClassicClient:
 
     def _read(self, reads: int) -> None:
         for _ in range(reads):
+            if self.undispatched and not self._dispatch_read():
+                return  # its earlier messages still wait: the socket keeps the rest
+            if self.held_back:
+                return
             try:
                 data, ancillary, flags, _ = self.sock.recvmsg(READ_SIZE, _FD_SPACE, socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
@@ -147,13 +161,27 @@ class ClassicClient:
             raise ClientClosed("descriptors sent without NEGOTIATE_UNIX_FD")
         try:
             self.splitter.feed(data, fds)
+        except ProtocolViolation as exc:
+            raise ClientClosed(f"protocol violation: {exc}") from None
+        self._dispatch_read()
+
+    def _dispatch_read(self) -> bool:
+        """Dispatch the whole messages read, in order, until the outgoing buffer is full (a flood
+        of calls with large answers, Introspect say, must not pile them up in one go); whether
+        none is left waiting."""
+        try:
             for message, message_fds in self.splitter.messages():
                 try:
                     self.dispatch(message, message_fds)
                 finally:
                     self._discard(message_fds)
+                if self.held_back:
+                    self.undispatched = True
+                    return False
         except ProtocolViolation as exc:
             raise ClientClosed(f"protocol violation: {exc}") from None
+        self.undispatched = False
+        return True
 
     def _discard(self, fds: list[int]) -> None:
         for fd in fds:
@@ -292,6 +320,7 @@ class ClassicClient:
         if conn.conn is not None and not conn.conn.active:
             # Its bus went away (or the connection was torn down): so does the client, as a
             # dbus-daemon that stops drops its clients.
+            self.read_done = True
             raise ClientClosed("its kdbus connection is gone")
         while (self.outgoing_size < limits.CLASSIC_OUTGOING_MAX
                and self.outgoing_fds < limits.CLASSIC_OUTGOING_FDS_MAX):
@@ -380,6 +409,22 @@ class ClassicClient:
         self.outgoing_fds += len(fds)
 
     def flush(self) -> None:
+        """Write what the socket takes now; then dispatch the client's messages that waited for
+        room in the outgoing buffer, and write their answers, until they are all dispatched or the
+        buffer is full again. So messages wait only while it is full, and the endpoint, which
+        flushes last on every wake and writes again when the socket has room, always comes back
+        to them: nothing else would (they are read already, its socket may say nothing more)."""
+        while True:
+            self._write()
+            if not self.undispatched or self.held_back or self.read_done or self.write_failed or self.closed:
+                return
+            try:
+                self._dispatch_read()
+            except ClientClosed:
+                self.read_done = True
+                raise
+
+    def _write(self) -> None:
         """Write what the socket takes now, several buffers a call. Descriptors go with the first
         byte of a sendmsg, so a buffer carrying some starts one. MSG_NOSIGNAL: a closed socket is
         an EPIPE, not a signal to the daemon."""
