@@ -29,6 +29,7 @@ from ..dbus.errors import EncodeError
 from ..errors import KdbusError
 from . import fastwire
 from .caller import ClassicCaller
+from .closures import Ending
 from .commands import ClassicConnection
 from .driver import MONITORING, Answer, Driver, DriverError, driver_error, driver_reply
 from .framing import MessageSplitter, ProtocolViolation
@@ -60,7 +61,12 @@ _DEAD_TEXT = "Message recipient disconnected from message bus without replying"
 
 
 class ClientClosed(Exception):
-    """The client is done with (its socket closed, or it broke the protocol)."""
+    """The client is done with: why (`ending`, which decides how loudly it is logged) and the
+    details (the text)."""
+
+    def __init__(self, ending: Ending, why: str) -> None:
+        super().__init__(why)
+        self.ending = ending
 
 
 class ClassicClient:
@@ -130,14 +136,14 @@ class ClassicClient:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                raise ClientClosed(f"read failed: {exc.strerror}") from None
+                raise ClientClosed(Ending.SOCKET_FAILED, f"read failed: {exc.strerror}") from None
             fds = _received_fds(ancillary)
             if flags & socket.MSG_CTRUNC:
                 self._discard(fds)
-                raise ClientClosed("more descriptors than a message may carry")
+                raise ClientClosed(Ending.TOO_MANY_FDS, "more descriptors than a message may carry")
             if not data:
                 self._discard(fds)
-                raise ClientClosed("the client closed its connection")
+                raise ClientClosed(Ending.HUNG_UP, "the client closed its connection")
             self.take(data, fds)
             if len(data) < READ_SIZE:
                 return
@@ -150,7 +156,7 @@ class ClassicClient:
             except AuthFailed as exc:
                 for reply in exc.replies:
                     self.queue(reply, [])
-                raise ClientClosed(f"authentication failed: {exc.why}") from None
+                raise ClientClosed(Ending.AUTH_FAILED, f"authentication failed: {exc.why}") from None
             for reply in replies:
                 self.queue(reply, [])
             if not self.auth.done:
@@ -158,11 +164,11 @@ class ClassicClient:
             data, fds = self.auth.leftover, []
         if fds and not self.auth.unix_fd:
             self._discard(fds)
-            raise ClientClosed("descriptors sent without NEGOTIATE_UNIX_FD")
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, "descriptors sent without NEGOTIATE_UNIX_FD")
         try:
             self.splitter.feed(data, fds)
         except ProtocolViolation as exc:
-            raise ClientClosed(f"protocol violation: {exc}") from None
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, f"protocol violation: {exc}") from None
         self._dispatch_read()
 
     def _dispatch_read(self) -> bool:
@@ -179,7 +185,7 @@ class ClassicClient:
                     self.undispatched = True
                     return False
         except ProtocolViolation as exc:
-            raise ClientClosed(f"protocol violation: {exc}") from None
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, f"protocol violation: {exc}") from None
         self.undispatched = False
         return True
 
@@ -191,15 +197,15 @@ class ClassicClient:
     def dispatch(self, message: DBusMessage, fds: list[int]) -> None:
         reserved = reserved_local(message)
         if reserved is not None:
-            raise ClientClosed(f"protocol violation: {reserved}")
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, f"protocol violation: {reserved}")
         if self.conn is None:
             if not (message.type == MessageType.METHOD_CALL and message.destination == DRIVER
                     and message.member == "Hello" and message.interface in (None, DRIVER)):
-                raise ClientClosed("the first message was not Hello")
+                raise ClientClosed(Ending.PROTOCOL_VIOLATION, "the first message was not Hello")
             self._hello(message)
             return
         if self.monitor_rules is not None:
-            raise ClientClosed("a monitor sent a message")
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, "a monitor sent a message")
         if message.destination == DRIVER:
             if message.type != MessageType.METHOD_CALL:
                 return
@@ -226,7 +232,7 @@ class ClassicClient:
         if bus_endpoint is None or not self.endpoint.may_connect(bus_endpoint, self.caller):
             self.write_message(driver_error(message, "org.freedesktop.DBus.Error.AccessDenied",
                                             "This bus does not accept this connection", self._next_serial()))
-            raise ClientClosed("may not connect to the bus")
+            raise ClientClosed(Ending.HELLO_REFUSED, "may not connect to the bus")
         conn = ClassicConnection(bus_endpoint, self.caller, self.caller.process().userns())
         try:
             conn_id = conn.hello(limits.CLASSIC_POOL_SIZE, self.auth.unix_fd, "classic")
@@ -240,7 +246,7 @@ class ClassicClient:
                           "connections has been reached") if exc.errno == errno.EMFILE else (
                               "org.freedesktop.DBus.Error.Failed", f"Cannot connect to the bus: {exc.why}")
             self.write_message(driver_error(message, name, text, self._next_serial()))
-            raise ClientClosed(f"HELLO failed: {exc}") from None
+            raise ClientClosed(Ending.HELLO_REFUSED, f"HELLO failed: {exc}") from None
         self.endpoint.registered(self)
         self.driver = Driver(conn, self.subscriptions, self.endpoint.machine_id)
         me = unique_name(conn_id)
@@ -321,7 +327,7 @@ class ClassicClient:
             # Its bus went away (or the connection was torn down): so does the client, as a
             # dbus-daemon that stops drops its clients.
             self.read_done = True
-            raise ClientClosed("its kdbus connection is gone")
+            raise ClientClosed(Ending.CONNECTION_GONE, "its kdbus connection is gone")
         while (self.outgoing_size < limits.CLASSIC_OUTGOING_MAX
                and self.outgoing_fds < limits.CLASSIC_OUTGOING_FDS_MAX):
             if conn.conn is not None and not conn.conn.readable:
@@ -443,7 +449,7 @@ class ClassicClient:
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.ECONNRESET):
                     self._drain()
-                raise ClientClosed(f"write failed: {exc.strerror}") from None
+                raise ClientClosed(Ending.SOCKET_FAILED, f"write failed: {exc.strerror}") from None
             if fds:
                 self._discard(fds)
                 self.outgoing_fds -= len(fds)
