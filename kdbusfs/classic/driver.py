@@ -41,7 +41,7 @@ from ..limitlog import LimitLog
 from .closures import FIXED
 from .commands import ClassicConnection
 from .matchrule import DRIVER, DRIVER_PATH, InvalidRule, parse
-from .subscriptions import Subscriptions, TooManySenders, selectors
+from .subscriptions import ENTRY_BUDGET, Subscriptions, TooManySenders, selectors
 from .translate import connection_id, unique_name
 
 log = logging.getLogger("kdbusfs.classic")
@@ -472,7 +472,8 @@ class Driver:
         me = unique_name(self.conn.id)
         # Before the rule is even read, as dbus-daemon counts.
         if self.subscriptions.full:
-            self._match_limit(me, f"{limits.CLASSIC_MATCH_RULES_MAX} match rules already")
+            self._match_limit(me, f"{limits.CLASSIC_MATCH_RULES_MAX} match rules already",
+                              "match rules per classic client", limits.CLASSIC_MATCH_RULES_MAX)
         try:
             rule = parse(message.body[0])
         except InvalidRule as exc:
@@ -483,16 +484,17 @@ class Driver:
         try:
             self.subscriptions.add(rule, selectors(rule, bus.bloom_size, bus.bloom_n_hash), self.conn)
         except TooManySenders as exc:
-            self._match_limit(me, f"its rules name {exc}")
+            self._match_limit(me, f"its rules name {exc}", "well-known senders in a classic client's "
+                              "match rules", ENTRY_BUDGET)
         except KdbusError as exc:
             if exc.errno == errno.EMFILE:
-                self._match_limit(me, exc.why)
+                self._match_limit(me, exc.why, "match entries per connection", limits.MATCH_MAX)
             raise
         return Answer()
 
-    def _match_limit(self, me: str, why: str) -> NoReturn:
-        hit = LimitReached(errno.EMFILE, f"classic client {me}: {why}", "match rules per classic client",
-                           limits.CLASSIC_MATCH_RULES_MAX, FIXED, user_named(self.conn.caller.uid))
+    def _match_limit(self, me: str, why: str, limit: str, value: int) -> NoReturn:
+        hit = LimitReached(errno.EMFILE, f"classic client {me}: {why}", limit, value, FIXED,
+                           user_named(self.conn.caller.uid))
         for line in _limit_log.hit(hit, time.monotonic()):
             log.warning("%s", line)
         raise _error("LimitsExceeded", f"Connection \"{me}\" is not allowed to add more match rules "
