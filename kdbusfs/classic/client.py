@@ -262,8 +262,8 @@ class ClassicClient:
         message = message.replace(sender=me)
         try:
             if message.signature != "asu":
-                raise DriverError("org.freedesktop.DBus.Error.InvalidArgs",
-                                  f"Call to BecomeMonitor has wrong args ({message.signature}, expected asu)")
+                raise DriverError("org.freedesktop.DBus.Error.InvalidArgs", "Call to BecomeMonitor has wrong "
+                                  f"args ({message.signature}, expected asu)\n")
             try:
                 rules = [parse(text) for text in message.body[0]]
             except InvalidRule as exc:

@@ -206,8 +206,9 @@ class Driver:
         key = resolve(message.interface, member, message.path)
         wanted = METHODS[key][0]
         if message.signature != wanted:
+            # dbus-daemon's text ends with a newline.
             raise _error("InvalidArgs",
-                         f"Call to {member} has wrong args ({message.signature}, expected {wanted})")
+                         f"Call to {member} has wrong args ({message.signature}, expected {wanted})\n")
         method = self._methods.get(key)
         if method is None:  # BecomeMonitor, which the client serves before it gets here
             raise _error("UnknownMethod", f"{DRIVER} does not understand message {member}")

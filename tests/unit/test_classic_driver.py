@@ -112,7 +112,7 @@ def test_the_driver_s_properties(setup: tuple[ClassicEndpoint, Loop, Path]) -> N
     assert _error_of(properties("Set", "ssv", DRIVER, "Nope", Variant("s", ""))) == (
         "org.freedesktop.DBus.Error.UnknownProperty", 'Property "org.freedesktop.DBus.Nope" not found')
     assert _error_of(properties("Get", "s", "x")) == (
-        "org.freedesktop.DBus.Error.InvalidArgs", "Call to Get has wrong args (s, expected ss)")
+        "org.freedesktop.DBus.Error.InvalidArgs", "Call to Get has wrong args (s, expected ss)\n")
 
 
 def test_introspection_lists_what_is_served(setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
