@@ -195,10 +195,6 @@ def own_entries(conn_id: int) -> list[tuple[int, list[bytes]]]:
 ENTRY_BUDGET = limits.MATCH_MAX - len(own_entries(0)) - 16
 
 
-class TooManyRules(Exception):
-    """CLASSIC_MATCH_RULES_MAX rules already."""
-
-
 @dataclass(slots=True)
 class Subscriptions:
     """A client's match rules (each with what it wants of the bus), the selectors they want (with
@@ -218,10 +214,9 @@ class Subscriptions:
         return any(rule.matches(message) for rule, _ in self.rules)
 
     def add(self, rule: MatchRule, wants: tuple[Selector, ...], target: MatchTarget) -> None:
-        """Hold `rule`; its entries are on the bus when this returns. TooManyRules, TooManySenders
-        or the bus's KdbusError leave everything as it was."""
-        if self.full:
-            raise TooManyRules(f"{limits.CLASSIC_MATCH_RULES_MAX} match rules already")
+        """Hold `rule` (the caller checks `full` first, as dbus-daemon counts before it reads the
+        rule); its entries are on the bus when this returns. TooManySenders or the bus's
+        KdbusError leave everything as it was."""
         self.wanted.update(wants)
         try:
             self._sync(target)
