@@ -119,3 +119,8 @@ CLASSIC_OUTGOING_FDS_MAX = 4 * CLASSIC_FDS_PER_MESSAGE
 # The endpoint also stops reading such a client's socket until it is down to this (as for bytes,
 # CLASSIC_OUTGOING_RESUME): each message it sends may be answered with descriptors it must take.
 CLASSIC_OUTGOING_FDS_RESUME = CLASSIC_OUTGOING_FDS_MAX // 2
+# Match rules (AddMatch) one classic client may hold: dbus-daemon's default, the system bus's value
+# (the session bus's configuration raises it to 50000). Each rule costs memory and a test of every
+# signal delivered to the client; the kdbus entries behind them are shared and widened to fit
+# MATCH_MAX (subscriptions.py). Past it AddMatch answers LimitsExceeded, as dbus-daemon does.
+CLASSIC_MATCH_RULES_MAX = 512

@@ -17,7 +17,7 @@ policy, quotas, names, matches, monitors and notifications stay the bus's.
           caller.py      ClassicCaller: the model's Caller for it (arena memory, peer creds, fds)
         translate.py   classic message <-> kdbus message with a GVariant D-Bus payload, no I/O
         driver.py      org.freedesktop.DBus answered with kdbus commands
-        subscriptions.py  match rules as kdbus matches; the driver's signals from notifications
+        subscriptions.py  match rules as kdbus matches shared between rules; the driver's signals
         matchrule.py   match-rule strings, exact matching, sd-bus's bloom masks and filters, no I/O
 
 Ownership: the endpoint holds its clients (by socket) and, if it made the bus, the bus owner's

@@ -29,10 +29,11 @@ from ..dbus.errors import EncodeError
 from ..errors import KdbusError
 from . import fastwire
 from .caller import ClassicCaller
+from .closures import Ending
 from .commands import ClassicConnection
-from .driver import Answer, Driver, DriverError, driver_error, driver_reply
+from .driver import MONITORING, Answer, Driver, DriverError, driver_error, driver_reply
 from .framing import MessageSplitter, ProtocolViolation
-from .matchrule import DRIVER, InvalidRule, MatchRule, parse, signal_filter
+from .matchrule import DRIVER, DRIVER_PATH, InvalidRule, MatchRule, parse, signal_filter
 from .sasl import AuthFailed, ServerAuth
 from .subscriptions import Subscriptions, driver_signal, driver_signals, own_entries
 from .translate import NO_REPLY, Untranslatable, error_for, from_kdbus, reserved_local, to_kdbus, unique_name
@@ -42,10 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kdbusfs.classic")
 
-MONITORING = "org.freedesktop.DBus.Monitoring"
-
 # Bytes read per recvmsg, and reads per wake-up: a client sending without pause must let the loop
-# serve others in between.
+# serve others in between. Reading stops early once what the client sent has filled its outgoing
+# buffer (`held_back`): the rest waits in its socket, as the endpoint's hold would have it.
 READ_SIZE = 256 * 1024
 READS_PER_WAKE = 8
 # Buffers one sendmsg writes (the kernel's UIO_MAXIOV is 1024): few calls for many small messages.
@@ -61,7 +61,12 @@ _DEAD_TEXT = "Message recipient disconnected from message bus without replying"
 
 
 class ClientClosed(Exception):
-    """The client is done with (its socket closed, or it broke the protocol)."""
+    """The client is done with: why (`ending`, which decides how loudly it is logged) and the
+    details (the text)."""
+
+    def __init__(self, ending: Ending, why: str) -> None:
+        super().__init__(why)
+        self.ending = ending
 
 
 class ClassicClient:
@@ -87,6 +92,9 @@ class ClassicClient:
         # Its reading end is gone (nothing more is written) / nothing more is read from it.
         self.write_failed = False
         self.read_done = False
+        # Whole messages it sent are in the splitter, not dispatched: its outgoing buffer filled
+        # up while they were (their answers would have gone there too).
+        self.undispatched = False
         self._driver_serial = 0
         # After BecomeMonitor: the rules of what it sees (empty: everything).
         self.monitor_rules: list[MatchRule] | None = None
@@ -103,6 +111,12 @@ class ClassicClient:
             name = unique_name(self.conn.id)
         return f"classic client {name} (pid {self.pid}, uid {self.uid})"
 
+    @property
+    def held_back(self) -> bool:
+        """It has as much unread as it may (the endpoint's hold): what it sends must wait."""
+        return (self.outgoing_size >= limits.CLASSIC_OUTGOING_MAX
+                or self.outgoing_fds >= limits.CLASSIC_OUTGOING_FDS_MAX)
+
     # -- reading ------------------------------------------------------------------------------
     def readable(self, reads: int = READS_PER_WAKE) -> None:
         try:
@@ -113,19 +127,23 @@ class ClassicClient:
 
     def _read(self, reads: int) -> None:
         for _ in range(reads):
+            if self.undispatched and not self._dispatch_read():
+                return  # its earlier messages still wait: the socket keeps the rest
+            if self.held_back:
+                return
             try:
                 data, ancillary, flags, _ = self.sock.recvmsg(READ_SIZE, _FD_SPACE, socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                raise ClientClosed(f"read failed: {exc.strerror}") from None
+                raise ClientClosed(Ending.SOCKET_FAILED, f"read failed: {exc.strerror}") from None
             fds = _received_fds(ancillary)
             if flags & socket.MSG_CTRUNC:
                 self._discard(fds)
-                raise ClientClosed("more descriptors than a message may carry")
+                raise ClientClosed(Ending.TOO_MANY_FDS, "more descriptors than a message may carry")
             if not data:
                 self._discard(fds)
-                raise ClientClosed("the client closed its connection")
+                raise ClientClosed(Ending.HUNG_UP, "the client closed its connection")
             self.take(data, fds)
             if len(data) < READ_SIZE:
                 return
@@ -138,7 +156,7 @@ class ClassicClient:
             except AuthFailed as exc:
                 for reply in exc.replies:
                     self.queue(reply, [])
-                raise ClientClosed(f"authentication failed: {exc.why}") from None
+                raise ClientClosed(Ending.AUTH_FAILED, f"authentication failed: {exc.why}") from None
             for reply in replies:
                 self.queue(reply, [])
             if not self.auth.done:
@@ -146,16 +164,30 @@ class ClassicClient:
             data, fds = self.auth.leftover, []
         if fds and not self.auth.unix_fd:
             self._discard(fds)
-            raise ClientClosed("descriptors sent without NEGOTIATE_UNIX_FD")
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, "descriptors sent without NEGOTIATE_UNIX_FD")
         try:
             self.splitter.feed(data, fds)
+        except ProtocolViolation as exc:
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, f"protocol violation: {exc}") from None
+        self._dispatch_read()
+
+    def _dispatch_read(self) -> bool:
+        """Dispatch the whole messages read, in order, until the outgoing buffer is full (a flood
+        of calls with large answers, Introspect say, must not pile them up in one go); whether
+        none is left waiting."""
+        try:
             for message, message_fds in self.splitter.messages():
                 try:
                     self.dispatch(message, message_fds)
                 finally:
                     self._discard(message_fds)
+                if self.held_back:
+                    self.undispatched = True
+                    return False
         except ProtocolViolation as exc:
-            raise ClientClosed(f"protocol violation: {exc}") from None
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, f"protocol violation: {exc}") from None
+        self.undispatched = False
+        return True
 
     def _discard(self, fds: list[int]) -> None:
         for fd in fds:
@@ -165,19 +197,20 @@ class ClassicClient:
     def dispatch(self, message: DBusMessage, fds: list[int]) -> None:
         reserved = reserved_local(message)
         if reserved is not None:
-            raise ClientClosed(f"protocol violation: {reserved}")
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, f"protocol violation: {reserved}")
         if self.conn is None:
             if not (message.type == MessageType.METHOD_CALL and message.destination == DRIVER
                     and message.member == "Hello" and message.interface in (None, DRIVER)):
-                raise ClientClosed("the first message was not Hello")
+                raise ClientClosed(Ending.PROTOCOL_VIOLATION, "the first message was not Hello")
             self._hello(message)
             return
         if self.monitor_rules is not None:
-            raise ClientClosed("a monitor sent a message")
+            raise ClientClosed(Ending.PROTOCOL_VIOLATION, "a monitor sent a message")
         if message.destination == DRIVER:
             if message.type != MessageType.METHOD_CALL:
                 return
-            if message.member == "BecomeMonitor" and message.interface in (None, MONITORING):
+            if (message.member == "BecomeMonitor" and message.interface in (None, MONITORING)
+                    and message.path == DRIVER_PATH):
                 self._become_monitor(message)
             else:
                 self._driver_call(message)
@@ -199,7 +232,7 @@ class ClassicClient:
         if bus_endpoint is None or not self.endpoint.may_connect(bus_endpoint, self.caller):
             self.write_message(driver_error(message, "org.freedesktop.DBus.Error.AccessDenied",
                                             "This bus does not accept this connection", self._next_serial()))
-            raise ClientClosed("may not connect to the bus")
+            raise ClientClosed(Ending.HELLO_REFUSED, "may not connect to the bus")
         conn = ClassicConnection(bus_endpoint, self.caller, self.caller.process().userns())
         try:
             conn_id = conn.hello(limits.CLASSIC_POOL_SIZE, self.auth.unix_fd, "classic")
@@ -213,7 +246,7 @@ class ClassicClient:
                           "connections has been reached") if exc.errno == errno.EMFILE else (
                               "org.freedesktop.DBus.Error.Failed", f"Cannot connect to the bus: {exc.why}")
             self.write_message(driver_error(message, name, text, self._next_serial()))
-            raise ClientClosed(f"HELLO failed: {exc}") from None
+            raise ClientClosed(Ending.HELLO_REFUSED, f"HELLO failed: {exc}") from None
         self.endpoint.registered(self)
         self.driver = Driver(conn, self.subscriptions, self.endpoint.machine_id)
         me = unique_name(conn_id)
@@ -229,8 +262,8 @@ class ClassicClient:
         message = message.replace(sender=me)
         try:
             if message.signature != "asu":
-                raise DriverError("org.freedesktop.DBus.Error.InvalidArgs",
-                                  f"Call to BecomeMonitor has wrong args ({message.signature}, expected asu)")
+                raise DriverError("org.freedesktop.DBus.Error.InvalidArgs", "Call to BecomeMonitor has wrong "
+                                  f"args ({message.signature}, expected asu)\n")
             try:
                 rules = [parse(text) for text in message.body[0]]
             except InvalidRule as exc:
@@ -293,7 +326,8 @@ class ClassicClient:
         if conn.conn is not None and not conn.conn.active:
             # Its bus went away (or the connection was torn down): so does the client, as a
             # dbus-daemon that stops drops its clients.
-            raise ClientClosed("its kdbus connection is gone")
+            self.read_done = True
+            raise ClientClosed(Ending.CONNECTION_GONE, "its kdbus connection is gone")
         while (self.outgoing_size < limits.CLASSIC_OUTGOING_MAX
                and self.outgoing_fds < limits.CLASSIC_OUTGOING_FDS_MAX):
             if conn.conn is not None and not conn.conn.readable:
@@ -381,6 +415,22 @@ class ClassicClient:
         self.outgoing_fds += len(fds)
 
     def flush(self) -> None:
+        """Write what the socket takes now; then dispatch the client's messages that waited for
+        room in the outgoing buffer, and write their answers, until they are all dispatched or the
+        buffer is full again. So messages wait only while it is full, and the endpoint, which
+        flushes last on every wake and writes again when the socket has room, always comes back
+        to them: nothing else would (they are read already, its socket may say nothing more)."""
+        while True:
+            self._write()
+            if not self.undispatched or self.held_back or self.read_done or self.write_failed or self.closed:
+                return
+            try:
+                self._dispatch_read()
+            except ClientClosed:
+                self.read_done = True
+                raise
+
+    def _write(self) -> None:
         """Write what the socket takes now, several buffers a call. Descriptors go with the first
         byte of a sendmsg, so a buffer carrying some starts one. MSG_NOSIGNAL: a closed socket is
         an EPIPE, not a signal to the daemon."""
@@ -399,7 +449,7 @@ class ClassicClient:
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.ECONNRESET):
                     self._drain()
-                raise ClientClosed(f"write failed: {exc.strerror}") from None
+                raise ClientClosed(Ending.SOCKET_FAILED, f"write failed: {exc.strerror}") from None
             if fds:
                 self._discard(fds)
                 self.outgoing_fds -= len(fds)

@@ -10,6 +10,7 @@ budget per minute (LIMIT_LINES_PER_WINDOW), past which they are counted and the 
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import time
@@ -20,11 +21,37 @@ from ..limitlog import LimitLog
 
 log = logging.getLogger("kdbusfs.classic")
 
-# How client.py words the end of a client that did nothing wrong (ClientClosed's text).
-_ORDINARY_ENDS = ("the client closed its connection", "its kdbus connection is gone", "read failed",
-                  "write failed")
-_TOO_MANY_FDS = "more descriptors than a message may carry"
 FIXED = "a fixed limit (kdbusfs/limits.py)"
+
+
+class Blame(enum.Enum):
+    NOBODY = "an ordinary end"
+    CLIENT = "the client's fault"
+    LIMIT = "a limit"
+
+
+class Ending(enum.Enum):
+    """Why a classic client ended (ClientClosed says it with the details)."""
+
+    HUNG_UP = "the client closed its connection"
+    SOCKET_FAILED = "reading or writing its socket failed"
+    CONNECTION_GONE = "its kdbus connection is gone"
+    TOO_MANY_FDS = "more descriptors than a message may carry"
+    AUTH_FAILED = "authentication failed"
+    PROTOCOL_VIOLATION = "it broke the protocol"
+    HELLO_REFUSED = "its Hello was refused"
+
+    @property
+    def blame(self) -> Blame:
+        return _BLAME.get(self, Blame.CLIENT)
+
+
+_BLAME = {Ending.HUNG_UP: Blame.NOBODY, Ending.SOCKET_FAILED: Blame.NOBODY,
+          Ending.CONNECTION_GONE: Blame.NOBODY, Ending.TOO_MANY_FDS: Blame.LIMIT}
+# The limits behind endings blamed on one: (errno, the limit as an operator knows it, its value,
+# what raises it).
+_LIMITS = {Ending.TOO_MANY_FDS: (errno.ETOOMANYREFS, "descriptors per classic message",
+                                 limits.CLASSIC_FDS_PER_MESSAGE, "kdbus's own (CONN_MAX_FDS_PER_USER)")}
 
 
 class ClosureLog:
@@ -34,13 +61,12 @@ class ClosureLog:
         self._lines = 0
         self._held_back = 0
 
-    def ended(self, who: str, uid: int, why: str) -> None:
-        """A ClientClosed, as client.py worded it."""
-        if why == _TOO_MANY_FDS:
-            self.limit(who, why, LimitReached(
-                errno.ETOOMANYREFS, f"{who}: {why}", "descriptors per classic message",
-                limits.CLASSIC_FDS_PER_MESSAGE, "kdbus's own (CONN_MAX_FDS_PER_USER)", user_named(uid)))
-        elif why.startswith(_ORDINARY_ENDS):
+    def ended(self, who: str, uid: int, ending: Ending, why: str) -> None:
+        """A ClientClosed: its ending decides the level, its text is what is logged."""
+        if ending in _LIMITS:
+            err, limit, value, raised_by = _LIMITS[ending]
+            self.limit(who, why, LimitReached(err, f"{who}: {why}", limit, value, raised_by, user_named(uid)))
+        elif ending.blame is Blame.NOBODY:
             self.ordinary(who, why)
         else:
             self.fault(who, why)

@@ -341,7 +341,7 @@ class ClassicEndpoint:
         try:
             action()
         except ClientClosed as exc:
-            self._log.ended(client.describe(), client.uid, str(exc))
+            self._log.ended(client.describe(), client.uid, exc.ending, str(exc))
             self._drop(client)
         except Exception:
             log.exception("%s: serving it failed unexpectedly; closing it", client.describe())

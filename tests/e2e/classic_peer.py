@@ -8,6 +8,9 @@ system python3. It connects to DBUS_SYSTEM_BUS_ADDRESS, prints "name :1.N", then
     callfd DEST TEXT                 ReadFd with a pipe holding TEXT -> "reply TEXT" or "error NAME"
     getfd DEST                       MakeFd, then read the fd  -> "reply TEXT" or "error NAME"
     match RULE                       AddMatch; matching signals print "signal SENDER MEMBER ARG0"
+                                                            -> "matched" or "error NAME"
+    matchmany COUNT RULE             AddMatch of RULE.format(i) for i in range(COUNT)
+                                                            -> "matched COUNT" or "error NAME I"
     emit MEMBER ARG                  org.example.Echo.MEMBER(ARG) from /org/example/Echo
     quit
 
@@ -103,9 +106,23 @@ def main() -> None:
         elif command == "getfd":
             call(rest, "MakeFd", None)
         elif command == "match":
-            conn.call_sync(*BUS, "AddMatch", GLib.Variant("(s)", (rest,)), None,
-                           Gio.DBusCallFlags.NONE, 10000, None)
-            say("matched")
+            try:
+                conn.call_sync(*BUS, "AddMatch", GLib.Variant("(s)", (rest,)), None,
+                               Gio.DBusCallFlags.NONE, 10000, None)
+                say("matched")
+            except GLib.Error as exc:
+                say("error", Gio.DBusError.get_remote_error(exc) or exc.message)
+        elif command == "matchmany":
+            count, rule = rest.split(" ", 1)
+            for index in range(int(count)):
+                try:
+                    conn.call_sync(*BUS, "AddMatch", GLib.Variant("(s)", (rule.format(index),)), None,
+                                   Gio.DBusCallFlags.NONE, 10000, None)
+                except GLib.Error as exc:
+                    say("error", Gio.DBusError.get_remote_error(exc) or exc.message, index)
+                    break
+            else:
+                say("matched", count)
         elif command == "emit":
             member, arg = rest.split(" ", 1)
             conn.emit_signal(None, PATH, IFACE, member, GLib.Variant("(s)", (arg,)))

@@ -217,6 +217,44 @@ def test_name_owner_changed_when_a_peer_exits(classic: ClassicMount, dbuspeer: P
     assert note[0] == str(0x8001) and note[3] == "org.example.Echo"
 
 
+def test_hundreds_of_name_owner_changed_rules_and_the_limit(classic: ClassicMount,
+                                                           peers: list[NativePeer | ClassicPeer]) -> None:
+    """GDBus watching many names: each rule one AddMatch, far more than kdbus's 256 entries a
+    connection, until dbus-daemon's 512 rules, past which AddMatch is LimitsExceeded."""
+    classic.make_bus()
+    watcher = ClassicPeer(classic.address)
+    peers.append(watcher)
+    rule = "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='org.example.W{}'"
+    assert watcher.ask(f"matchmany 300 {rule}", "matched ") == "300"
+    owner = ClassicPeer(classic.address)
+    peers.append(owner)
+    owner.ask("own org.example.Unwatched", "owned ")
+    owner.ask("own org.example.W299", "owned ")
+    assert watcher.expect("signal ") == f"{DRIVER} NameOwnerChanged org.example.W299"
+    assert watcher.ask(f"matchmany 212 {rule.replace('W{}', 'X{}')}", "matched ") == "212"
+    refused = watcher.ask("match type='signal',arg0='one.too.many'", "error ")
+    assert refused == "org.freedesktop.DBus.Error.LimitsExceeded"
+    assert "match rules per classic client (512)" in classic.mount.log()
+
+
+def test_driver_properties_introspection_and_unknown_interfaces_with_real_tools(
+        classic: ClassicMount) -> None:
+    classic.make_bus()
+    features = classic.run("busctl", "--system", "get-property", DRIVER, "/org/freedesktop/DBus", DRIVER,
+                           "Features").stdout
+    assert features.strip() == 'as 1 "HeaderFiltering"'
+    introspected = classic.run("busctl", "--system", "introspect", DRIVER, "/org/freedesktop/DBus",
+                               "--no-pager").stdout
+    for member in (".Features", ".GetAll", ".BecomeMonitor", ".GetConnectionSELinuxSecurityContext"):
+        assert member in introspected, introspected
+    unknown = classic.run("dbus-send", "--system", "--print-reply", f"--dest={DRIVER}",
+                          "/org/freedesktop/DBus", "org.example.Nope.GetId", check=False)
+    assert unknown.returncode != 0 and "org.freedesktop.DBus.Error.UnknownInterface" in unknown.stderr
+    read_only = classic.run("busctl", "--system", "set-property", DRIVER, "/org/freedesktop/DBus", DRIVER,
+                            "Features", "as", "0", check=False)
+    assert read_only.returncode != 0 and "cannot be set" in read_only.stderr, read_only.stderr
+
+
 def test_policy_denial_is_a_dbus_error(classic: ClassicMount, dbuspeer: Path, test_user: str,
                                        peers: list[NativePeer | ClassicPeer]) -> None:
     classic.make_bus()
