@@ -12,7 +12,7 @@ import importlib.machinery
 
 COMPILED = ("kdbusfs.host.memory", "kdbusfs.host.caller", "kdbusfs.fuse.frame", "kdbusfs.abi.walk",
             "kdbusfs.bus.args", "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.pool",
-            "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.dispatch")
+            "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.bus.send", "kdbusfs.dispatch")
 
 
 def built() -> list[tuple[str, str]]:
