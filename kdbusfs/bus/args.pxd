@@ -14,5 +14,6 @@ cdef class Args:
     cdef object unpacked(self)
     cdef unsigned long long return_flags_in(self)
     cdef bint changed(self) except -1
+    cpdef unsigned long long u64(self, str name) except? 0
 
 cpdef bytes copy_in(object caller, unsigned long long address, object layout, bytes in_data)

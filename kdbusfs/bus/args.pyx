@@ -74,6 +74,11 @@ cdef class Args:
     def out(self, value):
         self._out = value
 
+    cpdef unsigned long long u64(self, str name) except? 0:
+        """A u64 field of the fixed part as the caller wrote it, read straight from its bytes: no
+        tuple is made for a body that needs one field (FREE's offset)."""
+        return u64_at(self.data, self.layout.offsets[name])
+
     def item(self, item_type):
         found = self.items.get(item_type)
         return found[0] if found else None

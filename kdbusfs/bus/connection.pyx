@@ -9,6 +9,7 @@ import enum
 import errno
 import logging
 
+from .args cimport Args
 from .message cimport Staged
 from .pool cimport Pool, Slice
 from .queue cimport Entry, Queue, Quotas
@@ -341,8 +342,8 @@ def cmd_byebye(conn, args, caller):
     log.debug("connection %d said goodbye", conn.id)
 
 
-def cmd_free(Connection conn, args, caller):
-    conn.pool.free_user(args.fields.offset)
+def cmd_free(Connection conn, Args args, caller):
+    conn.pool.free_user(args.u64("offset"))
 
 
 def cmd_update(conn, args, caller):
