@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 
-COMPILED = ("kdbusfs.host.memory", "kdbusfs.host.caller", "kdbusfs.fuse.frame", "kdbusfs.abi.walk",
+COMPILED = ("kdbusfs.host.memory", "kdbusfs.host.caller", "kdbusfs.fuse.frame", "kdbusfs.fuse.device",
+            "kdbusfs.abi.walk",
             "kdbusfs.bus.args", "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.pool",
             "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.bus.send", "kdbusfs.dispatch")
 

@@ -17,12 +17,13 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from .. import seccomp
 from ..forward import Forwarded, Inbox
 from . import protocol as p
 from .codec import Listen, Output, ProtocolError, Request, Unwatch, Watch, Written, parse_request
+from .device import read_into
 from .stores import StoreWriter
 
 log = logging.getLogger("kdbusfs.session")
@@ -46,11 +47,22 @@ DRAIN_BEFORE_NOTIFICATION = 256
 LISTENER_POLL_MS = 1000
 
 
+_INIT = int(p.Opcode.INIT)
+_DESTROY = int(p.Opcode.DESTROY)
+
 # The outputs that change what the session watches (the rest are written or run).
 _CONTROL = (Watch, Unwatch, Listen)
 
 # Serves a descriptor added with Session.watch_fd: gets its epoll event mask, returns what to emit.
 FdHandler = Callable[[int], "list[Output]"]
+
+
+def _answers_only(outputs: list[Output]) -> TypeGuard[list[bytes]]:
+    """Whether every output is a plain message (replies and notifications, most requests)."""
+    for output in outputs:
+        if type(output) is not bytes:
+            return False
+    return True
 
 
 class _Outcome(enum.Enum):
@@ -179,7 +191,7 @@ class Session:
     def _serve_next(self) -> _Outcome:
         """Read and serve one request, if one is queued."""
         try:
-            n = os.readv(self._fd, [self._buf])
+            n = read_into(self._fd, self._buf)
         except BlockingIOError:
             return _Outcome.IDLE
         except InterruptedError:
@@ -202,10 +214,10 @@ class Session:
             log.debug("%s unique=%d node=%d pid=%d", p.opcode_name(request.opcode), request.unique,
                       request.header.nodeid, request.header.pid)
         self._emit(server.handle(request), request.opcode)
-        if request.opcode == p.Opcode.INIT and self._on_ready is not None:
+        if request.opcode == _INIT and self._on_ready is not None:
             self._on_ready()
             self._on_ready = None
-        if request.opcode == p.Opcode.DESTROY:
+        if request.opcode == _DESTROY:
             self._ended = True
         return _Outcome.SERVED
 
@@ -322,6 +334,9 @@ class Session:
 
     def _emit(self, outputs: list[Output], what: str | int) -> None:
         """Act on what the server handed over: descriptors to watch here, the rest to write."""
+        if self._writer.idle and _answers_only(outputs):
+            self._writer.write_answers(outputs, what)
+            return
         writes: list[Written] = []
         for output in outputs:
             if isinstance(output, _CONTROL):

@@ -11,24 +11,31 @@ from collections.abc import Callable
 
 from . import protocol as p
 from .codec import Store, Written
+from .device import write_bytes
 
 log = logging.getLogger("kdbusfs.session")
 
 
 def _write_one(fd: int, message: bytes | Store, what: str | int) -> None:
-    try:
-        if isinstance(message, Store):
+    if isinstance(message, Store):
+        try:
             # One message in one writev, its bytes taken straight from the pool's memory.
             os.writev(fd, (message.head, message.data))
-        else:
-            os.write(fd, message)
-    except OSError as exc:
-        # ENOENT: the request was interrupted and aborted, or a notification names a node the
-        # kernel has already forgotten. ENODEV: unmounted, which the next read reports. Anything
-        # else costs this one message, never the daemon.
-        if exc.errno not in (errno.ENOENT, errno.ENODEV):
-            log.warning("kernel refused a message for %s: %s",
-                        p.opcode_name(what) if isinstance(what, int) else what, exc.strerror)
+        except OSError as exc:
+            _refused(exc.errno or 0, what)
+        return
+    err = write_bytes(fd, message)
+    if err:
+        _refused(err, what)
+
+
+def _refused(err: int, what: str | int) -> None:
+    # ENOENT: the request was interrupted and aborted, or a notification names a node the kernel
+    # has already forgotten. ENODEV: unmounted, which the next read reports. Anything else costs
+    # this one message, never the daemon.
+    if err not in (errno.ENOENT, errno.ENODEV):
+        log.warning("kernel refused a message for %s: %s",
+                    p.opcode_name(what) if isinstance(what, int) else what, os.strerror(err))
 
 
 def _run_one(action: Callable[[], None]) -> None:
@@ -63,6 +70,19 @@ class StoreWriter:
         self._pending = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No store is waiting to be written: nothing written now can overtake one."""
+        return not self._pending
+
+    def write_answers(self, messages: list[bytes], what: str | int) -> None:
+        """Write plain messages now, in order (only while idle: the common case, and the one
+        that must cost least)."""
+        for message in messages:
+            err = write_bytes(self._fd, message)
+            if err:
+                _refused(err, what)
 
     def write_all(self, messages: list[Written], what: str | int) -> None:
         batch: list[Written] = []
