@@ -20,19 +20,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from .basic import (
+    BULK_CODES,
     array_items,
     array_value,
     boolean,
     byte_array,
     check_depth,
     pack_number,
+    pack_numbers,
     struct_members,
     text_bytes,
     text_value,
     unpack_number,
+    unpack_numbers,
     variant,
 )
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TooManyElements
 from .names import Variant
 from .signature import DBusType, SignatureError, parse_type
 
@@ -92,6 +95,8 @@ class Writer:
         self.pad(kind.element.dbus1_alignment)
         start = len(self.buffer)
         raw = byte_array(items)
+        if raw is None and element.code in BULK_CODES:
+            raw = pack_numbers(self.order, element.code, items)
         if raw is not None:
             self.buffer += raw
         for item in () if raw is not None else items:
@@ -103,12 +108,18 @@ class Writer:
 
 
 class Reader:
-    """Reads marshalled values from `data`, whose first byte is 8-aligned."""
+    """Reads marshalled values from `data`, whose first byte is 8-aligned.
 
-    def __init__(self, data: bytes | memoryview, big_endian: bool = False, position: int = 0) -> None:
+    `max_elements` bounds the array elements read one at a time (a value each: the costly part of
+    decoding); arrays of bytes and of numbers are read at once and do not count."""
+
+    def __init__(self, data: bytes | memoryview, big_endian: bool = False, position: int = 0,
+                 max_elements: int | None = None) -> None:
         self.data = memoryview(data)
         self.order = ">" if big_endian else "<"
         self.position = position
+        self.max_elements = max_elements
+        self.elements_left = max_elements
 
     def align(self, alignment: int) -> None:
         end = self.position + -self.position % alignment
@@ -168,8 +179,16 @@ class Reader:
             raise DecodeError("array runs past the data")
         if element.code == "y":
             return bytes(self.take(length))
+        if element.code in BULK_CODES:
+            if length % element.dbus1_alignment:
+                raise DecodeError("array element runs past the array's length")
+            return unpack_numbers(self.order, element.code, self.take(length))
         items = []
         while self.position < end:
+            if self.elements_left is not None:
+                self.elements_left -= 1
+                if self.elements_left < 0:
+                    raise TooManyElements(self.max_elements or 0)
             items.append(self.read(element, depth))
         if self.position != end:
             raise DecodeError("array element runs past the array's length")
@@ -187,9 +206,9 @@ def encode_values(types: Sequence[DBusType], values: Sequence[Any], *, big_endia
 
 
 def decode_values(types: Sequence[DBusType], data: bytes | memoryview, *,
-                  big_endian: bool = False) -> tuple[Any, ...]:
-    """The values of a body that is exactly `data`."""
-    reader = Reader(data, big_endian)
+                  big_endian: bool = False, max_elements: int | None = None) -> tuple[Any, ...]:
+    """The values of a body that is exactly `data` (TooManyElements past `max_elements`)."""
+    reader = Reader(data, big_endian, max_elements=max_elements)
     values = tuple(reader.read(kind) for kind in types)
     if reader.position != len(reader.data):
         raise DecodeError(f"{len(reader.data) - reader.position} bytes after the last value")
