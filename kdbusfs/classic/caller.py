@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
 from collections.abc import Callable
 
+from .. import limits
 from ..bus.message import Buffer, Passed
 from ..bus.metadata import Creds, Process
 from ..bus.pool import Pool
 from ..errors import KdbusError
+from ..host.files import is_unix_socket, memfd_refusal
 from ..host.mounts import fd_device
 from .peer import absent
 
@@ -77,6 +78,17 @@ class ClassicFiles:
     def __init__(self, kdbus_device: int | None, close: Callable[[int], None]) -> None:
         self._kdbus_device = kdbus_device
         self._close = close
+        # The memfds the endpoint made for this client's large bodies and its messages still hold
+        # (by the message's duplicate), with their sizes: daemon memory until received.
+        self._memfd_sizes: dict[int, int] = {}
+        self.memfd_bytes = 0
+
+    def reserve_memfd(self, size: int) -> None:
+        """Refuse a memfd of `size` more bytes past CLASSIC_MEMFD_BYTES_MAX (ENOBUFS: the caller
+        gets LimitsExceeded, as from dbus-daemon past max_incoming_bytes)."""
+        if self.memfd_bytes + size > limits.CLASSIC_MEMFD_BYTES_MAX:
+            raise KdbusError(errno.ENOBUFS, f"{self.memfd_bytes} bytes of large bodies not received yet; "
+                                            f"{size} more would pass {limits.CLASSIC_MEMFD_BYTES_MAX}")
 
     def check_fds(self, fds: list[int]) -> list[int]:
         held: list[int] = []
@@ -85,7 +97,7 @@ class ClassicFiles:
                 # By name, never fstat: a file of this very mount would be a request to ourselves.
                 if self._kdbus_device is not None and fd_device(os.getpid(), fd) == self._kdbus_device:
                     raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
-                if _is_unix_socket(fd):
+                if is_unix_socket(fd):
                     raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
                 held.append(os.dup(fd))
         except BaseException:
@@ -94,25 +106,28 @@ class ClassicFiles:
         return held
 
     def check_memfd(self, fd: int, start: int, size: int) -> int:
-        raise KdbusError(errno.EBADF, "classic messages carry no memfds")
+        """A duplicate of a memfd the endpoint made for a large body (ClassicConnection.send),
+        checked as a sender's are."""
+        copy = os.dup(fd)
+        try:
+            refusal = memfd_refusal(copy, fd, start, size)
+        except BaseException:
+            self._close(copy)
+            raise
+        if refusal is not None:
+            self._close(copy)
+            raise refusal
+        self._memfd_sizes[copy] = size
+        self.memfd_bytes += size
+        return copy
 
     def pollable(self, fd: int) -> int:
         raise KdbusError(errno.EINVAL, "classic clients make no synchronous calls")
 
     def release(self, held: list[int]) -> None:
         for fd in held:
+            self.memfd_bytes -= self._memfd_sizes.pop(fd, 0)
             self._close(fd)
-
-
-def _is_unix_socket(fd: int) -> bool:
-    link = os.readlink(f"/proc/self/fd/{fd}")
-    if not link.startswith("socket:"):
-        return False
-    sock = socket.socket(fileno=os.dup(fd))
-    try:
-        return sock.family == socket.AF_UNIX
-    finally:
-        sock.close()
 
 
 class ClassicCaller:

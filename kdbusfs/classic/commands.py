@@ -8,8 +8,13 @@ are read from the pool's memory and freed at once (the client never maps it).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import fcntl
+import os
+from collections.abc import Sequence
 
+from .. import limits
 from ..abi import structs
 from ..abi.constants import (
     ATTACH_ALL,
@@ -20,16 +25,44 @@ from ..abi.constants import (
     Cmd,
     Item,
 )
-from ..abi.items import item, string_item
+from ..abi.items import item, read_items, string_item
 from ..bus.connection import Connection
 from ..bus.endpoint import Endpoint
 from ..bus.metadata import UserNamespace
 from ..client.info import ConnectionInfo, ListEntry, parse_connection_info, parse_list
-from ..client.message import Message, parse_message
+from ..client.message import ZEROS_OFFSET, Message, parse_message
 from ..client.outgoing import bloom_payload
 from ..errors import KdbusError
 from ..handle import Connected, Handle, ioctl
+from ..host.files import REQUIRED_SEALS
 from .caller import ClassicCaller
+
+
+def sealed_memfd(data: bytes) -> int:
+    """A memfd holding `data`, sealed against any change, as kdbus wants a PAYLOAD_MEMFD."""
+    fd = os.memfd_create("kdbusfs-classic-payload", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_range(fd: int, start: int, size: int) -> bytes:
+    """`size` bytes of the memfd `fd` from `start` (its range was checked when it was sent)."""
+    parts = []
+    while size:
+        chunk = os.pread(fd, size, start)
+        if not chunk:
+            raise KdbusError(errno.EFAULT, f"memfd ended {size} bytes before its range")
+        parts.append(chunk)
+        start += len(chunk)
+        size -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class ClassicConnection:
@@ -90,28 +123,45 @@ class ClassicConnection:
         self.handle.release()
 
     # -- messages ------------------------------------------------------------------------------
-    def send(self, destination: int | str, payload: bytes, *, flags: int, cookie: int,
+    def send(self, destination: int | str, payload: bytes | Sequence[bytes], *, flags: int, cookie: int,
              timeout_or_reply: int, bloom: bytes | None = None, fds: list[int] | None = None) -> None:
+        """SEND a message whose payload is `payload`'s parts back to back: each part of at least
+        CLASSIC_MEMFD_MIN_SIZE bytes in a sealed memfd of its own, the others as vectors."""
+        parts = (payload,) if isinstance(payload, bytes) else payload
         arena = self.caller.arena
-        payload_address = arena.place(payload)
         items = []
         dst_id = destination if isinstance(destination, int) else DST_ID_NAME
         if isinstance(destination, str):
             items.append(string_item(Item.DST_NAME, destination))
-        items.append(item(Item.PAYLOAD_VEC, structs.VEC.pack(len(payload), payload_address)))
-        if bloom is not None:
-            items.append(item(Item.BLOOM_FILTER, bloom_payload(bloom)))
-        if fds:
-            items.append(item(Item.FDS, b"".join(fd.to_bytes(4, "little", signed=True) for fd in fds)))
-        body = b"".join(items)
-        msg = structs.MSG.pack(structs.MSG.size + len(body), flags, 0, dst_id, 0, PAYLOAD_DBUS, cookie,
-                               timeout_or_reply) + body
-        msg_address = arena.place(msg)
-        struct = bytearray(structs.CMD_SEND.pack(structs.CMD_SEND.size, 0, 0, msg_address, 0, 0, 0))
-        self._run(Cmd.SEND, struct)
+        memfds: list[int] = []
+        try:
+            for part in parts:
+                if len(part) >= limits.CLASSIC_MEMFD_MIN_SIZE:
+                    self.caller.files().reserve_memfd(len(part))
+                    memfds.append(sealed_memfd(part))
+                    items.append(item(Item.PAYLOAD_MEMFD, structs.MEMFD.pack(0, len(part), memfds[-1], 0)))
+                else:
+                    items.append(item(Item.PAYLOAD_VEC, structs.VEC.pack(len(part), arena.place(part))))
+            if bloom is not None:
+                items.append(item(Item.BLOOM_FILTER, bloom_payload(bloom)))
+            if fds:
+                items.append(item(Item.FDS, b"".join(fd.to_bytes(4, "little", signed=True) for fd in fds)))
+            body = b"".join(items)
+            msg = structs.MSG.pack(structs.MSG.size + len(body), flags, 0, dst_id, 0, PAYLOAD_DBUS, cookie,
+                                   timeout_or_reply) + body
+            msg_address = arena.place(msg)
+            struct = bytearray(structs.CMD_SEND.pack(structs.CMD_SEND.size, 0, 0, msg_address, 0, 0, 0))
+            self._run(Cmd.SEND, struct)
+        finally:
+            # The message holds its own duplicates (ClassicFiles.check_memfd) until received.
+            for fd in memfds:
+                os.close(fd)
 
     def recv(self) -> Message | None:
-        """The next queued message (its descriptors in caller.received_fds), or None."""
+        """The next queued message (its descriptors in caller.received_fds), or None. Memfd parts
+        of its payload are read into the payload in their place (descriptors then are only the
+        message's FDS), unless the whole would exceed CLASSIC_MESSAGE_MAX: such a message keeps
+        its `memfds`, unread."""
         self.caller.received_fds = []
         struct = bytearray(structs.CMD_RECV.pack(structs.CMD_RECV.size, 0, 0, 0, 0, 0, 0, 0))
         try:
@@ -121,7 +171,35 @@ class ClassicConnection:
                 return None
             raise
         data = self._slice(out.msg_offset, out.msg_msg_size)
-        return parse_message(data, out.msg_return_flags, out.dropped_msgs)
+        message = parse_message(data, out.msg_return_flags, out.dropped_msgs)
+        if message.memfds:
+            message = self._read_memfds(data, message)
+        return message
+
+    def _read_memfds(self, data: bytes, message: Message) -> Message:
+        """`message` with its memfd parts read into its payload, in item order (as sd-bus sent a
+        large body: header vector, body memfd, footer vector); the memfds closed, and only the FDS
+        item's descriptors left in caller.received_fds."""
+        installed = self.caller.received_fds
+        memfd_indexes = {memfd.fd for memfd in message.memfds}
+        self.caller.received_fds = [installed[index] for index in message.fds]
+        try:
+            size = len(message.payload) + sum(memfd.size for memfd in message.memfds)
+            if size > limits.CLASSIC_MESSAGE_MAX:
+                return message
+            parts: list[bytes] = []
+            for kind, item_payload in read_items(data, structs.MSG.size, structs.MSG.unpack(data).size):
+                if kind == Item.PAYLOAD_OFF:
+                    part_size, offset = structs.VEC.unpack(item_payload)
+                    parts.append(bytes(part_size) if offset == ZEROS_OFFSET
+                                 else data[offset : offset + part_size])
+                elif kind == Item.PAYLOAD_MEMFD:
+                    start, part_size, index, _ = structs.MEMFD.unpack(item_payload)
+                    parts.append(read_range(installed[index], start, part_size))
+            return dataclasses.replace(message, payload=b"".join(parts), parts=tuple(parts), memfds=())
+        finally:
+            for index in memfd_indexes:
+                self.caller.close_fd(installed[index])
 
     # -- names, matches, queries --------------------------------------------------------------
     def name_acquire(self, name: str, flags: int) -> int:
