@@ -115,9 +115,12 @@ CLASSIC_LISTEN_BACKLOG = 128
 # endpoint stops watching its socket (it stays readable: watching it would spin) until a client
 # closes or this much time has passed, whichever is first.
 CLASSIC_ACCEPT_RETRY_S = 0.5
-# The deadline kdbus needs for every call a classic client makes (classic clients keep their own
-# timeouts, usually 25 s; a long one for calls that wait on a user).
-CLASSIC_CALL_TIMEOUT_S = 120.0
+# kdbus needs a deadline (absolute, CLOCK_MONOTONIC ns) for every call expecting a reply; dbus-daemon
+# times no call out (its reply_timeout is -1, "never", and neither shipped config sets it): the
+# caller's own timeout decides (libdbus's 25 s default, polkit's interactive checks wait minutes).
+# So every classic call gets the largest deadline a signed 64-bit reader still takes as positive:
+# 292 years of uptime, never reached, and safe for receivers that keep nanoseconds in an int64.
+CLASSIC_CALL_DEADLINE_NS = (1 << 63) - 1
 # A classic client's pool: room for its queued messages (its own quota in kdbus terms).
 CLASSIC_POOL_SIZE = 16 * 1024 * 1024
 # Bytes a classic signal's bloom filter may hash (each digest finish counted as 24): SipHash runs in

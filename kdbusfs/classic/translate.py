@@ -94,12 +94,18 @@ class Outbound:
     destination: int | str
     flags: int
     cookie: int
-    # For a call expecting a reply the deadline is added by the sender (it needs the clock).
     reply_cookie: int
     # The GVariant message in parts laid out back to back (header, body, footer: a large body
     # travels in a memfd of its own, as sd-bus sent it).
     payload: tuple[bytes, ...]
     expects_reply: bool
+
+    @property
+    def timeout_or_reply(self) -> int:
+        """kdbus_msg.timeout_ns: for a call expecting a reply its deadline, which is never reached
+        (CLASSIC_CALL_DEADLINE_NS: dbus-daemon times no call out; the client's own timeout
+        decides), else the cookie a reply answers."""
+        return limits.CLASSIC_CALL_DEADLINE_NS if self.expects_reply else self.reply_cookie
 
 
 class Untranslatable(ValueError):

@@ -1,9 +1,10 @@
 """Large classic messages: bodies in sealed memfds both ways, the bounds on what the endpoint
-holds and decodes for one client."""
+holds and decodes for one client, and a call's deadline (none, as dbus-daemon gives none)."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def test_a_kdbus_message_larger_than_a_classic_client_takes_is_not_delivered(
     # Sent past the client's own bound (as a native sender would), refused on the way out.
     endpoint.served.outside_requests("a send past the bound", lambda: sender.conn.send(
         outbound.destination, outbound.payload, flags=outbound.flags, cookie=1,
-        timeout_or_reply=outbound.reply_cookie) if sender.conn is not None else None)
+        timeout_or_reply=outbound.timeout_or_reply) if sender.conn is not None else None)
     client.send(DBusMessage.method_call(server.name, "/sink", SINK, "Small", serial=client.next_serial(),
                                         flags=1))
     assert _next(server, loop, MessageType.METHOD_CALL).member == "Small"
@@ -152,3 +153,23 @@ def test_a_message_with_too_many_array_elements_closes_its_sender_but_numbers_do
     client.send(DBusMessage.method_call(server.name, "/sink", SINK, "Take", "av", ([Variant("y", 1)] * 1001,),
                                         serial=client.next_serial()))
     assert client.closed()
+
+
+def test_a_classic_call_has_no_deadline_on_the_bus(setup: Setup) -> None:
+    """dbus-daemon times no call out: a call waiting on a slow service (polkit asking a user) gets
+    its reply however late, and never a NoReply from the bus; the deadline kdbus needs is never
+    reached, whatever the clock says."""
+    endpoint, loop, path = setup
+    server, client = _pair(loop, path)
+    call = DBusMessage.method_call(server.name, "/slow", SINK, "Ask", serial=client.next_serial())
+    assert to_kdbus(call, 1).timeout_or_reply == limits.CLASSIC_CALL_DEADLINE_NS
+    client.send(call)
+    received = _next(server, loop, MessageType.METHOD_CALL)
+    a_century_ns = 100 * 365 * 24 * 3600 * 10**9
+    for later in (121 * 10**9, 3600 * 10**9, a_century_ns):
+        endpoint.served.tick(time.monotonic_ns() + later)
+        loop.turn()
+        assert not [m for m in client.messages() if m.type == MessageType.ERROR]
+    server.send(DBusMessage.method_return(received, "b", (True,), serial=server.next_serial()))
+    reply = _next(client, loop, MessageType.METHOD_RETURN)
+    assert reply.reply_serial == call.serial and reply.body == (True,)
