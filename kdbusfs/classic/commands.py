@@ -126,7 +126,8 @@ class ClassicConnection:
     def send(self, destination: int | str, payload: bytes | Sequence[bytes], *, flags: int, cookie: int,
              timeout_or_reply: int, bloom: bytes | None = None, fds: list[int] | None = None) -> None:
         """SEND a message whose payload is `payload`'s parts back to back: each part of at least
-        CLASSIC_MEMFD_MIN_SIZE bytes in a sealed memfd of its own, the others as vectors."""
+        CLASSIC_MEMFD_MIN_SIZE bytes in a sealed memfd of its own, the parts between them joined in
+        one vector each (a small message is one vector, as readers of the first one expect)."""
         parts = (payload,) if isinstance(payload, bytes) else payload
         arena = self.caller.arena
         items = []
@@ -134,14 +135,24 @@ class ClassicConnection:
         if isinstance(destination, str):
             items.append(string_item(Item.DST_NAME, destination))
         memfds: list[int] = []
+        small: list[bytes] = []
+
+        def vector() -> None:
+            if small:
+                data = b"".join(small)
+                items.append(item(Item.PAYLOAD_VEC, structs.VEC.pack(len(data), arena.place(data))))
+                small.clear()
+
         try:
             for part in parts:
-                if len(part) >= limits.CLASSIC_MEMFD_MIN_SIZE:
-                    self.caller.files().reserve_memfd(len(part))
-                    memfds.append(sealed_memfd(part))
-                    items.append(item(Item.PAYLOAD_MEMFD, structs.MEMFD.pack(0, len(part), memfds[-1], 0)))
-                else:
-                    items.append(item(Item.PAYLOAD_VEC, structs.VEC.pack(len(part), arena.place(part))))
+                if len(part) < limits.CLASSIC_MEMFD_MIN_SIZE:
+                    small.append(part)
+                    continue
+                vector()
+                self.caller.files().reserve_memfd(len(part))
+                memfds.append(sealed_memfd(part))
+                items.append(item(Item.PAYLOAD_MEMFD, structs.MEMFD.pack(0, len(part), memfds[-1], 0)))
+            vector()
             if bloom is not None:
                 items.append(item(Item.BLOOM_FILTER, bloom_payload(bloom)))
             if fds:

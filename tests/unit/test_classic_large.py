@@ -93,6 +93,29 @@ def test_a_body_in_a_memfd_alone_from_a_kdbus_sender_reaches_a_classic_client(se
     native.close()
 
 
+def test_a_small_message_is_one_vector_and_a_large_body_a_memfd_between_two(setup: Setup) -> None:
+    """Native readers of a D-Bus payload may read the first vector alone (small messages); a large
+    body is laid out as sd-bus laid it: header vector, body memfd, footer vector."""
+    endpoint, loop, path = setup
+    sender = Peer(path, loop)
+    sender.authenticate()
+    bus_endpoint = endpoint.bus_endpoint()
+    assert bus_endpoint is not None
+    caller = ClassicCaller(os.getpid(), os.getuid(), os.getgid(), endpoint.device, endpoint.served.close_fd)
+    native = ClassicConnection(bus_endpoint, caller, caller.process().userns())
+    native.hello(1 << 20, True, "native")
+    large = bytes(limits.CLASSIC_MEMFD_MIN_SIZE)
+    for body in (b"small", large):
+        sender.send(DBusMessage.method_call(unique_name(native.id), "/x", SINK, "Take", "ay", (body,),
+                                            serial=sender.next_serial(), flags=1))
+    received = [native.recv(), native.recv()]
+    assert received[0] is not None and received[1] is not None
+    assert len(received[0].parts) == 1
+    assert [len(part) for part in received[1].parts][1] == len(large) and len(received[1].parts) == 3
+    assert fastwire.decode_gvariant(received[1].payload).body == (large,)
+    native.close()
+
+
 def _client_of(endpoint: ClassicEndpoint, peer: Peer) -> ClassicClient:
     return next(c for c in endpoint.clients.values()
                 if c.conn is not None and unique_name(c.conn.id) == peer.name)
