@@ -458,3 +458,45 @@ def test_a_signal_sent_right_before_exit_is_delivered(classic: ClassicMount,
     for i in range(10):
         classic.run("dbus-send", "--system", "--type=signal", "/x", "org.example.Send.Hi", f"string:n{i}")
         assert listener.expect("signal ").endswith(f"Hi n{i}")
+
+
+# -- classic-limits (issue 14): large bodies, activation -------------------------------------------
+# One block: imports are local so that this block and others' appended beside it stay apart.
+
+@pytest.fixture(scope="module")
+def bigpeer(bin_dir: Path) -> Path:
+    return compile_client("bigpeer", bin_dir)
+
+
+def test_a_16_mib_body_goes_from_a_classic_client_to_a_native_one_and_back(
+        classic: ClassicMount, bigpeer: Path, peers: list[LinePeer], tmp_path: Path) -> None:
+    import random
+
+    from kdbusfs.classic import fastwire
+
+    from .classic_clients import SYSTEM_PYTHON
+
+    classic.make_bus()
+    received = tmp_path / "received"
+    # Under `kdbusfs run`: the memfds of what it receives are installed in it.
+    native = LinePeer([sys.executable, "-m", "kdbusfs", "run", "--mount", str(classic.mount.path), "--",
+                       str(bigpeer), str(classic.mount.path), classic.bus, "org.example.Big", str(received)])
+    peers.append(native)
+    native_id = int(native.expect("id "))
+    size, seed = 16 << 20, 14
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": classic.address, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    caller = LinePeer([SYSTEM_PYTHON, str(Path(__file__).with_name("classic_big.py")), "org.example.Big",
+                       str(size), str(seed)], env=env)
+    peers.append(caller)
+    native.write("recv 60000")
+    _, src, cookie, _, parts = native.line(timeout=60).split()
+    # sd-bus's layout: the header's vector, the body in a memfd, the footer's vector.
+    assert parts.split(",")[1] == f"memfd:{size}", parts
+    call = wire.decode(received.read_bytes())
+    data = random.Random(seed).randbytes(size)
+    assert call.member == "Echo" and call.signature == "ay" and call.body == (data,)
+    reply = DBusMessage.method_return(call, "ay", (data,), serial=7).replace(sender=f":1.{native_id}")
+    head, body, tail = fastwire.gvariant_parts(reply)
+    assert body == data  # so the memfd it received is the reply's body as it is
+    assert native.ask(f"reply {src} {cookie} 7 {head.hex()} {tail.hex()}") == "ok"
+    assert caller.line(timeout=60) == f"ok {size}"
