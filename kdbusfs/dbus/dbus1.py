@@ -73,8 +73,12 @@ class Writer:
         elif code == "v":
             check_depth(depth + 1, EncodeError)
             held = variant(value)
-            self.write(parse_type("g"), held.signature)
-            self.write(parse_type(held.signature), held.value, depth + 1)
+            # The type string is a valid signature (parse_type says so, from its cache), so ASCII:
+            # written here rather than as a 'g' value, which would check it once more.
+            held_type = parse_type(held.signature)
+            raw = held.signature.encode("ascii")
+            self.buffer += bytes((len(raw),)) + raw + b"\0"
+            self.write(held_type, held.value, depth + 1)
         elif code == "a":
             check_depth(depth + 1, EncodeError)
             self.array(kind, array_items(kind, value), depth + 1)
@@ -142,7 +146,8 @@ class Reader:
 
     def read(self, kind: DBusType, depth: int = 0) -> Any:
         code = kind.code
-        self.align(kind.dbus1_alignment)
+        if kind.dbus1_alignment != 1:
+            self.align(kind.dbus1_alignment)
         if code == "b":
             value = self.u32()
             if value > 1:
@@ -158,10 +163,14 @@ class Reader:
             return text_value(code, raw[:-1])
         check_depth(depth + 1, DecodeError)
         if code == "v":
-            signature = self.read(parse_type("g"))
+            # The type string read directly (not as a 'g' value): parse_type checks it, cached.
+            raw = bytes(self.take(self.take(1)[0] + 1))
+            if raw[-1] != 0:
+                raise DecodeError("'g' value without its NUL")
             try:
+                signature = raw[:-1].decode("ascii")
                 held = parse_type(signature)
-            except SignatureError as exc:
+            except (UnicodeDecodeError, SignatureError) as exc:
                 raise DecodeError(f"variant type: {exc}") from None
             return Variant(signature, self.read(held, depth + 1))
         if code == "a":
