@@ -19,9 +19,10 @@ from .. import limits
 from ..bus.message import Buffer, Passed
 from ..bus.metadata import Creds, Process
 from ..bus.pool import Pool
-from ..errors import KdbusError
+from ..errors import KdbusError, LimitReached, user_named
 from ..host.files import is_unix_socket, memfd_refusal
 from ..host.mounts import fd_device
+from .closures import FIXED
 from .peer import absent
 
 # Where the first region goes: any non-zero, page-aligned address (0 reads as "no address").
@@ -75,8 +76,9 @@ class ClassicFiles:
     are the daemon's own (received by SCM_RIGHTS); the message gets duplicates, so the endpoint
     closes what it received either way."""
 
-    def __init__(self, kdbus_device: int | None, close: Callable[[int], None]) -> None:
+    def __init__(self, kdbus_device: int | None, close: Callable[[int], None], uid: int) -> None:
         self._kdbus_device = kdbus_device
+        self._uid = uid
         self._close = close
         # The memfds the endpoint made for this client's large bodies and its messages still hold
         # (by the message's duplicate), with their sizes: daemon memory until received.
@@ -85,10 +87,12 @@ class ClassicFiles:
 
     def reserve_memfd(self, size: int) -> None:
         """Refuse a memfd of `size` more bytes past CLASSIC_MEMFD_BYTES_MAX (ENOBUFS: the caller
-        gets LimitsExceeded, as from dbus-daemon past max_incoming_bytes)."""
+        gets LimitsExceeded, as from dbus-daemon past max_incoming_bytes; a limit, not bad input)."""
         if self.memfd_bytes + size > limits.CLASSIC_MEMFD_BYTES_MAX:
-            raise KdbusError(errno.ENOBUFS, f"{self.memfd_bytes} bytes of large bodies not received yet; "
-                                            f"{size} more would pass {limits.CLASSIC_MEMFD_BYTES_MAX}")
+            raise LimitReached(errno.ENOBUFS, f"{self.memfd_bytes} bytes of large bodies not received yet; "
+                                              f"{size} more would pass {limits.CLASSIC_MEMFD_BYTES_MAX}",
+                               "bytes of large bodies one classic client's messages hold until received",
+                               limits.CLASSIC_MEMFD_BYTES_MAX, FIXED, user_named(self._uid))
 
     def check_fds(self, fds: list[int]) -> list[int]:
         held: list[int] = []
@@ -142,7 +146,7 @@ class ClassicCaller:
         self.gid = gid
         self.arena = Arena()
         self._close = close
-        self._files = ClassicFiles(kdbus_device, close)
+        self._files = ClassicFiles(kdbus_device, close, uid)
         self._process = process if process is not None else absent(Creds.for_ids(uid, gid, pid))
         # Descriptors the last RECV handed over, in the order of the message's FDS item.
         self.received_fds: list[int] = []
