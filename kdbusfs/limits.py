@@ -69,11 +69,27 @@ FORWARD_ACCEPT_TIMEOUT_MS = 1000
 # so that classic clients meet the same walls: a line of at most 16 KiB, six rejections.
 CLASSIC_AUTH_LINE_MAX = 16 * 1024
 CLASSIC_AUTH_MAX_REJECTIONS = 6
-# A classic message (fixed header, fields, body). D-Bus allows 128 MiB, but no kdbus message carries
-# more than MSG_MAX_PAYLOAD_VEC_SIZE: a client announcing a larger one is closed (as dbus-daemon
-# closes one past its own limit) before the daemon buffers it; the slack lets a message whose
-# GVariant form ends up past the kdbus limit be refused with LimitsExceeded instead.
-CLASSIC_MESSAGE_MAX = MSG_MAX_PAYLOAD_VEC_SIZE + 64 * 1024
+# A classic message (fixed header, fields, body): dbus-daemon's max_message_size as it ships (its
+# built-in default, which system.conf keeps; session.conf raises it to 1 GB, more than the daemon
+# should hold per client). A client announcing a larger one is closed before the daemon buffers it,
+# as dbus-daemon closes it; a native message past it is not delivered to classic clients.
+CLASSIC_MESSAGE_MAX = 32 * 1024 * 1024
+# Payload parts (a classic message's GVariant body) of this size or more travel in a sealed memfd
+# of their own instead of a PAYLOAD_VEC (whose sum kdbus caps at MSG_MAX_PAYLOAD_VEC_SIZE): sd-bus's
+# threshold on kdbus, below which copying is cheaper than making, sealing and mapping a memfd.
+CLASSIC_MEMFD_MIN_SIZE = 512 * 1024
+# Bytes of such memfds one classic client's messages may hold at once (made by the daemon, they are
+# its memory until received; kdbus charged a sender's memfds to the sender): dbus-daemon's
+# max_incoming_bytes as it ships, the bytes it holds of one connection's undelivered messages.
+# Past it a call gets LimitsExceeded, as it would from kdbus for a full pool.
+CLASSIC_MEMFD_BYTES_MAX = 133169152
+# Array elements of one message the endpoint decodes one by one (arrays of bytes and of numbers are
+# taken in bulk and do not count). Each costs the serving thread, which serves every client of the
+# mount, a few microseconds per direction (variants the most): 60000 variants took it 0.4 s each way
+# in at most 0.2 s at a stretch (a loaded 2-CPU VM), strings a third of that; property dicts and
+# object lists have thousands. Past it a classic client is closed (as dbus-daemon closes one past
+# its limits) and a native message is not delivered to classic clients.
+CLASSIC_ARRAY_ELEMENTS_MAX = 64 * 1024
 # Descriptors one classic message may carry: kdbus passes at most this many per message.
 CLASSIC_FDS_PER_MESSAGE = CONN_MAX_FDS_PER_USER
 # Bytes written to a classic client that it has not read yet: past this the endpoint stops
@@ -99,9 +115,12 @@ CLASSIC_LISTEN_BACKLOG = 128
 # endpoint stops watching its socket (it stays readable: watching it would spin) until a client
 # closes or this much time has passed, whichever is first.
 CLASSIC_ACCEPT_RETRY_S = 0.5
-# The deadline kdbus needs for every call a classic client makes (classic clients keep their own
-# timeouts, usually 25 s; a long one for calls that wait on a user).
-CLASSIC_CALL_TIMEOUT_S = 120.0
+# kdbus needs a deadline (absolute, CLOCK_MONOTONIC ns) for every call expecting a reply; dbus-daemon
+# times no call out (its reply_timeout is -1, "never", and neither shipped config sets it): the
+# caller's own timeout decides (libdbus's 25 s default, polkit's interactive checks wait minutes).
+# So every classic call gets the largest deadline a signed 64-bit reader still takes as positive:
+# 292 years of uptime, never reached, and safe for receivers that keep nanoseconds in an int64.
+CLASSIC_CALL_DEADLINE_NS = (1 << 63) - 1
 # A classic client's pool: room for its queued messages (its own quota in kdbus terms).
 CLASSIC_POOL_SIZE = 16 * 1024 * 1024
 # Bytes a classic signal's bloom filter may hash (each digest finish counted as 24): SipHash runs in

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
 from collections.abc import Callable
 
+from .. import limits
 from ..bus.message import Buffer, Passed
 from ..bus.metadata import Creds, Process
 from ..bus.pool import Pool
-from ..errors import KdbusError
+from ..errors import KdbusError, LimitReached, user_named
+from ..host.files import is_unix_socket, memfd_refusal
 from ..host.mounts import fd_device
+from .closures import FIXED
 from .peer import absent
 
 # Where the first region goes: any non-zero, page-aligned address (0 reads as "no address").
@@ -74,9 +76,23 @@ class ClassicFiles:
     are the daemon's own (received by SCM_RIGHTS); the message gets duplicates, so the endpoint
     closes what it received either way."""
 
-    def __init__(self, kdbus_device: int | None, close: Callable[[int], None]) -> None:
+    def __init__(self, kdbus_device: int | None, close: Callable[[int], None], uid: int) -> None:
         self._kdbus_device = kdbus_device
+        self._uid = uid
         self._close = close
+        # The memfds the endpoint made for this client's large bodies and its messages still hold
+        # (by the message's duplicate), with their sizes: daemon memory until received.
+        self._memfd_sizes: dict[int, int] = {}
+        self.memfd_bytes = 0
+
+    def reserve_memfd(self, size: int) -> None:
+        """Refuse a memfd of `size` more bytes past CLASSIC_MEMFD_BYTES_MAX (ENOBUFS: the caller
+        gets LimitsExceeded, as from dbus-daemon past max_incoming_bytes; a limit, not bad input)."""
+        if self.memfd_bytes + size > limits.CLASSIC_MEMFD_BYTES_MAX:
+            raise LimitReached(errno.ENOBUFS, f"{self.memfd_bytes} bytes of large bodies not received yet; "
+                                              f"{size} more would pass {limits.CLASSIC_MEMFD_BYTES_MAX}",
+                               "bytes of large bodies one classic client's messages hold until received",
+                               limits.CLASSIC_MEMFD_BYTES_MAX, FIXED, user_named(self._uid))
 
     def check_fds(self, fds: list[int]) -> list[int]:
         held: list[int] = []
@@ -85,7 +101,7 @@ class ClassicFiles:
                 # By name, never fstat: a file of this very mount would be a request to ourselves.
                 if self._kdbus_device is not None and fd_device(os.getpid(), fd) == self._kdbus_device:
                     raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
-                if _is_unix_socket(fd):
+                if is_unix_socket(fd):
                     raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
                 held.append(os.dup(fd))
         except BaseException:
@@ -94,25 +110,28 @@ class ClassicFiles:
         return held
 
     def check_memfd(self, fd: int, start: int, size: int) -> int:
-        raise KdbusError(errno.EBADF, "classic messages carry no memfds")
+        """A duplicate of a memfd the endpoint made for a large body (ClassicConnection.send),
+        checked as a sender's are."""
+        copy = os.dup(fd)
+        try:
+            refusal = memfd_refusal(copy, fd, start, size)
+        except BaseException:
+            self._close(copy)
+            raise
+        if refusal is not None:
+            self._close(copy)
+            raise refusal
+        self._memfd_sizes[copy] = size
+        self.memfd_bytes += size
+        return copy
 
     def pollable(self, fd: int) -> int:
         raise KdbusError(errno.EINVAL, "classic clients make no synchronous calls")
 
     def release(self, held: list[int]) -> None:
         for fd in held:
+            self.memfd_bytes -= self._memfd_sizes.pop(fd, 0)
             self._close(fd)
-
-
-def _is_unix_socket(fd: int) -> bool:
-    link = os.readlink(f"/proc/self/fd/{fd}")
-    if not link.startswith("socket:"):
-        return False
-    sock = socket.socket(fileno=os.dup(fd))
-    try:
-        return sock.family == socket.AF_UNIX
-    finally:
-        sock.close()
 
 
 class ClassicCaller:
@@ -127,7 +146,7 @@ class ClassicCaller:
         self.gid = gid
         self.arena = Arena()
         self._close = close
-        self._files = ClassicFiles(kdbus_device, close)
+        self._files = ClassicFiles(kdbus_device, close, uid)
         self._process = process if process is not None else absent(Creds.for_ids(uid, gid, pid))
         # Descriptors the last RECV handed over, in the order of the message's FDS item.
         self.received_fds: list[int] = []

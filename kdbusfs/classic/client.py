@@ -303,15 +303,12 @@ class ClassicClient:
     def _send(self, message: DBusMessage, fds: list[int]) -> None:
         assert self.conn is not None and self.conn.conn is not None
         outbound = to_kdbus(message, self.conn.id)
-        timeout_or_reply = outbound.reply_cookie
-        if outbound.expects_reply:
-            timeout_or_reply = time.monotonic_ns() + int(limits.CLASSIC_CALL_TIMEOUT_S * 1e9)
         bloom = None
         if message.type == MessageType.SIGNAL:
             bus = self.conn.conn.bus
             bloom = bytes(signal_filter(message, bus.bloom_size, bus.bloom_n_hash))
         self.conn.send(outbound.destination, outbound.payload, flags=outbound.flags, cookie=outbound.cookie,
-                       timeout_or_reply=timeout_or_reply, bloom=bloom, fds=fds)
+                       timeout_or_reply=outbound.timeout_or_reply, bloom=bloom, fds=fds)
 
     def _next_serial(self) -> int:
         self._driver_serial = self._driver_serial % 0xFFFF_FFFF + 1

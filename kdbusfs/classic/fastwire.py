@@ -61,21 +61,21 @@ def encode(message: DBusMessage, *, big_endian: bool = False) -> bytes:
     buffer += _ZEROS[: -len(buffer) % 8]
     struct.pack_into(order + "BBBBIII", buffer, 0, ord("B" if big_endian else "l"), message.type,
                      message.flags, wire.DBUS1_VERSION, len(body), message.serial, fields_length)
-    data = bytes(buffer) + body
+    data = b"".join((buffer, body))
     if len(data) > wire.MAX_MESSAGE_SIZE:
         raise EncodeError(f"message of {len(data)} bytes; D-Bus allows {wire.MAX_MESSAGE_SIZE}")
     return data
 
 
-def decode(raw: bytes) -> DBusMessage:
-    """wire.decode_dbus1(raw): the same message, or the same refusal."""
+def decode(raw: bytes, max_elements: int | None = None) -> DBusMessage:
+    """wire.decode_dbus1(raw, max_elements): the same message, or the same refusal."""
     try:
-        return _decode(raw)
+        return _decode(raw, max_elements)
     except _Unusual:
-        return wire.decode_dbus1(raw)
+        return wire.decode_dbus1(raw, max_elements)
 
 
-def _decode(raw: bytes) -> DBusMessage:
+def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
     if len(raw) < 16 or raw[3] != wire.DBUS1_VERSION or raw[0] not in b"lB":
         raise _Unusual
     order = ">" if raw[0] == ord("B") else "<"
@@ -137,7 +137,8 @@ def _decode(raw: bytes) -> DBusMessage:
         types = parse_signature(signature)
     except SignatureError:
         raise _Unusual from None
-    body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">")
+    body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">",
+                               max_elements=max_elements)
     message = DBusMessage(MessageType(kind), serial, flags, signature=signature, body=body, **values)
     problem = message.problem()
     if problem is not None:
@@ -163,6 +164,14 @@ _FIXED_LE = struct.Struct("<BBBBIQ")
 
 def encode_gvariant(message: DBusMessage) -> bytes:
     """wire.encode_gvariant(message), byte for byte."""
+    return b"".join(gvariant_parts(message))
+
+
+def gvariant_parts(message: DBusMessage) -> tuple[bytes, bytes, bytes]:
+    """wire.encode_gvariant(message) in three parts, as sd-bus laid a message out on kdbus: the
+    header (fixed part, fields, padding to 8), the body, and the footer (the body's type and the
+    framing offset), so that a large body can travel on its own (a memfd) without being copied into
+    one buffer with the rest."""
     problem = message.problem()
     if problem is not None:
         raise EncodeError(problem)
@@ -194,14 +203,15 @@ def encode_gvariant(message: DBusMessage) -> bytes:
     buffer += fields
     fields_end = len(buffer)
     buffer += _ZEROS[: -len(buffer) % 8]
-    buffer += body + b"\0(" + message.signature.encode("ascii") + b")"
+    footer = b"\0(" + message.signature.encode("ascii") + b")"
+    length = len(buffer) + len(body) + len(footer)
     size = 1
-    while len(buffer) + size >= 1 << (8 * size):
+    while length + size >= 1 << (8 * size):
         size *= 2
-    buffer += fields_end.to_bytes(size, "little")
-    if len(buffer) > wire.MAX_MESSAGE_SIZE:
-        raise EncodeError(f"message of {len(buffer)} bytes; D-Bus allows {wire.MAX_MESSAGE_SIZE}")
-    return bytes(buffer)
+    length += size
+    if length > wire.MAX_MESSAGE_SIZE:
+        raise EncodeError(f"message of {length} bytes; D-Bus allows {wire.MAX_MESSAGE_SIZE}")
+    return bytes(buffer), body, footer + fields_end.to_bytes(size, "little")
 
 
 def _table_offset_size(body_size: int, count: int) -> int:
@@ -211,15 +221,16 @@ def _table_offset_size(body_size: int, count: int) -> int:
     return 8
 
 
-def decode_gvariant(data: bytes) -> DBusMessage:
-    """wire.decode(data) for a GVariant-framed message: the same message, or the same refusal."""
+def decode_gvariant(data: bytes, max_elements: int | None = None) -> DBusMessage:
+    """wire.decode(data, max_elements) for a GVariant-framed message: the same message, or the
+    same refusal."""
     try:
-        return _decode_gvariant(data)
+        return _decode_gvariant(data, max_elements)
     except _Unusual:
-        return wire.decode(data)
+        return wire.decode(data, max_elements)
 
 
-def _decode_gvariant(data: bytes) -> DBusMessage:
+def _decode_gvariant(data: bytes, max_elements: int | None) -> DBusMessage:
     if len(data) < 16 or data[3] != wire.GVARIANT_VERSION or data[0] not in b"lB":
         raise _Unusual
     big_endian = data[0] == ord("B")
@@ -233,9 +244,9 @@ def _decode_gvariant(data: bytes) -> DBusMessage:
     if not 16 <= fields_end <= body_start <= len(data) - size:
         raise _Unusual
     values = _gvariant_fields(memoryview(data)[16:fields_end], order)
-    footer = data[body_start : len(data) - size]
-    separator = footer.rfind(b"\0")
-    body_type = footer[separator + 1 :]
+    # The body stays where it is (a large one is most of the message): no copy before decoding.
+    separator = data.rfind(b"\0", body_start, len(data) - size)
+    body_type = data[separator + 1 : len(data) - size]
     if separator < 0 or body_type[:1] != b"(" or body_type[-1:] != b")":
         raise _Unusual
     try:
@@ -243,7 +254,8 @@ def _decode_gvariant(data: bytes) -> DBusMessage:
         types = parse_signature(signature)
     except (UnicodeDecodeError, SignatureError):
         raise _Unusual from None
-    body = gvariant.decode_body(types, memoryview(footer)[:separator], big_endian=big_endian)
+    body = gvariant.decode_body(types, memoryview(data)[body_start:separator], big_endian=big_endian,
+                                max_elements=max_elements)
     message = DBusMessage(MessageType(kind), cookie, flags, signature=signature, body=body, **values)
     problem = message.problem()
     if problem is not None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from .. import limits
 from ..dbus import DBusMessage
-from ..dbus.errors import DecodeError
+from ..dbus.errors import DecodeError, TooManyElements
 from ..dbus.wire import DBUS1_VERSION, FIXED_HEADER_SIZE
 from .fastwire import decode
 
@@ -92,7 +92,11 @@ class MessageSplitter:
             del self._buffer[: self._needed]
             self._needed = 0
             try:
-                message = decode(raw)
+                message = decode(raw, limits.CLASSIC_ARRAY_ELEMENTS_MAX)
+            except TooManyElements as exc:
+                # Valid D-Bus, but more than the endpoint decodes on its serving thread at once:
+                # closed as dbus-daemon closes a client whose message exceeds its limits.
+                raise ProtocolViolation(f"message with {exc}; kdbusfs takes at most {exc.limit}") from None
             except DecodeError as exc:
                 raise ProtocolViolation(f"undecodable message: {exc}") from None
             count = message.unix_fds or 0

@@ -222,7 +222,10 @@ def _arg(key: str, value: str, args: dict[int, str], arg_paths: dict[int, str]) 
     is_path = digits.endswith("path")
     if is_path:
         digits = digits[:-4]
-    if not digits.isdigit() or (len(digits) > 1 and digits[0] == "0") or int(digits) > MAX_ARG:
+    # ASCII digits only, as dbus-daemon reads them ("arg²" and "arg٣" are unknown keys, not 2 or 3),
+    # and no more of them than MAX_ARG has before int() (which refuses thousands of digits).
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(MAX_ARG)) or \
+            (len(digits) > 1 and digits[0] == "0") or int(digits) > MAX_ARG:
         raise InvalidRule(f"unknown key '{key}'")
     index = int(digits)
     if index in args or index in arg_paths:

@@ -169,7 +169,8 @@ class ServerAuth:
             identity = binascii.unhexlify(hex_identity)
         except (binascii.Error, ValueError):
             return _error("Invalid hex encoding")
-        if identity and not (identity.isdigit() and int(identity) == self.peer_uid):
+        # Compared as text: int() of a line's worth of digits is refused past 4300 of them.
+        if identity and not (identity.isdigit() and (identity.lstrip(b"0") or b"0") == b"%d" % self.peer_uid):
             return self._reject(replies)
         self.state = State.WAITING_FOR_BEGIN
         return f"OK {self.guid}\r\n".encode()

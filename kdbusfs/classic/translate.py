@@ -16,6 +16,7 @@ import errno
 import re
 from dataclasses import dataclass
 
+from .. import limits
 from ..abi.constants import (
     DST_ID_BROADCAST,
     MSG_EXPECT_REPLY,
@@ -93,10 +94,18 @@ class Outbound:
     destination: int | str
     flags: int
     cookie: int
-    # For a call expecting a reply the deadline is added by the sender (it needs the clock).
     reply_cookie: int
-    payload: bytes
+    # The GVariant message in parts laid out back to back (header, body, footer: a large body
+    # travels in a memfd of its own, as sd-bus sent it).
+    payload: tuple[bytes, ...]
     expects_reply: bool
+
+    @property
+    def timeout_or_reply(self) -> int:
+        """kdbus_msg.timeout_ns: for a call expecting a reply its deadline, which is never reached
+        (CLASSIC_CALL_DEADLINE_NS: dbus-daemon times no call out; the client's own timeout
+        decides), else the cookie a reply answers."""
+        return limits.CLASSIC_CALL_DEADLINE_NS if self.expects_reply else self.reply_cookie
 
 
 class Untranslatable(ValueError):
@@ -130,7 +139,7 @@ def to_kdbus(message: DBusMessage, sender_id: int) -> Outbound:
     if kind in (MessageType.METHOD_RETURN, MessageType.ERROR):
         reply_cookie = message.reply_serial or 0
     try:
-        payload = fastwire.encode_gvariant(message.replace(sender=unique_name(sender_id)))
+        payload = fastwire.gvariant_parts(message.replace(sender=unique_name(sender_id)))
     except EncodeError as exc:
         raise Untranslatable(str(exc)) from None
     return Outbound(destination, flags, message.serial, reply_cookie, payload, expects_reply)
@@ -139,10 +148,15 @@ def to_kdbus(message: DBusMessage, sender_id: int) -> Outbound:
 def from_kdbus(received: Message, receiver_id: int, monitor: bool = False) -> DBusMessage:
     """The classic message for a D-Bus message a classic client's connection received (a
     monitor's: a copy of a message to anyone, its descriptors not passed)."""
+    if received.memfds:
+        # ClassicConnection.recv leaves them unread only when they would make it too large.
+        size = len(received.payload) + sum(memfd.size for memfd in received.memfds)
+        raise Untranslatable(f"a message of {size} bytes; classic clients take at most "
+                             f"{limits.CLASSIC_MESSAGE_MAX}")
     if received.payload_type != PAYLOAD_DBUS or not wire.looks_like_message(received.payload):
         raise Untranslatable(f"payload type {received.payload_type:#x} is not a D-Bus message")
     try:
-        message = fastwire.decode_gvariant(received.payload)
+        message = fastwire.decode_gvariant(received.payload, limits.CLASSIC_ARRAY_ELEMENTS_MAX)
     except (DecodeError, ValueError) as exc:
         raise Untranslatable(f"undecodable D-Bus payload: {exc}") from None
     reserved = reserved_local(message)

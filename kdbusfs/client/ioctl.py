@@ -48,9 +48,15 @@ class Pinned:
         return layout.unpack(self.read(0, layout.size))
 
 
+def command_bytes(layout: Layout[Any], *fields: int | bytes, items: bytes = b"") -> bytes:
+    """A command struct: `layout`'s fields after `size` (which is computed), then `items` (also
+    what the classic endpoint runs in daemon memory, classic/commands.py)."""
+    return layout.pack(layout.size + len(items), *fields) + items
+
+
 def command(layout: Layout[Any], *fields: int | bytes, items: bytes = b"") -> Pinned:
-    """A command struct: `layout`'s fields after `size` (which is computed), then `items`."""
-    return Pinned(layout.pack(layout.size + len(items), *fields) + items)
+    """command_bytes(...) pinned, for an ioctl."""
+    return Pinned(command_bytes(layout, *fields, items=items))
 
 
 def issue(fd: int, cmd: Cmd, struct: Pinned) -> None:

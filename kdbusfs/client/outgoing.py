@@ -55,22 +55,45 @@ def build(destination: Destination, payload: Payload = b"", *, flags: int = 0, c
     if total > MSG_MAX_PAYLOAD_VEC_SIZE:
         raise ValueError(f"payload of {total} bytes; a message carries at most {MSG_MAX_PAYLOAD_VEC_SIZE}")
     data = Pinned(b"".join(parts)) if parts else None
+    vectors = []
+    offset = 0
+    for part in parts:
+        assert data is not None
+        vectors.append(vec_item(len(part), data.address + offset))
+        offset += len(part)
+    return Outgoing(Pinned(message_bytes(destination, vectors, flags=flags, cookie=cookie,
+                                         timeout_or_reply=timeout_or_reply, priority=priority,
+                                         payload_type=payload_type, bloom=bloom, fds=fds)), data)
+
+
+def vec_item(size: int, address: int) -> bytes:
+    """A PAYLOAD_VEC item: `size` bytes at `address` of the sender's memory."""
+    return item(Item.PAYLOAD_VEC, structs.VEC.pack(size, address))
+
+
+def memfd_item(fd: int, start: int, size: int) -> bytes:
+    """A PAYLOAD_MEMFD item: `size` bytes from `start` of the sealed memfd `fd`."""
+    return item(Item.PAYLOAD_MEMFD, structs.MEMFD.pack(start, size, fd, 0))
+
+
+def message_bytes(destination: Destination, payload_items: Sequence[bytes], *, flags: int = 0,
+                  cookie: int = 0, timeout_or_reply: int = 0, priority: int = 0,
+                  payload_type: int = PAYLOAD_DBUS, bloom: BloomFilter | bytes | None = None,
+                  fds: Sequence[int] = ()) -> bytes:
+    """A kdbus_msg and its items: DST_NAME for a well-known name, the payload's PAYLOAD_VEC and
+    PAYLOAD_MEMFD items in order (vec_item, memfd_item: the caller places what they point to),
+    BLOOM_FILTER, FDS. Shared with the classic endpoint (classic/commands.py)."""
     items = []
     if isinstance(destination, str):
         items.append(string_item(Item.DST_NAME, destination))
         dst_id = DST_ID_NAME
     else:
         dst_id = destination
-    offset = 0
-    for part in parts:
-        assert data is not None
-        items.append(item(Item.PAYLOAD_VEC, structs.VEC.pack(len(part), data.address + offset)))
-        offset += len(part)
+    items.extend(payload_items)
     if bloom is not None:
         items.append(item(Item.BLOOM_FILTER, bloom_payload(bloom)))
     if fds:
         items.append(item(Item.FDS, b"".join(fd.to_bytes(4, "little", signed=True) for fd in fds)))
     body = b"".join(items)
-    header = structs.MSG.pack(structs.MSG.size + len(body), flags, priority, dst_id, 0, payload_type,
-                              cookie, timeout_or_reply)
-    return Outgoing(Pinned(header + body), data)
+    return structs.MSG.pack(structs.MSG.size + len(body), flags, priority, dst_id, 0, payload_type,
+                            cookie, timeout_or_reply) + body

@@ -3,7 +3,9 @@ type accepts, and the rules strings, object paths and signatures must keep."""
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +15,42 @@ from .signature import MAX_CONTAINER_DEPTH, DBusType, SignatureError
 
 # struct formats of the numeric types (booleans differ between the formats).
 NUMBER_FORMATS = {"y": "B", "n": "h", "q": "H", "i": "i", "u": "I", "h": "I", "x": "q", "t": "Q", "d": "d"}
+
+
+# Numbers whose arrays are (un)marshalled in one call, with no per-element Python work: their
+# layout is the same in both formats, an element's size equals its alignment (so elements touch) and
+# any bit pattern is valid. Booleans (one format checks 0/1 in four bytes, the other in one) and
+# bytes (an 'ay' is bytes already) are not among them.
+BULK_CODES = frozenset("nqiuhxtd")
+# array.array codes of those sizes (the C type sizes Linux's ABIs give: short 2, int 4, long long 8).
+_ARRAY_CODES = {"n": "h", "q": "H", "i": "i", "u": "I", "h": "I", "x": "q", "t": "Q", "d": "d"}
+_SWAP = {"<": sys.byteorder != "little", ">": sys.byteorder != "big"}
+# The Python types an array of numbers may hold to be packed at once; others (bool, IntEnum,
+# out-of-range values) take pack_number's path, which accepts or refuses them one by one.
+_PACKABLE = {"d": frozenset((int, float))}
+_INTEGERS = frozenset((int,))
+
+
+def pack_numbers(order: str, code: str, items: Sequence[Any]) -> bytes | None:
+    """An array of numbers marshalled at once, or None if some item needs pack_number."""
+    if not set(map(type, items)) <= _PACKABLE.get(code, _INTEGERS):
+        return None
+    try:
+        packed = array.array(_ARRAY_CODES[code], items)
+    except (OverflowError, TypeError):
+        return None
+    if _SWAP[order]:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_numbers(order: str, code: str, data: bytes | memoryview) -> list[Any]:
+    """Every number in `data`, whose size is a multiple of the element's."""
+    unpacked = array.array(_ARRAY_CODES[code])
+    unpacked.frombytes(data)
+    if _SWAP[order]:
+        unpacked.byteswap()
+    return unpacked.tolist()
 
 
 def pack_number(order: str, code: str, value: Any) -> bytes:

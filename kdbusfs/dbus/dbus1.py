@@ -20,19 +20,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from .basic import (
+    BULK_CODES,
     array_items,
     array_value,
     boolean,
     byte_array,
     check_depth,
     pack_number,
+    pack_numbers,
     struct_members,
     text_bytes,
     text_value,
     unpack_number,
+    unpack_numbers,
     variant,
 )
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TooManyElements
 from .names import Variant
 from .signature import DBusType, SignatureError, parse_type
 
@@ -70,8 +73,12 @@ class Writer:
         elif code == "v":
             check_depth(depth + 1, EncodeError)
             held = variant(value)
-            self.write(parse_type("g"), held.signature)
-            self.write(parse_type(held.signature), held.value, depth + 1)
+            # The type string is a valid signature (parse_type says so, from its cache), so ASCII:
+            # written here rather than as a 'g' value, which would check it once more.
+            held_type = parse_type(held.signature)
+            raw = held.signature.encode("ascii")
+            self.buffer += bytes((len(raw),)) + raw + b"\0"
+            self.write(held_type, held.value, depth + 1)
         elif code == "a":
             check_depth(depth + 1, EncodeError)
             self.array(kind, array_items(kind, value), depth + 1)
@@ -92,6 +99,8 @@ class Writer:
         self.pad(kind.element.dbus1_alignment)
         start = len(self.buffer)
         raw = byte_array(items)
+        if raw is None and element.code in BULK_CODES:
+            raw = pack_numbers(self.order, element.code, items)
         if raw is not None:
             self.buffer += raw
         for item in () if raw is not None else items:
@@ -103,12 +112,18 @@ class Writer:
 
 
 class Reader:
-    """Reads marshalled values from `data`, whose first byte is 8-aligned."""
+    """Reads marshalled values from `data`, whose first byte is 8-aligned.
 
-    def __init__(self, data: bytes | memoryview, big_endian: bool = False, position: int = 0) -> None:
+    `max_elements` bounds the array elements read one at a time (a value each: the costly part of
+    decoding); arrays of bytes and of numbers are read at once and do not count."""
+
+    def __init__(self, data: bytes | memoryview, big_endian: bool = False, position: int = 0,
+                 max_elements: int | None = None) -> None:
         self.data = memoryview(data)
         self.order = ">" if big_endian else "<"
         self.position = position
+        self.max_elements = max_elements
+        self.elements_left = max_elements
 
     def align(self, alignment: int) -> None:
         end = self.position + -self.position % alignment
@@ -131,7 +146,8 @@ class Reader:
 
     def read(self, kind: DBusType, depth: int = 0) -> Any:
         code = kind.code
-        self.align(kind.dbus1_alignment)
+        if kind.dbus1_alignment != 1:
+            self.align(kind.dbus1_alignment)
         if code == "b":
             value = self.u32()
             if value > 1:
@@ -147,10 +163,14 @@ class Reader:
             return text_value(code, raw[:-1])
         check_depth(depth + 1, DecodeError)
         if code == "v":
-            signature = self.read(parse_type("g"))
+            # The type string read directly (not as a 'g' value): parse_type checks it, cached.
+            raw = bytes(self.take(self.take(1)[0] + 1))
+            if raw[-1] != 0:
+                raise DecodeError("'g' value without its NUL")
             try:
+                signature = raw[:-1].decode("ascii")
                 held = parse_type(signature)
-            except SignatureError as exc:
+            except (UnicodeDecodeError, SignatureError) as exc:
                 raise DecodeError(f"variant type: {exc}") from None
             return Variant(signature, self.read(held, depth + 1))
         if code == "a":
@@ -168,8 +188,16 @@ class Reader:
             raise DecodeError("array runs past the data")
         if element.code == "y":
             return bytes(self.take(length))
+        if element.code in BULK_CODES:
+            if length % element.dbus1_alignment:
+                raise DecodeError("array element runs past the array's length")
+            return unpack_numbers(self.order, element.code, self.take(length))
         items = []
         while self.position < end:
+            if self.elements_left is not None:
+                self.elements_left -= 1
+                if self.elements_left < 0:
+                    raise TooManyElements(self.max_elements or 0)
             items.append(self.read(element, depth))
         if self.position != end:
             raise DecodeError("array element runs past the array's length")
@@ -187,9 +215,9 @@ def encode_values(types: Sequence[DBusType], values: Sequence[Any], *, big_endia
 
 
 def decode_values(types: Sequence[DBusType], data: bytes | memoryview, *,
-                  big_endian: bool = False) -> tuple[Any, ...]:
-    """The values of a body that is exactly `data`."""
-    reader = Reader(data, big_endian)
+                  big_endian: bool = False, max_elements: int | None = None) -> tuple[Any, ...]:
+    """The values of a body that is exactly `data` (TooManyElements past `max_elements`)."""
+    reader = Reader(data, big_endian, max_elements=max_elements)
     values = tuple(reader.read(kind) for kind in types)
     if reader.position != len(reader.data):
         raise DecodeError(f"{len(reader.data) - reader.position} bytes after the last value")

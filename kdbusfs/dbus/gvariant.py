@@ -22,19 +22,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from .basic import (
+    BULK_CODES,
     array_items,
     array_value,
     boolean,
     byte_array,
     check_depth,
     pack_number,
+    pack_numbers,
     struct_members,
     text_bytes,
     text_value,
     unpack_number,
+    unpack_numbers,
     variant,
 )
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TooManyElements
 from .names import Variant
 from .signature import DBusType, SignatureError, parse_type, struct_type
 
@@ -94,6 +97,8 @@ class _Encoder:
     def array(self, kind: DBusType, items: Sequence[Any], depth: int) -> bytes:
         element = kind.element
         raw = byte_array(items)
+        if raw is None and element.code in BULK_CODES:
+            raw = pack_numbers(self.order, element.code, items)
         if raw is not None:
             return raw
         if element.fixed_size is not None:
@@ -124,8 +129,18 @@ class _Encoder:
 
 
 class _Decoder:
-    def __init__(self, order: str) -> None:
+    """`max_elements` bounds the array elements decoded one at a time (see dbus1.Reader)."""
+
+    def __init__(self, order: str, max_elements: int | None = None) -> None:
         self.order = order
+        self.max_elements = max_elements
+        self.elements_left = max_elements
+
+    def _count(self, elements: int) -> None:
+        if self.elements_left is not None:
+            self.elements_left -= elements
+            if self.elements_left < 0:
+                raise TooManyElements(self.max_elements or 0)
 
     def value(self, kind: DBusType, data: memoryview, depth: int) -> Any:
         code = kind.code
@@ -172,6 +187,9 @@ class _Decoder:
             size = element.fixed_size
             if len(data) % size:
                 raise DecodeError(f"array of '{element.signature}' of {len(data)} bytes")
+            if element.code in BULK_CODES:
+                return unpack_numbers(self.order, element.code, data)
+            self._count(len(data) // size)
             return [self.value(element, data[i : i + size], depth) for i in range(0, len(data), size)]
         if not data:
             return []
@@ -180,6 +198,7 @@ class _Decoder:
         table_size = len(data) - table_start
         if table_start > len(data) or table_size % size or table_size == 0:
             raise DecodeError("array framing offsets out of bounds")
+        self._count(table_size // size)
         ends = self._offsets(data, size, table_size // size, len(data))
         items = []
         position = 0
@@ -248,6 +267,7 @@ def encode_body(members: Sequence[DBusType], values: Sequence[Any], *, big_endia
 
 
 def decode_body(members: Sequence[DBusType], data: bytes | memoryview, *,
-                big_endian: bool = False) -> tuple[Any, ...]:
+                big_endian: bool = False, max_elements: int | None = None) -> tuple[Any, ...]:
+    """A message body's values (TooManyElements past `max_elements`, as dbus1.decode_values)."""
     kind = struct_type(tuple(members))
-    return tuple(_Decoder(_order(big_endian)).struct(kind, memoryview(data), -1))
+    return tuple(_Decoder(_order(big_endian), max_elements).struct(kind, memoryview(data), -1))

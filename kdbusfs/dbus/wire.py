@@ -115,8 +115,9 @@ def encode_gvariant(message: DBusMessage) -> bytes:
     return bytes(buffer)
 
 
-def decode_gvariant(data: bytes) -> DBusMessage:
-    """A message in sd-bus's GVariant framing that is exactly `data`."""
+def decode_gvariant(data: bytes, max_elements: int | None = None) -> DBusMessage:
+    """A message in sd-bus's GVariant framing that is exactly `data` (`max_elements`: as
+    gvariant.decode_body's)."""
     if len(data) < FIXED_HEADER_SIZE or data[3] != GVARIANT_VERSION:
         raise DecodeError("not a GVariant D-Bus message")
     big_endian = _big_endian(data)
@@ -139,7 +140,7 @@ def decode_gvariant(data: bytes) -> DBusMessage:
         types = parse_signature(signature)
     except (UnicodeDecodeError, SignatureError) as exc:
         raise DecodeError(f"body signature: {exc}") from None
-    body = gvariant.decode_body(types, footer[:separator], big_endian=big_endian)
+    body = gvariant.decode_body(types, footer[:separator], big_endian=big_endian, max_elements=max_elements)
     return _message(kind, flags, cookie, fields, signature, body, True)
 
 
@@ -167,8 +168,8 @@ def encode_dbus1(message: DBusMessage, *, big_endian: bool = False) -> bytes:
     return data
 
 
-def decode_dbus1(data: bytes) -> DBusMessage:
-    """A classic D-Bus message that is exactly `data`."""
+def decode_dbus1(data: bytes, max_elements: int | None = None) -> DBusMessage:
+    """A classic D-Bus message that is exactly `data` (`max_elements`: as dbus1.decode_values's)."""
     if len(data) < FIXED_HEADER_SIZE or data[3] != DBUS1_VERSION:
         raise DecodeError("not a dbus1 message")
     big_endian = _big_endian(data)
@@ -182,7 +183,8 @@ def decode_dbus1(data: bytes) -> DBusMessage:
     reader.align(8)
     signature = next((held.value for code, held in fields
                       if code == HeaderField.SIGNATURE and held.signature == "g"), "")
-    body = dbus1.decode_values(parse_signature(signature), data[reader.position :], big_endian=big_endian)
+    body = dbus1.decode_values(parse_signature(signature), data[reader.position :], big_endian=big_endian,
+                               max_elements=max_elements)
     return _message(kind, flags, serial, fields, signature, body, False)
 
 
@@ -198,12 +200,12 @@ def looks_like_message(data: bytes) -> bool:
             and data[3] in (DBUS1_VERSION, GVARIANT_VERSION))
 
 
-def decode(data: bytes) -> DBusMessage:
+def decode(data: bytes, max_elements: int | None = None) -> DBusMessage:
     """The message `data` is, in whichever framing its version byte names."""
     if len(data) > MAX_MESSAGE_SIZE:
         raise DecodeError(f"message of {len(data)} bytes; D-Bus allows {MAX_MESSAGE_SIZE}")
     if len(data) < FIXED_HEADER_SIZE:
         raise DecodeError(f"a D-Bus message has at least {FIXED_HEADER_SIZE} bytes, not {len(data)}")
     if data[3] == GVARIANT_VERSION:
-        return decode_gvariant(data)
-    return decode_dbus1(data)
+        return decode_gvariant(data, max_elements)
+    return decode_dbus1(data, max_elements)

@@ -23,6 +23,34 @@ REQUIRED_SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL | SHRINK | GROW | WRITE
 PIDFD_THREAD = os.O_EXCL
 
 
+def is_unix_socket(fd: int) -> bool:
+    """Whether the daemon's own `fd` is an AF_UNIX socket, which kdbus refuses to pass (a socket
+    in flight could carry itself: a cycle no one could collect)."""
+    if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+        return False
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        return sock.family == socket.AF_UNIX
+    finally:
+        sock.close()
+
+
+def memfd_refusal(copy: int, fd: int, start: int, size: int) -> KdbusError | None:
+    """Why the daemon's `copy` of a sender's PAYLOAD_MEMFD `fd` cannot be passed, as kdbus says it
+    (EMEDIUMTYPE: not a memfd, ETXTBSY: not sealed against change, EFAULT: the range is past its
+    end), or None. F_GET_SEALS touches no file system: it fails for anything but shmem, kdbus files
+    included, with the errno kdbus gives them."""
+    try:
+        seals = fcntl.fcntl(copy, F_GET_SEALS)
+    except OSError:
+        return KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd")
+    if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+        return KdbusError(errno.ETXTBSY, f"memfd {fd} is not sealed (seals {seals:#x})")
+    if start + size > os.fstat(copy).st_size:
+        return KdbusError(errno.EFAULT, f"memfd {fd}: range {start}+{size} past its end")
+    return None
+
+
 def _thread_pidfd(tid: int, tgid: int) -> int:
     """A pidfd of the sending thread, whose fd table stays reachable after its leader exits."""
     try:
@@ -85,15 +113,8 @@ class SenderFiles:
                     raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a kdbus file and cannot be passed")
                 copy = self.grab(fd)
                 held.append(copy)
-                link = os.readlink(f"/proc/self/fd/{copy}")
-                if link.startswith("socket:"):
-                    sock = socket.socket(fileno=os.dup(copy))
-                    try:
-                        family = sock.family
-                    finally:
-                        sock.close()
-                    if family == socket.AF_UNIX:
-                        raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
+                if is_unix_socket(copy):
+                    raise KdbusError(errno.EOPNOTSUPP, f"fd {fd} is a unix socket and cannot be passed")
         except BaseException:
             self.release(held)
             raise
@@ -105,23 +126,20 @@ class SenderFiles:
             self._closer.close(fd)
 
     def check_memfd(self, fd: int, start: int, size: int) -> int:
-        # No placing by name first: F_GET_SEALS touches no file system (it fails for anything but
-        # shmem, kdbus files included, with the errno kdbus gives them), and once it succeeds the
-        # copy is shmem, which may be fstat'ed and closed right here.
+        # No placing by name first (memfd_refusal touches no file system before it knows the copy
+        # is shmem); a copy that is not shmem may be another file system's, closed off this thread.
         copy = self.grab(fd, recheck=False)
         try:
-            seals = fcntl.fcntl(copy, F_GET_SEALS)
-        except OSError:
-            self._closer.close(copy)
-            raise KdbusError(errno.EMEDIUMTYPE, f"fd {fd} is not a memfd") from None
-        try:
-            if seals & REQUIRED_SEALS != REQUIRED_SEALS:
-                raise KdbusError(errno.ETXTBSY, f"memfd {fd} is not sealed (seals {seals:#x})")
-            if start + size > os.fstat(copy).st_size:
-                raise KdbusError(errno.EFAULT, f"memfd {fd}: range {start}+{size} past its end")
+            refusal = memfd_refusal(copy, fd, start, size)
         except BaseException:
-            os.close(copy)
+            self._closer.close(copy)
             raise
+        if refusal is not None:
+            if refusal.errno == errno.EMEDIUMTYPE:
+                self._closer.close(copy)
+            else:
+                os.close(copy)
+            raise refusal
         return copy
 
     def pollable(self, fd: int) -> int:

@@ -496,3 +496,83 @@ def test_a_signal_sent_right_before_exit_is_delivered(classic: ClassicMount,
     for i in range(10):
         classic.run("dbus-send", "--system", "--type=signal", "/x", "org.example.Send.Hi", f"string:n{i}")
         assert listener.expect("signal ").endswith(f"Hi n{i}")
+
+
+# -- classic-limits (issue 14): large bodies, activation -------------------------------------------
+# One block: imports are local so that this block and others' appended beside it stay apart.
+
+@pytest.fixture(scope="module")
+def bigpeer(bin_dir: Path) -> Path:
+    return compile_client("bigpeer", bin_dir)
+
+
+def test_a_16_mib_body_goes_from_a_classic_client_to_a_native_one_and_back(
+        classic: ClassicMount, bigpeer: Path, peers: list[LinePeer], tmp_path: Path) -> None:
+    import random
+
+    from kdbusfs.classic import fastwire
+
+    from .classic_clients import SYSTEM_PYTHON
+
+    classic.make_bus()
+    received = tmp_path / "received"
+    # Under `kdbusfs run`: the memfds of what it receives are installed in it.
+    native = LinePeer([sys.executable, "-m", "kdbusfs", "run", "--mount", str(classic.mount.path), "--",
+                       str(bigpeer), str(classic.mount.path), classic.bus, "org.example.Big", str(received)])
+    peers.append(native)
+    native_id = int(native.expect("id "))
+    size, seed = 16 << 20, 14
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": classic.address, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    caller = LinePeer([SYSTEM_PYTHON, str(Path(__file__).with_name("classic_big.py")), "org.example.Big",
+                       str(size), str(seed)], env=env)
+    peers.append(caller)
+    native.write("recv 60000")
+    _, src, cookie, _, parts = native.line(timeout=60).split()
+    # sd-bus's layout: the header's vector, the body in a memfd, the footer's vector.
+    assert parts.split(",")[1] == f"memfd:{size}", parts
+    call = wire.decode(received.read_bytes())
+    data = random.Random(seed).randbytes(size)
+    assert call.member == "Echo" and call.signature == "ay" and call.body == (data,)
+    reply = DBusMessage.method_return(call, "ay", (data,), serial=7).replace(sender=f":1.{native_id}")
+    head, body, tail = fastwire.gvariant_parts(reply)
+    assert body == data  # so the memfd it received is the reply's body as it is
+    assert native.ask(f"reply {src} {cookie} 7 {head.hex()} {tail.hex()}") == "ok"
+    assert caller.line(timeout=60) == f"ok {size}"
+
+
+def test_start_service_by_name_with_a_real_activator_and_what_waited_reaches_the_service(
+        classic: ClassicMount, dbuspeer: Path, peers: list[NativePeer | ClassicPeer]) -> None:
+    from kdbusfs.client import Connection, Kind
+
+    classic.make_bus()
+    name = "org.example.Activated"
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": classic.address}
+    endpoint = classic.mount.path / classic.bus / "bus"
+    with Connection.hello(endpoint, kind=Kind.ACTIVATOR, name=name) as activator:
+        # A classic call to the name waits at its activator (the service is not running yet).
+        busctl = subprocess.Popen(["busctl", "--system", "call", name, "/org/example/Echo",
+                                   "org.example.Echo", "Echo", "s", "early"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = activator.recv(timeout=15, peek=True)
+        assert waiting.dst_name == name and wire.decode(waiting.payload).member == "Echo"
+        # An activatable name that nobody runs: DBUS_START_REPLY_SUCCESS (1), as from dbus-daemon.
+        started = classic.run("dbus-send", "--system", "--print-reply", f"--dest={DRIVER}",
+                              "/org/freedesktop/DBus", f"{DRIVER}.StartServiceByName", f"string:{name}",
+                              "uint32:0").stdout
+        assert "uint32 1" in started, started
+        # The service starts and takes the name over from its activator: what waited comes to it.
+        service = NativePeer(dbuspeer, classic.mount.path, classic.bus)
+        peers.append(service)
+        service.own(name)
+        call = service.receive()
+        assert call.message.member == "Echo" and call.message.body == ("early",)
+        service.reply(call, "s", ("late but here",))
+        out, err = busctl.communicate(timeout=30)
+        assert busctl.returncode == 0 and out.strip() == 's "late but here"', err
+        # So does the Ping StartServiceByName queued to start it (sent expecting no reply).
+        ping = service.receive()
+        assert (ping.message.interface, ping.message.member) == ("org.freedesktop.DBus.Peer", "Ping")
+        # Now running: DBUS_START_REPLY_ALREADY_RUNNING (2).
+        again = classic.run("gdbus", "call", "--system", "-d", DRIVER, "-o", "/org/freedesktop/DBus", "-m",
+                            f"{DRIVER}.StartServiceByName", name, "0").stdout
+        assert again.strip() == "(uint32 2,)", again

@@ -241,7 +241,7 @@ def test_a_call_by_well_known_name_becomes_a_kdbus_call_with_a_gvariant_payload(
     assert outbound.destination == "org.example.Echo"
     assert outbound.flags == MSG_EXPECT_REPLY | MSG_NO_AUTO_START and outbound.expects_reply
     assert outbound.cookie == 9
-    decoded = wire.decode_gvariant(outbound.payload)
+    decoded = wire.decode_gvariant(b"".join(outbound.payload))
     assert decoded == call.replace(sender=":1.5")
 
 
