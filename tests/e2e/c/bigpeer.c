@@ -18,20 +18,6 @@ static char line[1 << 16];
 static uint8_t head[4096], tail[4096];
 static uint64_t msgbuf[1024];
 
-static int unhex(const char *hex, uint8_t *out, size_t max)
-{
-	size_t n = strlen(hex) / 2;
-	if (n > max)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return -1;
-		out[i] = (uint8_t)v;
-	}
-	return (int)n;
-}
-
 static void write_all(int fd, const void *data, size_t size)
 {
 	const uint8_t *p = data;

@@ -18,20 +18,6 @@
 
 #include "msgutil.h"
 
-static int unhex(const char *hex, uint8_t *out, size_t max)
-{
-	size_t n = strlen(hex) / 2;
-	if (n > max)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return -1;
-		out[i] = (uint8_t)v;
-	}
-	return (int)n;
-}
-
 static void print_hex(const uint8_t *data, size_t len)
 {
 	for (size_t i = 0; i < len; i++)

@@ -102,4 +102,19 @@ static inline int name_cmd(int fd, unsigned long cmd, const char *name, uint64_t
 	return r;
 }
 
+/* Bytes from the hex a test writes on a peer's stdin; -1 if they do not fit `max` or are not hex. */
+static inline int unhex(const char *hex, uint8_t *out, size_t max)
+{
+	size_t n = strlen(hex) / 2;
+	if (n > max)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return (int)n;
+}
+
 #endif
