@@ -12,7 +12,7 @@ task's, outermost first; the empty path is the daemon's namespace itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..abi import structs
@@ -162,13 +162,18 @@ class Creds:
     sgid: int
     fsgid: int
     cap_effective: int = 0
-    # Whether the task lives in the daemon's user namespace, where kdbusfs evaluates capabilities.
-    in_domain_userns: bool = True
+    # Whether the task lives in the daemon's user namespace, where kdbusfs evaluates capabilities;
+    # or how to find out, a /proc lookup that only has_cap needs (most creds describe a sender
+    # for metadata and policy, which never ask).
+    in_domain_userns: bool | Callable[[], bool] = True
     comm: str = ""
     groups: tuple[int, ...] = ()
 
     def has_cap(self, cap: int) -> bool:
-        return self.in_domain_userns and bool(self.cap_effective >> cap & 1)
+        if not self.cap_effective >> cap & 1:
+            return False
+        inside = self.in_domain_userns
+        return inside if isinstance(inside, bool) else inside()
 
     @classmethod
     def for_ids(cls, uid: int, gid: int, pid: int = 0) -> Creds:
@@ -232,7 +237,11 @@ class Snapshot:
         """The facts of `process` that `reveal` lets CONN_INFO show (nothing else is even read);
         the namespace facts always, which are never shown, only used to translate what is."""
         pidns = process.pidns()
-        return cls(process.creds(),
+        creds = process.creds()
+        if not isinstance(creds.in_domain_userns, bool):
+            # A snapshot holds facts, not lookups into a task that may be gone when asked.
+            creds = replace(creds, in_domain_userns=creds.in_domain_userns())
+        return cls(creds,
                    process.tid_comm() if reveal & Attach.TID_COMM else None,
                    process.pid_comm() if reveal & Attach.PID_COMM else None,
                    process.exe() if reveal & Attach.EXE else None,

@@ -23,12 +23,13 @@ log = logging.getLogger("kdbusfs.host")
 class RequestCaller:
     """The `handle.Caller` of one FUSE request: the calling thread's memory and identity."""
 
-    __slots__ = ("_memory", "_closer", "tid", "_ids", "_process", "_kdbus_dev", "_files")
+    __slots__ = ("_memory", "_closer", "_task_files", "tid", "_ids", "_process", "_kdbus_dev", "_files")
 
     def __init__(self, host: Host, tid: int, fsuid: int, fsgid: int,
                  kdbus_dev: int | None = None) -> None:
         self._memory = host.memory
         self._closer = host.closer
+        self._task_files = host.task_files
         self.tid = tid
         self._ids = (fsuid, fsgid)
         self._process: ProcProcess | None = None
@@ -58,7 +59,7 @@ class RequestCaller:
 
     def process(self) -> ProcProcess:
         if self._process is None:
-            self._process = ProcProcess(self.tid, *self._ids)
+            self._process = ProcProcess(self.tid, *self._ids, files=self._task_files, defer_userns=True)
         return self._process
 
     def read_into(self, address: int, size: int, buffer: Buffer, offset: int) -> None:

@@ -11,8 +11,10 @@ import functools
 import logging
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 
+from .. import limits
 from ..bus.metadata import DAEMON_USERNS, UNKNOWN_NS, Creds, IdMap, NsPids, UserNamespace
 
 log = logging.getLogger("kdbusfs.host")
@@ -86,19 +88,22 @@ def in_own_pid_namespace(pid: int) -> bool:
 
 
 def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None,
-                       user_ns: Callable[[], int | None] | None = None) -> Creds:
+                       user_ns: Callable[[], int | None] | None = None, defer_userns: bool = False) -> Creds:
     """Creds from a status read; `user_ns` gives the task's user namespace inode, when a caller
-    that needs it anyway has (or will have) looked it up: each lookup costs a path walk in /proc."""
+    that needs it anyway has (or will have) looked it up: each lookup costs a path walk in /proc.
+    `defer_userns`: look it up only if a capability is asked about (Creds.in_domain_userns)."""
     if status is None:
         return Creds.for_ids(fsuid, fsgid, tid)
     uids = [int(x) for x in field(status, b"\nUid:").split()] or [fsuid] * 4
     gids = [int(x) for x in field(status, b"\nGid:").split()] or [fsgid] * 4
     caps = int(field(status, b"\nCapEff:") or b"0", 16)
-    in_domain_userns = True
+    in_domain_userns: bool | Callable[[], bool] = True
     if caps:
         # Capabilities count only in the daemon's user namespace (the domain's).
-        inode = user_ns() if user_ns is not None else ns_inode(tid, "user")
-        in_domain_userns = inode is not None and inode == own_namespace("user")
+        def lookup() -> bool:
+            inode = user_ns() if user_ns is not None else ns_inode(tid, "user")
+            return inode is not None and inode == own_namespace("user")
+        in_domain_userns = lookup if defer_userns else lookup()
     return Creds(
         pid=int(field(status, b"\nTgid:") or tid), tid=tid, ppid=int(field(status, b"\nPPid:") or 0),
         uid=uids[0], euid=uids[1], suid=uids[2], fsuid=uids[3],
@@ -107,6 +112,58 @@ def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None,
         comm=field(b"\n" + status, b"\nName:").decode("utf-8", "replace"),
         groups=tuple(int(x) for x in field(status, b"\nGroups:").split()),
     )
+
+
+class TaskFiles:
+    """/proc files of tasks that send, kept open and read again (pread) for every message.
+
+    kdbus takes a sender's creds, pids and comms from the sending thread at each SEND, so nothing
+    read from them may be reused for a later message; what an open file spares is the path walk
+    and the open and close (a status costs ~11 µs opened by path, ~6 µs read again). A file stays
+    bound to the task it was opened for, not to its number: once that task is gone, reads fail
+    with ESRCH and the file is opened again by path, then naming whichever task has the number."""
+
+    __slots__ = ("_open", "_capacity")
+
+    def __init__(self, capacity: int = limits.TASK_FILES_OPEN) -> None:
+        # (tid, file name in /proc/TID) -> descriptor, least recently read first.
+        self._open: OrderedDict[tuple[int, str], int] = OrderedDict()
+        self._capacity = capacity
+
+    def read(self, tid: int, name: str, limit: int = 4096) -> bytes | None:
+        """The file `name` of task `tid` as it reads now; None if the task has none or is gone."""
+        key = (tid, name)
+        fd = self._open.get(key)
+        if fd is not None:
+            try:
+                data = os.pread(fd, limit, 0)
+            except OSError:
+                # Its task is gone: the number may belong to another one by now.
+                del self._open[key]
+                os.close(fd)
+            else:
+                self._open.move_to_end(key)
+                return data
+        try:
+            fd = os.open(f"/proc/{tid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.pread(fd, limit, 0)
+        except OSError:
+            os.close(fd)
+            return None
+        self._open[key] = fd
+        if len(self._open) > self._capacity:
+            os.close(self._open.popitem(last=False)[1])
+        return data
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def close(self) -> None:
+        while self._open:
+            os.close(self._open.popitem()[1])
 
 
 def read_text(path: str, limit: int = 4096) -> bytes | None:
@@ -202,14 +259,21 @@ class ProcProcess:
     Each fact is cached as a 1-tuple once read (None: not read yet), since the fact itself may
     be None (unreadable, or absent like a security label)."""
 
-    __slots__ = ("tid", "_fsuid", "_fsgid", "_creds", "_userns_inode_read", "_status_read", "_tid_comm",
-                 "_pid_comm", "_exe", "_cmdline", "_cgroup", "_caps", "_audit", "_seclabel", "_userns",
-                 "_pidns", "_ns_pids", "_root")
+    __slots__ = ("tid", "_fsuid", "_fsgid", "_files", "_defer_userns", "_creds", "_userns_inode_read",
+                 "_status_read", "_tid_comm", "_pid_comm", "_exe", "_cmdline", "_cgroup", "_caps", "_audit",
+                 "_seclabel", "_userns", "_pidns", "_ns_pids", "_root")
 
-    def __init__(self, tid: int, fsuid: int, fsgid: int) -> None:
+    def __init__(self, tid: int, fsuid: int, fsgid: int, files: TaskFiles | None = None,
+                 defer_userns: bool = False) -> None:
         self.tid = tid
         self._fsuid = fsuid
         self._fsgid = fsgid
+        # Where the task's files are read again (a sender's); None: opened by path each time.
+        self._files = files
+        # A request's caller: whether its capabilities count is looked up only if asked (a SEND's
+        # creds serve metadata and policy, which never ask). An opener's is settled at once, as
+        # kdbus judges privileges by the credentials of open().
+        self._defer_userns = defer_userns
         self._creds: Creds | None = None
         self._userns_inode_read: tuple[int | None] | None = None
         self._status_read: tuple[bytes | None] | None = None
@@ -229,7 +293,7 @@ class ProcProcess:
     def creds(self) -> Creds:
         if self._creds is None:
             self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, self._status(),
-                                             self._userns_inode)
+                                             self._userns_inode, self._defer_userns)
         return self._creds
 
     def _userns_inode(self) -> int | None:
@@ -239,22 +303,32 @@ class ProcProcess:
         return self._userns_inode_read[0]
 
     def _status(self) -> bytes | None:
-        # Creds, capabilities and namespace pids all come from it: one read per request.
+        # Creds, capabilities, namespace pids and the comm all come from it: one read per request.
         if self._status_read is None:
-            self._status_read = (read_status(self.tid),)
+            self._status_read = (self._read(self.tid, "status", 8192),)
         return self._status_read[0]
+
+    def _read(self, tid: int, name: str, limit: int = 4096) -> bytes | None:
+        if self._files is not None:
+            return self._files.read(tid, name, limit)
+        return read_text(f"/proc/{tid}/{name}", limit)
 
     def _pid(self) -> int:
         return self.creds().pid
 
     def tid_comm(self) -> str | None:
         if self._tid_comm is None:
-            self._tid_comm = (_line(read_text(f"/proc/{self._pid()}/task/{self.tid}/comm")),)
+            comm = _status_name(self._status_read[0]) if self._status_read is not None else None
+            if comm is None:
+                comm = _line(self._read(self.tid, "comm"))
+            self._tid_comm = (comm,)
         return self._tid_comm[0]
 
     def pid_comm(self) -> str | None:
         if self._pid_comm is None:
-            self._pid_comm = (_line(read_text(f"/proc/{self._pid()}/comm")),)
+            pid = self._pid()
+            # The thread-group leader's comm: the thread's own if it is the leader.
+            self._pid_comm = (self.tid_comm() if pid == self.tid else _line(self._read(pid, "comm")),)
         return self._pid_comm[0]
 
     def exe(self) -> str | None:
@@ -343,6 +417,18 @@ class ProcProcess:
             except OSError:
                 self._root = (None,)
         return self._root[0]
+
+
+def _status_name(status: bytes | None) -> str | None:
+    """The comm in a status's Name line, None if it is not there as it is: status escapes a
+    newline or a backslash in it (every escape starts with a backslash), the comm file does not."""
+    if not status or not status.startswith(b"Name:\t"):
+        return None
+    end = status.find(b"\n")
+    raw = status[6:end]
+    if end < 0 or b"\\" in raw:
+        return None
+    return raw.decode("utf-8", "replace")
 
 
 def _line(raw: bytes | None) -> str | None:
