@@ -117,18 +117,43 @@ def _creds_from_status(tid: int, fsuid: int, fsgid: int, status: bytes | None,
 class TaskFiles:
     """/proc files of tasks that send, kept open and read again (pread) for every message.
 
-    kdbus takes a sender's creds, pids and comms from the sending thread at each SEND, so nothing
-    read from them may be reused for a later message; what an open file spares is the path walk
-    and the open and close (a status costs ~11 µs opened by path, ~6 µs read again). A file stays
-    bound to the task it was opened for, not to its number: once that task is gone, reads fail
-    with ESRCH and the file is opened again by path, then naming whichever task has the number."""
+    kdbus takes a sender's creds, pids and comms from the sending thread at each SEND, so each
+    message reads them again; what an open file spares is the path walk and the open and close
+    (a status costs ~11 µs opened by path, ~6 µs read again). A file stays bound to the task it
+    was opened for, not to its number: once that task is gone, reads fail with ESRCH and the file
+    is opened again by path, then naming whichever task has the number.
 
-    __slots__ = ("_open", "_capacity")
+    What a status says of a task's identity is parsed again only when the lines it comes from
+    read differently (identity()): the comparison is of those very bytes, so it cannot go stale."""
+
+    __slots__ = ("_open", "_capacity", "_identities")
 
     def __init__(self, capacity: int = limits.TASK_FILES_OPEN) -> None:
         # (tid, file name in /proc/TID) -> descriptor, least recently read first.
         self._open: OrderedDict[tuple[int, str], int] = OrderedDict()
         self._capacity = capacity
+        # tid -> (its status's identity lines, the Creds and comm parsed from them), oldest first.
+        self._identities: dict[int, tuple[bytes, Creds, str | None]] = {}
+
+    def identity(self, tid: int, status: bytes) -> tuple[Creds, str | None] | None:
+        """The Creds and comm in a status just read of `tid`: parsed only if its identity lines
+        changed since the last; None if the status does not have them where expected."""
+        lines = _identity_lines(status)
+        if lines is None:
+            return None
+        known = self._identities.get(tid)
+        if known is not None and known[0] == lines:
+            return known[1], known[2]
+        if not all(key in lines for key in _IDENTITY_KEYS):
+            return None
+        # Every line Creds reads is in `lines`, so what they say depends on nothing else; the
+        # user namespace, not in a status, is looked up afresh whenever a capability is asked.
+        creds = _creds_from_status(tid, -1, -1, lines, defer_userns=True)
+        comm = _status_name(lines)
+        if known is None and len(self._identities) >= self._capacity:
+            del self._identities[next(iter(self._identities))]
+        self._identities[tid] = (lines, creds, comm)
+        return creds, comm
 
     def read(self, tid: int, name: str, limit: int = 4096) -> bytes | None:
         """The file `name` of task `tid` as it reads now; None if the task has none or is gone."""
@@ -164,6 +189,25 @@ class TaskFiles:
     def close(self) -> None:
         while self._open:
             os.close(self._open.popitem()[1])
+        self._identities.clear()
+
+
+# The status lines Creds is made of, bar Groups and CapEff (_identity_lines takes those on their own).
+_IDENTITY_KEYS = (b"\nTgid:", b"\nPPid:", b"\nUid:", b"\nGid:")
+
+
+def _identity_lines(status: bytes) -> bytes | None:
+    """The lines of a status Creds and the comm are made of, as one string: from Name up to FDSize
+    (Name, Tgid, PPid, Uid, Gid and a few others), Groups and CapEff. None if one is missing."""
+    fdsize = status.find(b"\nFDSize:")
+    groups = status.find(b"\nGroups:")
+    groups_end = status.find(b"\n", groups + 1)
+    cap = status.find(b"\nCapEff:")
+    cap_end = status.find(b"\n", cap + 1)
+    if fdsize < 0 or groups < 0 or groups_end < 0 or cap < 0 or cap_end < 0:
+        return None
+    # Each piece starts at a line's newline; the last line keeps its own, as status lines end.
+    return b"".join((status[:fdsize], status[groups:groups_end], status[cap : cap_end + 1]))
 
 
 def read_text(path: str, limit: int = 4096) -> bytes | None:
@@ -292,8 +336,17 @@ class ProcProcess:
 
     def creds(self) -> Creds:
         if self._creds is None:
-            self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, self._status(),
-                                             self._userns_inode, self._defer_userns)
+            status = self._status()
+            known = None
+            if self._files is not None and self._defer_userns and status is not None:
+                known = self._files.identity(self.tid, status)
+            if known is not None:
+                self._creds, comm = known
+                if comm is not None and self._tid_comm is None:
+                    self._tid_comm = (comm,)
+            else:
+                self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, status,
+                                                 self._userns_inode, self._defer_userns)
         return self._creds
 
     def _userns_inode(self) -> int | None:

@@ -6,11 +6,12 @@ import ctypes
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from kdbusfs.bus.metadata import Snapshot
-from kdbusfs.host.proc import ProcProcess, TaskFiles, _status_name
+from kdbusfs.host.proc import ProcProcess, TaskFiles, _creds_from_status, _status_name, read_status
 
 PR_SET_NAME = 15
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -135,3 +136,54 @@ def test_a_senders_user_namespace_is_looked_up_only_when_a_capability_is_asked(f
     snapshot = Snapshot.capture(sender(files))
     assert isinstance(snapshot.creds().in_domain_userns, bool)
     assert snapshot.creds().has_cap(0) == creds.has_cap(0)
+
+
+STATUS = (b"Name:\tsender\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t700\nNgid:\t0\nPid:\t701\nPPid:\t1\n"
+          b"TracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nFDSize:\t64\n"
+          b"Groups:\t5 6 \n"
+          b"NStgid:\t700\nNSpid:\t701\nVmRSS:\t    1000 kB\nThreads:\t2\nSigPnd:\t0000000000000000\n"
+          b"CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"
+          b"voluntary_ctxt_switches:\t10\n")
+
+
+def test_a_status_is_parsed_again_only_when_an_identity_line_changed(files: TaskFiles) -> None:
+    first = files.identity(701, STATUS)
+    assert first is not None
+    creds, comm = first
+    assert (creds.pid, creds.tid, creds.ppid, creds.uid, creds.gid, creds.groups, comm) == \
+        (700, 701, 1, 1000, 100, (5, 6), "sender")
+    # What changes from message to message (memory, switches, fd table size) is not parsed again.
+    busy = STATUS.replace(b"1000 kB", b"2000 kB").replace(b"switches:\t10", b"switches:\t11")
+    again = files.identity(701, busy.replace(b"FDSize:\t64", b"FDSize:\t128"))
+    assert again is not None and again[0] is creds
+    # Any line Creds or the comm comes from is.
+    changes = {
+        b"Uid:\t1000\t1000\t1000\t1000": (b"Uid:\t1000\t0\t1000\t0", lambda c: (c.euid, c.fsuid) == (0, 0)),
+        b"Gid:\t100\t100\t100\t100": (b"Gid:\t100\t100\t7\t100", lambda c: c.sgid == 7),
+        b"Groups:\t5 6 ": (b"Groups:\t5 ", lambda c: c.groups == (5,)),
+        b"CapEff:\t0000000000000000": (b"CapEff:\t0000000000200000", lambda c: c.cap_effective == 1 << 21),
+        b"PPid:\t1": (b"PPid:\t9", lambda c: c.ppid == 9),
+    }
+    for old, (new, changed) in changes.items():
+        found = files.identity(701, STATUS.replace(old, new))
+        assert found is not None and changed(found[0]), new
+    renamed = files.identity(701, STATUS.replace(b"Name:\tsender", b"Name:\tother"))
+    assert renamed is not None and renamed[1] == "other"
+
+
+def test_a_status_without_its_identity_lines_in_place_is_not_kept(files: TaskFiles) -> None:
+    assert files.identity(701, STATUS.replace(b"FDSize:\t64\n", b"")) is None
+    # Uid after FDSize: Creds would read a line the comparison does not cover.
+    moved = STATUS.replace(b"Uid:\t1000\t1000\t1000\t1000\n", b"").replace(
+        b"FDSize:\t64\n", b"FDSize:\t64\nUid:\t1000\t1000\t1000\t1000\n")
+    assert files.identity(701, moved) is None
+
+
+def test_the_identity_of_a_real_status_is_what_parsing_all_of_it_says(files: TaskFiles) -> None:
+    status = read_status(os.getpid())
+    assert status is not None
+    found = files.identity(os.getpid(), status)
+    assert found is not None
+    whole = _creds_from_status(os.getpid(), -1, -1, status)
+    assert replace(found[0], in_domain_userns=whole.in_domain_userns) == whole
+    assert found[1] == own_comm()
