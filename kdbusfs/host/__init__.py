@@ -42,6 +42,12 @@ class Host:
     def process(self, pid: int, uid: int, gid: int) -> ProcProcess:
         return ProcProcess(pid, uid, gid)
 
+    def forget_senders(self) -> None:
+        """A client released a file: the tasks whose /proc files are kept open may be gone, and
+        the daemon holds nothing for a client that left. Each sender reopens its own once, at its
+        next message (a few µs), rather than the dead being held until their numbers come back."""
+        self.task_files.close_files()
+
     def dying(self, tid: int) -> bool:
         return dying(tid)
 

@@ -186,9 +186,13 @@ class TaskFiles:
     def __len__(self) -> int:
         return len(self._open)
 
-    def close(self) -> None:
+    def close_files(self) -> None:
+        """Close every file kept open (what was parsed from them stays: it holds no task)."""
         while self._open:
             os.close(self._open.popitem()[1])
+
+    def close(self) -> None:
+        self.close_files()
         self._identities.clear()
 
 
