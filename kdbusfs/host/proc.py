@@ -6,6 +6,7 @@ mount would be a FUSE request to ourselves.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import logging
@@ -15,13 +16,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from .. import limits
-from ..bus.metadata import DAEMON_USERNS, UNKNOWN_NS, Creds, IdMap, NsPids, UserNamespace
+from ..bus.metadata import DAEMON_USERNS, UNKNOWN_NS, Creds, IdMap, Ids, NsPids, UserNamespace
 
 log = logging.getLogger("kdbusfs.host")
 
 # ioctl(2) requests on nsfs descriptors (linux/nsfs.h): _IO(0xb7, 0x2) and _IO(0xb7, 0x4).
 NS_GET_PARENT = 0xB702
 NS_GET_OWNER_UID = 0xB704
+
+# pidfd_open(2) of a thread, not its thread group (Linux 6.9), and PIDFD_GET_INFO (linux/pidfd.h,
+# Linux 6.13): _IOWR(0xFF, 11, struct pidfd_info) in its first, 64-byte version (the size in the
+# request tells the kernel which version the caller knows).
+PIDFD_THREAD = os.O_EXCL
+PIDFD_INFO = struct.Struct("<QQ11Ii")  # mask, cgroupid, pid, tgid, ppid, ruid, rgid, euid, egid, suid,
+#                                        sgid, fsuid, fsgid, exit_code
+PIDFD_GET_INFO = (3 << 30) | (PIDFD_INFO.size << 16) | (0xFF << 8) | 11
+PIDFD_INFO_PID = 1 << 0
+PIDFD_INFO_CREDS = 1 << 1
+if PIDFD_INFO.size != 64:
+    raise ImportError(f"struct pidfd_info's first version has 64 bytes, not {PIDFD_INFO.size}")
 
 
 @functools.cache
@@ -124,16 +137,65 @@ class TaskFiles:
     is opened again by path, then naming whichever task has the number.
 
     What a status says of a task's identity is parsed again only when the lines it comes from
-    read differently (identity()): the comparison is of those very bytes, so it cannot go stale."""
+    read differently (identity()): the comparison is of those very bytes, so it cannot go stale.
 
-    __slots__ = ("_open", "_capacity", "_identities")
+    Where the kernel has PIDFD_GET_INFO, a task's pids and ids come from its pidfd, kept open the
+    same way (ids()): one ioctl of ~1 µs instead of a status of ~6 µs that also formats memory,
+    signal and capability lines no CREDS or PIDS item needs."""
+
+    __slots__ = ("_open", "_capacity", "_identities", "_pidfd_info")
 
     def __init__(self, capacity: int = limits.TASK_FILES_OPEN) -> None:
-        # (tid, file name in /proc/TID) -> descriptor, least recently read first.
+        # (tid, file name in /proc/TID or "pidfd") -> descriptor, least recently read first.
         self._open: OrderedDict[tuple[int, str], int] = OrderedDict()
         self._capacity = capacity
         # tid -> (its status's identity lines, the Creds and comm parsed from them), oldest first.
         self._identities: dict[int, tuple[bytes, Creds, str | None]] = {}
+        # Until the kernel says it has no PIDFD_THREAD or PIDFD_GET_INFO.
+        self._pidfd_info = True
+
+    def ids(self, tid: int) -> Ids | None:
+        """The pids and ids of task `tid` now, from its pidfd; None if the kernel cannot tell them
+        so or the task is gone (its status then says what there is to say)."""
+        if not self._pidfd_info:
+            return None
+        key = (tid, "pidfd")
+        fd = self._open.get(key)
+        if fd is not None:
+            ids = self._pidfd_ids(fd)
+            if ids is not None:
+                self._open.move_to_end(key)
+                return ids
+            # Its task is gone: the number may belong to another one by now.
+            del self._open[key]
+            os.close(fd)
+        try:
+            fd = os.pidfd_open(tid, PIDFD_THREAD)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                self._pidfd_info = False
+            return None
+        ids = self._pidfd_ids(fd)
+        if ids is None:
+            os.close(fd)
+            return None
+        self._keep(key, fd)
+        return ids
+
+    def _pidfd_ids(self, fd: int) -> Ids | None:
+        info = bytearray(PIDFD_INFO.size)
+        PIDFD_INFO.pack_into(info, 0, PIDFD_INFO_PID | PIDFD_INFO_CREDS, *(0,) * 13)
+        try:
+            fcntl.ioctl(fd, PIDFD_GET_INFO, info, True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTTY, errno.EINVAL):
+                self._pidfd_info = False
+            return None  # ESRCH: gone (or its parent is outside our pid namespace)
+        (mask, _cgroup, pid, tgid, ppid, uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
+         _exit) = PIDFD_INFO.unpack(info)
+        if mask & (PIDFD_INFO_PID | PIDFD_INFO_CREDS) != PIDFD_INFO_PID | PIDFD_INFO_CREDS:
+            return None
+        return Ids(tgid, pid, ppid, uid, euid, suid, fsuid, gid, egid, sgid, fsgid)
 
     def identity(self, tid: int, status: bytes) -> tuple[Creds, str | None] | None:
         """The Creds and comm in a status just read of `tid`: parsed only if its identity lines
@@ -178,10 +240,13 @@ class TaskFiles:
         except OSError:
             os.close(fd)
             return None
+        self._keep(key, fd)
+        return data
+
+    def _keep(self, key: tuple[int, str], fd: int) -> None:
         self._open[key] = fd
         if len(self._open) > self._capacity:
             os.close(self._open.popitem(last=False)[1])
-        return data
 
     def __len__(self) -> int:
         return len(self._open)
@@ -307,7 +372,7 @@ class ProcProcess:
     Each fact is cached as a 1-tuple once read (None: not read yet), since the fact itself may
     be None (unreadable, or absent like a security label)."""
 
-    __slots__ = ("tid", "_fsuid", "_fsgid", "_files", "_defer_userns", "_creds", "_userns_inode_read",
+    __slots__ = ("tid", "_fsuid", "_fsgid", "_files", "_defer_userns", "_creds", "_ids", "_userns_inode_read",
                  "_status_read", "_tid_comm", "_pid_comm", "_exe", "_cmdline", "_cgroup", "_caps", "_audit",
                  "_seclabel", "_userns", "_pidns", "_ns_pids", "_root")
 
@@ -323,6 +388,7 @@ class ProcProcess:
         # kdbus judges privileges by the credentials of open().
         self._defer_userns = defer_userns
         self._creds: Creds | None = None
+        self._ids: Ids | None = None
         self._userns_inode_read: tuple[int | None] | None = None
         self._status_read: tuple[bytes | None] | None = None
         self._tid_comm: tuple[str | None] | None = None
@@ -353,6 +419,15 @@ class ProcProcess:
                                                  self._userns_inode, self._defer_userns)
         return self._creds
 
+    def ids(self) -> Ids:
+        if self._ids is None:
+            if self._creds is None and self._files is not None and self._defer_userns:
+                # A sender whose message needs no more than its CREDS and PIDS items.
+                self._ids = self._files.ids(self.tid)
+            if self._ids is None:
+                self._ids = self.creds().ids()
+        return self._ids
+
     def _userns_inode(self) -> int | None:
         # Both the creds (do capabilities count?) and userns() need it: one /proc lookup.
         if self._userns_inode_read is None:
@@ -371,7 +446,7 @@ class ProcProcess:
         return read_text(f"/proc/{tid}/{name}", limit)
 
     def _pid(self) -> int:
-        return self.creds().pid
+        return self.ids().pid
 
     def tid_comm(self) -> str | None:
         if self._tid_comm is None:

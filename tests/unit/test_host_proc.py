@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from kdbusfs.bus.metadata import Snapshot
+from kdbusfs.bus.metadata import Ids, Snapshot
+from kdbusfs.host import proc
 from kdbusfs.host.proc import ProcProcess, TaskFiles, _creds_from_status, _status_name, read_status
 
 PR_SET_NAME = 15
@@ -187,3 +189,65 @@ def test_the_identity_of_a_real_status_is_what_parsing_all_of_it_says(files: Tas
     whole = _creds_from_status(os.getpid(), -1, -1, status)
     assert replace(found[0], in_domain_userns=whole.in_domain_userns) == whole
     assert found[1] == own_comm()
+
+
+def pidfd_info_here() -> bool:
+    probe = TaskFiles()
+    try:
+        return probe.ids(os.getpid()) is not None
+    finally:
+        probe.close()
+
+
+needs_pidfd_info = pytest.mark.skipif(not pidfd_info_here(), reason="needs PIDFD_GET_INFO (Linux 6.13)")
+
+
+@needs_pidfd_info
+def test_a_pidfd_says_the_pids_and_ids_a_status_says(files: TaskFiles) -> None:
+    tids: list[int] = []
+    said: list[tuple[Ids | None, Ids]] = []
+
+    def thread() -> None:
+        tid = threading.get_native_id()
+        tids.append(tid)
+        said.append((files.ids(tid), _creds_from_status(tid, -1, -1, read_status(tid)).ids()))
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    worker.join()
+    pid = os.getpid()
+    assert said[0][0] == said[0][1] and said[0][0] is not None and said[0][0][:2] == (pid, tids[0])
+    assert files.ids(pid) == _creds_from_status(pid, -1, -1, read_status(pid)).ids()
+
+
+@needs_pidfd_info
+def test_a_message_with_ids_and_comms_only_reads_no_status(files: TaskFiles, leader_named: None) -> None:
+    set_comm(b"ids-only")
+    process = sender(files)
+    assert (process.ids().pid, process.tid_comm(), process.pid_comm()) == \
+        (os.getpid(), "ids-only", "ids-only")
+    assert set(files._open) == {(os.getpid(), "pidfd"), (os.getpid(), "comm")}
+
+
+@needs_pidfd_info
+def test_the_pidfd_of_a_task_that_is_gone_is_closed_not_asked(files: TaskFiles) -> None:
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    assert files.ids(child) is not None
+    os.waitpid(child, 0)
+    assert files.ids(child) is None
+    assert len(files) == 0
+
+
+def test_without_pidfd_info_the_status_says_the_ids(files: TaskFiles,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def old_kernel(fd: int, request: int, arg: bytearray, mutate: bool) -> int:
+        raise OSError(errno.ENOTTY, "no such ioctl")
+
+    monkeypatch.setattr(proc.fcntl, "ioctl", old_kernel)
+    process = sender(files)
+    assert process.ids() == _creds_from_status(os.getpid(), -1, -1, read_status(os.getpid())).ids()
+    # Asked once: the kernel's answer holds for every task.
+    assert not files._pidfd_info
+    assert (os.getpid(), "status") in files._open and (os.getpid(), "pidfd") not in files._open
