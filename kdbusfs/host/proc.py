@@ -35,6 +35,8 @@ PIDFD_INFO_PID = 1 << 0
 PIDFD_INFO_CREDS = 1 << 1
 if PIDFD_INFO.size != 64:
     raise ImportError(f"struct pidfd_info's first version has 64 bytes, not {PIDFD_INFO.size}")
+# What a message's sender is asked: its pids and its ids.
+_PIDFD_ASK = PIDFD_INFO.pack(PIDFD_INFO_PID | PIDFD_INFO_CREDS, *(0,) * 13)
 
 
 @functools.cache
@@ -183,8 +185,7 @@ class TaskFiles:
         return ids
 
     def _pidfd_ids(self, fd: int) -> Ids | None:
-        info = bytearray(PIDFD_INFO.size)
-        PIDFD_INFO.pack_into(info, 0, PIDFD_INFO_PID | PIDFD_INFO_CREDS, *(0,) * 13)
+        info = bytearray(_PIDFD_ASK)
         try:
             fcntl.ioctl(fd, PIDFD_GET_INFO, info, True)
         except OSError as exc:
