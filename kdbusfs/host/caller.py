@@ -59,7 +59,7 @@ class RequestCaller:
 
     def process(self) -> ProcProcess:
         if self._process is None:
-            self._process = ProcProcess(self.tid, *self._ids, files=self._task_files, defer_userns=True)
+            self._process = ProcProcess(self.tid, *self._ids, files=self._task_files)
         return self._process
 
     def read_into(self, address: int, size: int, buffer: Buffer, offset: int) -> None:

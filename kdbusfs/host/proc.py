@@ -371,23 +371,23 @@ class ProcProcess:
     """A task's process facts from /proc, each read the first time it is asked for.
 
     Each fact is cached as a 1-tuple once read (None: not read yet), since the fact itself may
-    be None (unreadable, or absent like a security label)."""
+    be None (unreadable, or absent like a security label).
 
-    __slots__ = ("tid", "_fsuid", "_fsgid", "_files", "_defer_userns", "_creds", "_ids", "_userns_inode_read",
+    With `files`, the task is a request's caller, perhaps sending a message: its files are read
+    through `files` (kept open, its status parsed only when it changed, its ids from its pidfd),
+    and whether its capabilities count is looked up only if one is asked about (a SEND's creds
+    serve metadata and policy, which never ask). Without, as for an opener, it is settled at
+    once: kdbus judges privileges by the credentials of open()."""
+
+    __slots__ = ("tid", "_fsuid", "_fsgid", "_files", "_creds", "_ids", "_userns_inode_read",
                  "_status_read", "_tid_comm", "_pid_comm", "_exe", "_cmdline", "_cgroup", "_caps", "_audit",
                  "_seclabel", "_userns", "_pidns", "_ns_pids", "_root")
 
-    def __init__(self, tid: int, fsuid: int, fsgid: int, files: TaskFiles | None = None,
-                 defer_userns: bool = False) -> None:
+    def __init__(self, tid: int, fsuid: int, fsgid: int, files: TaskFiles | None = None) -> None:
         self.tid = tid
         self._fsuid = fsuid
         self._fsgid = fsgid
-        # Where the task's files are read again (a sender's); None: opened by path each time.
         self._files = files
-        # A request's caller: whether its capabilities count is looked up only if asked (a SEND's
-        # creds serve metadata and policy, which never ask). An opener's is settled at once, as
-        # kdbus judges privileges by the credentials of open().
-        self._defer_userns = defer_userns
         self._creds: Creds | None = None
         self._ids: Ids | None = None
         self._userns_inode_read: tuple[int | None] | None = None
@@ -409,7 +409,7 @@ class ProcProcess:
         if self._creds is None:
             status = self._status()
             known = None
-            if self._files is not None and self._defer_userns and status is not None:
+            if self._files is not None and status is not None:
                 known = self._files.identity(self.tid, status)
             if known is not None:
                 self._creds, comm = known
@@ -417,12 +417,12 @@ class ProcProcess:
                     self._tid_comm = (comm,)
             else:
                 self._creds = _creds_from_status(self.tid, self._fsuid, self._fsgid, status,
-                                                 self._userns_inode, self._defer_userns)
+                                                 self._userns_inode, defer_userns=self._files is not None)
         return self._creds
 
     def ids(self) -> Ids:
         if self._ids is None:
-            if self._creds is None and self._files is not None and self._defer_userns:
+            if self._creds is None and self._files is not None:
                 # A sender whose message needs no more than its CREDS and PIDS items.
                 self._ids = self._files.ids(self.tid)
             if self._ids is None:

@@ -47,7 +47,7 @@ def leader_named() -> Iterator[None]:
 
 def sender(files: TaskFiles, tid: int | None = None) -> ProcProcess:
     """The process facts of one request, as a RequestCaller makes them."""
-    return ProcProcess(tid or threading.get_native_id(), -1, -1, files=files, defer_userns=True)
+    return ProcProcess(tid or threading.get_native_id(), -1, -1, files=files)
 
 
 def test_a_comm_change_between_two_messages_shows_in_the_second(files: TaskFiles, leader_named: None) -> None:
