@@ -5,7 +5,7 @@ The same pattern everywhere: a caller process sends a call carrying PAYLOAD byte
 by well-known name, payload as a PAYLOAD_VEC (c/bench_kdbus.c); dbus-daemon: libdbus
 send_with_reply_and_block with a byte array (c/bench_dbus.c); unix: a socketpair (c/bench_unix.c).
 Each figure is the median of several timed runs. Every process (daemons and clients) is placed the
-same way for a whole row: all pinned to CPU 0, then unpinned.
+same way for a whole row: all pinned to one CPU (--cpu, 0 unless told), then unpinned.
 
 The "FUSE floor" column is the most any FUSE daemon in Python could reach with this client pattern:
 the raw FUSE round-trip rate (raw_fuse.py, which answers each ioctl with no work at all) divided
@@ -22,10 +22,16 @@ HEAD`), on the same kinds of mount. All daemons of a row stay mounted side by si
 measures every column once, in an order that rotates from run to run, so that every column meets
 the same machine conditions.
 
+With --metadata, each kdbusfs column gets a second one beside it, "metadata receiver": both clients
+connect as kdbus-era sd-bus did (a description, every item allowed to be sent) and ask for the
+TIMESTAMP, CREDS, PIDS, TID_COMM, PID_COMM, NAMES and CONN_DESCRIPTION of whoever sends to them, so
+each call and each reply carries those (bench_kdbus.c's "metadata" mode, which checks they arrive).
+
 Needs root (the kdbusfs mount), gcc, dbus-daemon and libdbus-1-dev:
     apt-get install -y gcc dbus-daemon libdbus-1-dev pkg-config
 usage: python benchmarks/calls.py [--seconds S] [--runs N] [--payloads 8,4096,65536,1048576]
                                   [--placements pinned,unpinned] [--user NAME] [--compare TREE]
+                                  [--cpu N] [--metadata]
 """
 
 from __future__ import annotations
@@ -172,6 +178,9 @@ def main() -> None:
     parser.add_argument("--placements", default="pinned,unpinned", help="pinned, unpinned or both")
     parser.add_argument("--user", help="also measure kdbusfs on this (unprivileged) user's own mount")
     parser.add_argument("--compare", type=Path, help="another kdbusfs checkout, measured alongside")
+    parser.add_argument("--cpu", type=int, default=0, help="the CPU of the pinned placement")
+    parser.add_argument("--metadata", action="store_true",
+                        help="also each kdbusfs column with receivers asking for sd-bus's metadata")
     args = parser.parse_args()
     payloads = [int(p) for p in args.payloads.split(",")]
     wanted = args.placements.split(",")
@@ -181,13 +190,19 @@ def main() -> None:
     columns = [Kdbusfs(label, tree, None) for label, tree in trees]
     if args.user is not None:
         columns += [Kdbusfs(f"{label}, user mount", tree, args.user) for label, tree in trees]
+    # (label suffix, bench_kdbus.c's KIND argument) for each kdbusfs column.
+    modes: list[tuple[str, list[str]]] = [("", [])]
+    if args.metadata:
+        modes.append((", metadata receiver", ["metadata"]))
+    labels = [f"{column.label}{suffix}" for column in columns for suffix, _ in modes]
     rows = []
     with tempfile.TemporaryDirectory(prefix="kdbusfs-calls-") as tmp:
         work = Path(tmp)
         # The user's daemon and clients reach the binaries and mount points through here.
         work.chmod(0o755)
         bins = build(work)
-        for label, pin in PLACEMENTS:
+        placements = [(f"pinned to CPU {args.cpu}", ["taskset", "-c", str(args.cpu)]), PLACEMENTS[1]]
+        for label, pin in placements:
             if label.split()[0] not in wanted:
                 continue
             floor = raw_round_trips(work, pin, args.seconds, args.runs) / FUSE_REQUESTS_PER_CALL
@@ -201,8 +216,9 @@ def main() -> None:
                         ([*pin, str(bins["bench_unix"]), *timing], {}),
                         ([*pin, str(bins["bench_dbus"]), f"unix:path={sock}", *timing], {}),
                     ]
-                    commands += [([*pin, str(bins["bench_kdbus"]), str(mnt), *timing], column.identity())
-                                 for column, mnt in zip(columns, mounts, strict=True)]
+                    commands += [([*pin, str(bins["bench_kdbus"]), str(mnt), *timing, *kind],
+                                  column.identity())
+                                 for column, mnt in zip(columns, mounts, strict=True) for _, kind in modes]
                     rates: list[list[float]] = [[] for _ in commands]
                     for run in range(args.runs):
                         # Each run starts one column later, so that none always follows the same one.
@@ -214,9 +230,9 @@ def main() -> None:
                     rows.append((label, size, unix, dbus, floor, kdbus))
     user = f"; user mount: {args.user}'s own" if args.user is not None else ""
     print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s{user}\n")
-    head = "".join(f" {c.label} | {c.label} / dbus-daemon | {c.label} / floor |" for c in columns)
+    head = "".join(f" {label} | {label} / dbus-daemon | {label} / floor |" for label in labels)
     print(f"| placement | payload | unix socket | dbus-daemon | FUSE floor |{head}")
-    print("|---" * (5 + 3 * len(columns)) + "|")
+    print("|---" * (5 + 3 * len(labels)) + "|")
     for label, size, unix, dbus, floor, kdbus in rows:
         cells = "".join(f" {k:.0f} | {k / dbus:.2f}x | {k / floor:.2f}x |" for k in kdbus)
         print(f"| {label} | {size} B | {unix:.0f} | {dbus:.0f} | {floor:.0f} |{cells}")

@@ -8,10 +8,14 @@ would read a client's. Pools are memfds as on a root mount (passthrough), only n
 with a FUSE connection. What the live benchmarks add on top is the kernel's share: FUSE round
 trips and context switches (calls.py's "FUSE floor" column).
 
+With --metadata both clients connect as kdbus-era sd-bus did: a CONN_DESCRIPTION, every item
+allowed to be sent, and a receive mask (METADATA_RECV) asking for the creds, pids, comms, names,
+description and timestamp of whoever sends to them, so the call and its reply each carry those.
+
 Prints microseconds per call for each request type, the median of several runs: the time from a
 request's bytes to the answers handed back, as the session loop would spend it (building the
 requests and reading the answers stands in for the kernel and is not counted). No root needed.
-usage: python benchmarks/python_cost.py [--calls N] [--runs N]
+usage: python benchmarks/python_cost.py [--calls N] [--runs N] [--metadata]
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kdbusfs.abi import structs  # noqa: E402
-from kdbusfs.abi.constants import Cmd, Item  # noqa: E402
+from kdbusfs.abi.constants import ATTACH_ANY, Attach, Cmd, Item  # noqa: E402
 from kdbusfs.abi.items import item, string_item  # noqa: E402
 from kdbusfs.abi.structs import Layout  # noqa: E402
 from kdbusfs.bus.domain import Domain  # noqa: E402
+from kdbusfs.client.message import parse_message  # noqa: E402
 from kdbusfs.fs import Filesystem  # noqa: E402
 from kdbusfs.fuse import protocol as p  # noqa: E402
 from kdbusfs.fuse.codec import parse_request  # noqa: E402
@@ -41,6 +46,9 @@ from kdbusfs.host.backing import PoolFiles  # noqa: E402
 NAME = "org.kdbusfs.Bench"
 POOL_SIZE = 1 << 20
 EAGAIN = 11
+# What a metadata receiver asks for (calls.py --metadata and bench_kdbus.c ask for the same).
+METADATA_RECV = (Attach.TIMESTAMP | Attach.CREDS | Attach.PIDS | Attach.TID_COMM | Attach.PID_COMM
+                 | Attach.NAMES | Attach.CONN_DESCRIPTION)
 
 
 class UnregisteredPoolFiles(PoolFiles):
@@ -59,7 +67,8 @@ class UnregisteredPoolFiles(PoolFiles):
 class Replay:
     """A file system and two connected "clients" whose structs live in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, metadata: bool = False) -> None:
+        self.metadata = metadata
         self.fs = Filesystem(Domain(), pool_files=UnregisteredPoolFiles())
         self.pid = os.getpid()
         self.unique = 0
@@ -74,7 +83,7 @@ class Replay:
                    + string_item(Item.MAKE_NAME, f"{os.geteuid()}-replay"))
         self.ioctl(control, Cmd.BUS_MAKE, self.place(0, make), make[:24])
         self.bus_dir = self.lookup(p.ROOT_ID, f"{os.geteuid()}-replay".encode())
-        self.caller, self.callee = self.connect(), self.connect()
+        self.caller, self.callee = self.connect("bench-caller"), self.connect("bench-callee")
         acquire = cmd(structs.CMD, string_item(Item.NAME, NAME))
         self.ioctl(self.callee, Cmd.NAME_ACQUIRE, self.place(0x300, acquire), acquire[:24])
         self.payload = self.place(0x8000, b"\1" * 8)
@@ -117,9 +126,13 @@ class Replay:
         assert err == expect, (command, err)
         return body
 
-    def connect(self) -> int:
+    def connect(self, description: str) -> int:
         fh = self.open(self.lookup(self.bus_dir, b"bus"))
-        hello = cmd(structs.CMD_HELLO, pool_size=POOL_SIZE)
+        if self.metadata:
+            hello = cmd(structs.CMD_HELLO, string_item(Item.CONN_DESCRIPTION, description),
+                        attach_flags_send=ATTACH_ANY, attach_flags_recv=METADATA_RECV, pool_size=POOL_SIZE)
+        else:
+            hello = cmd(structs.CMD_HELLO, pool_size=POOL_SIZE)
         self.ioctl(fh, Cmd.HELLO, self.place(0x100, hello), hello, len(hello))
         return fh
 
@@ -148,6 +161,8 @@ class Replay:
         got = self.ioctl(self.callee, Cmd.RECV, recv_at, out_size=len(recv))
         timings["callee RECV"] += self.spent
         offset = struct.unpack_from("<Q", got, p.IOCTL_OUT.size + 40)[0]
+        if self.metadata and self.cookie == 1:
+            self.check_metadata(offset)
         free = cmd(structs.CMD_FREE, offset=offset)
         self.spent = 0.0
         self.ioctl(self.callee, Cmd.FREE, self.place(0x2100, free), free)
@@ -166,6 +181,17 @@ class Replay:
         self.spent = 0.0
         self.ioctl(self.caller, Cmd.FREE, self.place(0x2100, free), free)
         timings["caller FREE"] += self.spent
+
+    def check_metadata(self, offset: int) -> None:
+        """The call the callee received carries what it asked for: the mode measures what it says."""
+        conn = self.fs.tree.file(self.callee).handle.conn
+        assert conn is not None
+        size = struct.unpack_from("<Q", conn.pool.buffer, offset)[0]
+        found = parse_message(bytes(conn.pool.buffer[offset : offset + size])).metadata
+        with open(f"/proc/{self.pid}/comm") as comm:
+            own_comm = comm.read().rstrip("\n")
+        assert found.timestamp and found.creds and found.pids and found.pids.pid == self.pid, found
+        assert found.tid_comm == found.pid_comm == own_comm and found.description == "bench-caller", found
 
     @property
     def caller_id(self) -> int:
@@ -190,8 +216,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls per run")
     parser.add_argument("--runs", type=int, default=7, help="runs (the median is printed)")
+    parser.add_argument("--metadata", action="store_true",
+                        help="both clients receive sd-bus's metadata (see the module's docstring)")
     args = parser.parse_args()
-    replay = Replay()
+    replay = Replay(args.metadata)
     warm: dict[str, float] = defaultdict(float)
     for _ in range(1000):
         replay.call(warm)
@@ -201,7 +229,8 @@ def main() -> None:
         for _ in range(args.calls):
             replay.call(timings)
         runs.append(timings)
-    print(f"Python per 8-byte sync call, median of {args.runs} runs of {args.calls} calls\n")
+    receiver = ", receivers asking for metadata" if args.metadata else ""
+    print(f"Python per 8-byte sync call{receiver}, median of {args.runs} runs of {args.calls} calls\n")
     print("| request | µs per call |")
     print("|---|---|")
     for name in runs[0]:

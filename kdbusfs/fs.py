@@ -357,6 +357,7 @@ class Filesystem:
             return b""
         handle = opened.handle
         handle.release()
+        self.host.forget_senders()
         if opened.backing_fd is not None and opened.backing_id is not None and self.pool_files is not None:
             self.pool_files.close(opened.backing_fd, opened.backing_id)
         return b""

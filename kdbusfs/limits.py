@@ -38,6 +38,12 @@ PAGE_SIZE = 4096
 # (kdbus had no bound, but its pool was pageable shmem and ours is daemon memory).
 POOL_MAX_SIZE = 1 << 30
 
+# kdbusfs: /proc files of sending tasks kept open between their messages (host/proc.py TaskFiles).
+# kdbus takes a sender's creds, pids and comms from the sending thread at every SEND, so each
+# message reads them again; a file kept open spares the path walk and open/close each time. Each
+# is a descriptor of the daemon's: past this many the least recently read is closed.
+TASK_FILES_OPEN = 256
+
 # kdbusfs: a user hitting a limit is logged once per burst; a burst ends after this many seconds
 # without a hit, so a client retrying in a loop makes one line, not thousands.
 LIMIT_BURST_QUIET_S = 10.0

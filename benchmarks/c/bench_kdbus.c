@@ -4,7 +4,11 @@
  * With KIND, each call passes a descriptor instead of a payload: "fd" a pipe in FDS, "memfd" a
  * sealed memfd of PAYLOAD_BYTES as PAYLOAD_MEMFD, which the callee maps and reads if it was
  * installed (under `kdbusfs run`), and closes.
- * usage: bench_kdbus MOUNT_ROOT PAYLOAD_BYTES SECONDS [fd|memfd]
+ * With "metadata" the payload is a vec as without KIND, but both connect as kdbus-era sd-bus did:
+ * a description, every item allowed to be sent, and BENCH_METADATA_RECV asked for, so the call and
+ * its reply each carry the sender's creds, pids, comms, names, description and a timestamp (the
+ * first call and reply are checked; the caller owns no name, so the call carries none).
+ * usage: bench_kdbus MOUNT_ROOT PAYLOAD_BYTES SECONDS [fd|memfd|metadata]
  *   -> "kdbusfs PAYLOAD CALLS_PER_SECOND" */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -29,7 +33,22 @@ static void acquire(struct conn *c)
 		die("NAME_ACQUIRE");
 }
 
-static void serve(struct conn *c, int ready, size_t memfd_size)
+/* A message carries the metadata items `want` (what was asked for), so that the figure is of what
+ * it claims to be. */
+static void expect_metadata(const struct kdbus_msg *m, unsigned want)
+{
+	const struct kdbus_item *it;
+	unsigned found = 0;
+	KDBUS_FOREACH(it, m->items, m->size - offsetof(struct kdbus_msg, items))
+		if (it->type >= KDBUS_ITEM_TIMESTAMP && it->type <= KDBUS_ITEM_CONN_DESCRIPTION)
+			found |= 1u << (it->type - KDBUS_ITEM_TIMESTAMP);
+	if (found != want) {
+		fprintf(stderr, "metadata items %#x, expected %#x\n", found, want);
+		exit(1);
+	}
+}
+
+static void serve(struct conn *c, int ready, size_t memfd_size, int check_metadata)
 {
 	uint64_t msgbuf[64];
 	uint64_t answer;
@@ -52,6 +71,8 @@ static void serve(struct conn *c, int ready, size_t memfd_size)
 		struct kdbus_msg *m = (void *)(c->pool + recv.msg.offset);
 		if (m->cookie == 0)
 			_exit(0);
+		if (m->cookie == 1 && check_metadata)
+			expect_metadata(m, BENCH_METADATA_RECV & ~KDBUS_ATTACH_NAMES);
 		answer = 0;
 		KDBUS_FOREACH(it, m->items, m->size - offsetof(struct kdbus_msg, items)) {
 			if (it->type == KDBUS_ITEM_PAYLOAD_OFF && it->vec.offset != ~0ULL)
@@ -82,9 +103,17 @@ int main(int argc, char **argv)
 	size_t payload = strtoull(argv[2], NULL, 0);
 	double seconds = atof(argv[3]);
 	const char *kind = argc > 4 ? argv[4] : NULL;
+	int metadata = kind && strcmp(kind, "metadata") == 0;
+	if (metadata)
+		kind = NULL;
 	int memfd = kind && strcmp(kind, "memfd") == 0;
 	int fd = kind ? bench_descriptor(kind, payload) : -1;
 	uint64_t hello_flags = kind ? KDBUS_HELLO_ACCEPT_FD : 0;
+	struct identity callee = { 0, 0, NULL }, caller = { 0, 0, NULL };
+	if (metadata) {
+		callee = (struct identity){ _KDBUS_ATTACH_ANY, BENCH_METADATA_RECV, "bench-callee" };
+		caller = (struct identity){ _KDBUS_ATTACH_ANY, BENCH_METADATA_RECV, "bench-caller" };
+	}
 	char bus[64];
 	int ready[2];
 	uint8_t *data = calloc(1, payload + 8);
@@ -97,13 +126,13 @@ int main(int argc, char **argv)
 		die("pipe");
 	pid_t child = fork();
 	if (child == 0) {
-		struct conn s = connect_bus_with(root, bus, POOL, 1, hello_flags);
-		serve(&s, ready[1], memfd ? payload : 0);
+		struct conn s = connect_bus_as(root, bus, POOL, 1, hello_flags, callee);
+		serve(&s, ready[1], memfd ? payload : 0, metadata);
 	}
 	char r;
 	if (read(ready[0], &r, 1) != 1)
 		die("callee did not start");
-	struct conn c = connect_bus_with(root, bus, POOL, 1, hello_flags);
+	struct conn c = connect_bus_as(root, bus, POOL, 1, hello_flags, caller);
 
 	long n = 0;
 	uint64_t cookie = 1;
@@ -140,6 +169,8 @@ int main(int argc, char **argv)
 						       .msg_address = (uintptr_t)m };
 			if (ioctl(c.fd, KDBUS_CMD_SEND, &send) < 0)
 				die("SEND call");
+			if (cookie == 2 && metadata)
+				expect_metadata((void *)(c.pool + send.reply.offset), BENCH_METADATA_RECV);
 			struct kdbus_cmd_free f = { .size = sizeof(f), .offset = send.reply.offset };
 			ioctl(c.fd, KDBUS_CMD_FREE, &f);
 		}

@@ -11,13 +11,15 @@ task's, outermost first; the empty path is the daemon's namespace itself.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..abi import structs
 from ..abi.constants import ATTACH_ALL, ATTACH_ANY, Attach, Item
-from ..abi.items import item, string_item
+from ..abi.items import item
+from ..abi.structs import ITEM_HEADER_SIZE
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -25,9 +27,10 @@ if TYPE_CHECKING:
 
 CAP_IPC_OWNER = 15
 # Items every sender attaches whether or not its attach_flags_send allow it (KDBUS-SPEC.md §8.2).
-IMPLICIT = Attach.TIMESTAMP | Attach.CREDS | Attach.PIDS | Attach.AUXGROUPS | Attach.NAMES | \
-    Attach.CONN_DESCRIPTION
-PROCESS_ITEMS = ATTACH_ALL & ~(Attach.TIMESTAMP | Attach.NAMES | Attach.CONN_DESCRIPTION)
+# Plain ints, not flags: they meet a mask on every SEND.
+IMPLICIT = int(Attach.TIMESTAMP | Attach.CREDS | Attach.PIDS | Attach.AUXGROUPS | Attach.NAMES
+               | Attach.CONN_DESCRIPTION)
+PROCESS_ITEMS = ATTACH_ALL & ~int(Attach.TIMESTAMP | Attach.NAMES | Attach.CONN_DESCRIPTION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +103,10 @@ class View:
             return True
         return UNKNOWN_NS not in self.pidns and process.pidns()[:depth] == self.pidns
 
-    def pids(self, creds: Creds, process: Process) -> tuple[int, int, int]:
+    def pids(self, ids: Ids, process: Process) -> tuple[int, int, int]:
         depth = len(self.pidns)
         if not depth:
-            return creds.pid, creds.tid, creds.ppid
+            return ids.pid, ids.tid, ids.ppid
         if not self.sees(process):
             return 0, 0, 0
         tgids, tids, parent_tgids = process.ns_pids()
@@ -146,6 +149,22 @@ def _cap_set(bits: int) -> bytes:
 DAEMON_VIEW = View()
 
 
+class Ids(NamedTuple):
+    """What a CREDS and a PIDS item say of a task: its pids and ids at one instant."""
+
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    euid: int
+    suid: int
+    fsuid: int
+    gid: int
+    egid: int
+    sgid: int
+    fsgid: int
+
+
 @dataclass(frozen=True, slots=True)
 class Creds:
     """A task's identity at one instant."""
@@ -162,13 +181,22 @@ class Creds:
     sgid: int
     fsgid: int
     cap_effective: int = 0
-    # Whether the task lives in the daemon's user namespace, where kdbusfs evaluates capabilities.
-    in_domain_userns: bool = True
+    # Whether the task lives in the daemon's user namespace, where kdbusfs evaluates capabilities;
+    # or how to find out, a /proc lookup that only has_cap needs (most creds describe a sender
+    # for metadata and policy, which never ask).
+    in_domain_userns: bool | Callable[[], bool] = True
     comm: str = ""
     groups: tuple[int, ...] = ()
 
     def has_cap(self, cap: int) -> bool:
-        return self.in_domain_userns and bool(self.cap_effective >> cap & 1)
+        if not self.cap_effective >> cap & 1:
+            return False
+        inside = self.in_domain_userns
+        return inside if isinstance(inside, bool) else inside()
+
+    def ids(self) -> Ids:
+        return Ids(self.pid, self.tid, self.ppid, self.uid, self.euid, self.suid, self.fsuid,
+                   self.gid, self.egid, self.sgid, self.fsgid)
 
     @classmethod
     def for_ids(cls, uid: int, gid: int, pid: int = 0) -> Creds:
@@ -179,6 +207,9 @@ class Process(Protocol):
     """Process facts of a task, read on demand; None where the task has no such thing."""
 
     def creds(self) -> Creds: ...
+
+    def ids(self) -> Ids:
+        """creds().ids(), which a reader may get more cheaply than all of creds()."""
 
     def tid_comm(self) -> str | None: ...
 
@@ -232,7 +263,11 @@ class Snapshot:
         """The facts of `process` that `reveal` lets CONN_INFO show (nothing else is even read);
         the namespace facts always, which are never shown, only used to translate what is."""
         pidns = process.pidns()
-        return cls(process.creds(),
+        creds = process.creds()
+        if not isinstance(creds.in_domain_userns, bool):
+            # A snapshot holds facts, not lookups into a task that may be gone when asked.
+            creds = replace(creds, in_domain_userns=creds.in_domain_userns())
+        return cls(creds,
                    process.tid_comm() if reveal & Attach.TID_COMM else None,
                    process.pid_comm() if reveal & Attach.PID_COMM else None,
                    process.exe() if reveal & Attach.EXE else None,
@@ -255,6 +290,9 @@ class Snapshot:
 
     def creds(self) -> Creds:
         return self.creds_
+
+    def ids(self) -> Ids:
+        return self.creds_.ids()
 
     def tid_comm(self) -> str | None:
         return self.tid_comm_
@@ -314,45 +352,52 @@ def render(process: Process | None, mask: int, names: Sequence[tuple[int, str]] 
            stated: tuple[bool, bool] | None = None, view: View = DAEMON_VIEW) -> bytes:
     """The metadata items selected by `mask`, in kdbus's order, as `view` sees them; each padded
     to 8 bytes. `stated`: the facts are what a bus owner stated at HELLO, and which of (CREDS, PIDS)
-    it stated; nothing else about it is real."""
+    it stated; nothing else about it is real.
+
+    Every SEND with a metadata receiver comes here: masks are plain ints (a flag enum's operators
+    cost a microsecond each) and each fixed-size item is one pack of header and payload."""
     faked = stated is not None
-    out = []
-    if process is not None and mask & PROCESS_ITEMS:
-        creds = process.creds()
+    out = bytearray()
+    if process is not None and mask & _PROCESS_ITEMS:
+        ids = process.ids()
         userns = view.userns
         if stated is not None:
-            mask &= ~((0 if stated[0] else Attach.CREDS) | (0 if stated[1] else Attach.PIDS))
-        if mask & Attach.CREDS:
-            uid, gid = userns.uid, userns.gid
-            out.append(item(Item.CREDS, structs.CREDS.pack(
-                uid(creds.uid), uid(creds.euid), uid(creds.suid), uid(creds.fsuid),
-                gid(creds.gid), gid(creds.egid), gid(creds.sgid), gid(creds.fsgid))))
-        if mask & Attach.PIDS:
+            mask &= ~((0 if stated[0] else _CREDS) | (0 if stated[1] else _PIDS))
+        if mask & _CREDS:
+            if userns.path:
+                uid, gid = userns.uid, userns.gid
+                out += _CREDS_ITEM.pack(_CREDS_ITEM.size, Item.CREDS, uid(ids.uid), uid(ids.euid),
+                                        uid(ids.suid), uid(ids.fsuid), gid(ids.gid), gid(ids.egid),
+                                        gid(ids.sgid), gid(ids.fsgid))
+            else:
+                out += _CREDS_ITEM.pack(_CREDS_ITEM.size, Item.CREDS, *ids[3:])
+        if mask & _PIDS:
             # Faked pids were stated by the HELLO caller and stay as they are.
-            pids = (creds.pid, creds.tid, creds.ppid) if faked else view.pids(creds, process)
-            out.append(item(Item.PIDS, structs.PIDS.pack(*pids)))
+            pid, tid, ppid = ids[:3] if faked else view.pids(ids, process)
+            out += _PIDS_ITEM.pack(_PIDS_ITEM.size, Item.PIDS, pid, tid, ppid)
         if not faked:
-            if mask & Attach.AUXGROUPS and creds.groups:
-                out.append(item(Item.AUXGROUPS, b"".join(userns.gid(g).to_bytes(8, "little")
-                                                         for g in creds.groups)))
-            for flag, item_type, getter in _STRINGS:
-                if mask & flag:
-                    if flag == Attach.EXE and not view.shows_exe(process):
-                        continue
-                    value = getter(process)
-                    if value is not None:
-                        out.append(string_item(item_type, value))
-            if mask & Attach.CAPS:
+            groups = process.creds().groups if mask & _AUXGROUPS else ()
+            if groups:
+                out += item(Item.AUXGROUPS, b"".join(userns.gid(g).to_bytes(8, "little") for g in groups))
+            if mask & _TID_COMM:
+                _text_item(out, Item.TID_COMM, process.tid_comm())
+            if mask & _PID_COMM:
+                _text_item(out, Item.PID_COMM, process.pid_comm())
+            if mask & _EXE and view.shows_exe(process):
+                _text_item(out, Item.EXE, process.exe())
+            if mask & _CMDLINE:
+                _text_item(out, Item.CMDLINE, process.cmdline())
+            if mask & _CGROUP:
+                _text_item(out, Item.CGROUP, process.cgroup())
+            if mask & _CAPS:
                 caps = process.caps()
                 if caps is not None:
-                    out.append(item(Item.CAPS, view.caps(caps, creds.euid, process)))
-        if mask & Attach.SECLABEL:
+                    out += item(Item.CAPS, view.caps(caps, ids.euid, process))
+        if mask & _SECLABEL:
             # The only process fact a faked identity may state besides creds and pids.
-            label = process.seclabel()
-            if label is not None:
-                out.append(string_item(Item.SECLABEL, label))
+            _text_item(out, Item.SECLABEL, process.seclabel())
         if not faked:
-            if mask & Attach.AUDIT:
+            if mask & _AUDIT:
                 audit = process.audit()
                 if audit is not None:
                     session, loginuid = audit
@@ -360,24 +405,54 @@ def render(process: Process | None, mask: int, names: Sequence[tuple[int, str]] 
                         # The login uid is mapped without the overflow id: unmapped is unset.
                         inside = userns.uid_map.inside(loginuid)
                         loginuid = UNSET_ID if inside is None else inside
-                    out.append(item(Item.AUDIT, structs.AUDIT.pack(session, loginuid)))
-    if mask & Attach.NAMES:
+                    out += _AUDIT_ITEM.pack(_AUDIT_ITEM.size, Item.AUDIT, session, loginuid)
+    if mask & _NAMES:
         for flags, name in names:
-            out.append(item(Item.OWNED_NAME, flags.to_bytes(8, "little") + name.encode() + b"\0"))
-    if mask & Attach.CONN_DESCRIPTION and description is not None:
-        out.append(string_item(Item.CONN_DESCRIPTION, description))
-    if mask & Attach.TIMESTAMP and timestamp is not None:
-        out.append(item(Item.TIMESTAMP, structs.TIMESTAMP.pack(*timestamp)))
-    return b"".join(out)
+            raw = name.encode()
+            size = _NAME_ITEM_HEADER.size + len(raw) + 1
+            out += _NAME_ITEM_HEADER.pack(size, Item.OWNED_NAME, flags)
+            out += raw
+            out += _NUL_PADDED[size & 7]
+    if mask & _CONN_DESCRIPTION:
+        _text_item(out, Item.CONN_DESCRIPTION, description)
+    if mask & _TIMESTAMP and timestamp is not None:
+        seqnum, monotonic_ns, realtime_ns = timestamp
+        out += _TIMESTAMP_ITEM.pack(_TIMESTAMP_ITEM.size, Item.TIMESTAMP, seqnum, monotonic_ns, realtime_ns)
+    return bytes(out)
 
 
-_STRINGS: tuple[tuple[int, int, Callable[[Process], str | None]], ...] = (
-    (Attach.TID_COMM, Item.TID_COMM, lambda p: p.tid_comm()),
-    (Attach.PID_COMM, Item.PID_COMM, lambda p: p.pid_comm()),
-    (Attach.EXE, Item.EXE, lambda p: p.exe()),
-    (Attach.CMDLINE, Item.CMDLINE, lambda p: p.cmdline()),
-    (Attach.CGROUP, Item.CGROUP, lambda p: p.cgroup()),
-)
+def _text_item(out: bytearray, item_type: int, text: str | None) -> None:
+    """A string item (NUL-terminated, padded to 8) appended to `out`; none for a missing value."""
+    if text is None:
+        return
+    raw = text.encode()
+    size = ITEM_HEADER_SIZE + len(raw) + 1
+    out += _ITEM_HEADER.pack(size, item_type)
+    out += raw
+    out += _NUL_PADDED[size & 7]
+
+
+def _item_struct(*payload: structs.Layout[Any]) -> struct.Struct:
+    """An item's header and fixed payload as one struct, from the payload's declaration."""
+    packed = struct.Struct("<QQ" + "".join(layout.struct.format.lstrip("<") for layout in payload))
+    if packed.size % 8:
+        raise ImportError(f"a {packed.size}-byte item would need padding: pack it with item()")
+    return packed
+
+
+# The bits and item types of the per-message path as ints (see render()).
+_TIMESTAMP, _CREDS, _PIDS, _AUXGROUPS, _NAMES, _TID_COMM, _PID_COMM, _EXE, _CMDLINE, _CGROUP, _CAPS, \
+    _SECLABEL, _AUDIT, _CONN_DESCRIPTION = (int(flag) for flag in Attach)
+_PROCESS_ITEMS = int(PROCESS_ITEMS)
+_ITEM_HEADER = struct.Struct("<QQ")
+_CREDS_ITEM = _item_struct(structs.CREDS)
+_PIDS_ITEM = _item_struct(structs.PIDS)
+_AUDIT_ITEM = _item_struct(structs.AUDIT)
+_TIMESTAMP_ITEM = _item_struct(structs.TIMESTAMP)
+# An OWNED_NAME item's header and its kdbus_name's flags; the name follows.
+_NAME_ITEM_HEADER = struct.Struct("<QQQ")
+# What follows a string whose item is `size` bytes (its NUL included) % 8: the NUL and the padding.
+_NUL_PADDED = tuple(b"\0" * (1 + (-size) % 8) for size in range(8))
 
 
 # -- what a receiver or a query gets ---------------------------------------------------------
@@ -392,7 +467,7 @@ def for_receiver(receiver: Connection, msg: Staged, sender: Connection | None,
     if not mask:
         return b""
     names: list[tuple[int, str]] = []
-    if mask & Attach.NAMES:
+    if mask & _NAMES:
         names = [(r.flags, r.entry.name) for r in receiver.bus.names.owned_names(sender)]
     if sender.snapshot.faked:
         process = None

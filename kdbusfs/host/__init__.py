@@ -19,7 +19,7 @@ from .caller import RequestCaller, SupervisedCaller
 from .closer import Closer
 from .memory import ProcessMemory
 from .mounts import task_file
-from .proc import ProcProcess, dying
+from .proc import ProcProcess, TaskFiles, dying
 
 
 class Host:
@@ -28,6 +28,8 @@ class Host:
     def __init__(self, memory: ProcessMemory | None = None, closer: Closer | None = None) -> None:
         self.memory = memory or ProcessMemory()
         self.closer = closer or Closer()
+        # Senders' /proc files, read again for each of their messages.
+        self.task_files = TaskFiles()
 
     def caller(self, tid: int, fsuid: int, fsgid: int, kdbus_dev: int | None) -> RequestCaller:
         """The task behind a FUSE request."""
@@ -39,6 +41,12 @@ class Host:
 
     def process(self, pid: int, uid: int, gid: int) -> ProcProcess:
         return ProcProcess(pid, uid, gid)
+
+    def forget_senders(self) -> None:
+        """A client released a file: the tasks whose /proc files are kept open may be gone, and
+        the daemon holds nothing for a client that left. Each sender reopens its own once, at its
+        next message (a few µs), rather than the dead being held until their numbers come back."""
+        self.task_files.close_files()
 
     def dying(self, tid: int) -> bool:
         return dying(tid)
@@ -55,3 +63,4 @@ class Host:
 
     def close(self) -> None:
         self.memory.close()
+        self.task_files.close()

@@ -25,6 +25,7 @@ cdef class RequestCaller:
 
     cdef ProcessMemory _memory
     cdef object _closer
+    cdef object _task_files
     cdef readonly pid_t tid
     # FUSE gives u32 ids; a supervised caller's are -1 until /proc is read.
     cdef long long _fsuid
@@ -36,6 +37,7 @@ cdef class RequestCaller:
     def __init__(self, host, pid_t tid, long long fsuid, long long fsgid, kdbus_dev=None):
         self._memory = host.memory
         self._closer = host.closer
+        self._task_files = host.task_files
         self.tid = tid
         self._fsuid = fsuid
         self._fsgid = fsgid
@@ -64,7 +66,7 @@ cdef class RequestCaller:
 
     def process(self):
         if self._process is None:
-            self._process = ProcProcess(self.tid, self._fsuid, self._fsgid)
+            self._process = ProcProcess(self.tid, self._fsuid, self._fsgid, files=self._task_files)
         return self._process
 
     def read_into(self, unsigned long long address, Py_ssize_t size, buffer, Py_ssize_t offset):

@@ -24,3 +24,12 @@ def test_python_cost_replays_calls() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "**all seven**" in done.stdout
+
+
+def test_python_cost_replays_calls_with_metadata() -> None:
+    # The replay itself checks that the callee received the metadata it asked for.
+    command = [sys.executable, str(BENCHMARKS / "python_cost.py"), "--calls", "20", "--runs", "1",
+               "--metadata"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "receivers asking for metadata" in done.stdout

@@ -308,6 +308,16 @@ def test_poll_of_a_released_connection_is_an_error(mount: Mount) -> None:
     mount.call(p.Opcode.RELEASE, 0, p.RELEASE_IN.pack(fh, 0, 0, 0))  # a second release is harmless
 
 
+def test_a_released_file_closes_the_proc_files_kept_of_senders(mount: Mount) -> None:
+    # The daemon holds nothing for a client that left, its tasks' /proc files included.
+    _control, bus_dir = mount.make_bus()
+    fh, _, _ = mount.connect(bus_dir, tid=2)
+    assert mount.host.task_files.read(os.getpid(), "status") is not None
+    assert len(mount.host.task_files) == 1
+    mount.call(p.Opcode.RELEASE, 0, p.RELEASE_IN.pack(fh, 0, 0, 0))
+    assert len(mount.host.task_files) == 0
+
+
 # -- synchronous calls --------------------------------------------------------------------------
 
 def _sync_call(mount: Mount, timeout_s: float = 10.0, cancel_fd: int | None = None) -> tuple[int, int, int]:

@@ -191,3 +191,22 @@ def test_bus_creator_info_is_translated_for_the_asking_connection() -> None:
     record = asking.bus.creator_record(int(Attach.CREDS), asking.view)
     creds = items(record[structs.INFO.size:])[Item.CREDS]
     assert set(structs.CREDS.struct.unpack(creds)) == {OVERFLOW_ID}
+
+
+def test_what_kdbus_era_sd_bus_asked_for_is_rendered_byte_for_byte() -> None:
+    # TIMESTAMP|CREDS|PIDS|TID_COMM|PID_COMM|NAMES|CONN_DESCRIPTION, as benchmarks/calls.py
+    # --metadata asks: fixed items packed whole, strings NUL-terminated and padded, kdbus's order.
+    process = Snapshot(Creds(100, 101, 99, 1, 2, 3, 4, 5, 6, 7, 8), tid_comm_="thread", pid_comm_="leader!")
+    mask = (Attach.TIMESTAMP | Attach.CREDS | Attach.PIDS | Attach.TID_COMM | Attach.PID_COMM | Attach.NAMES
+            | Attach.CONN_DESCRIPTION)
+    got = render(process, mask, [(1, "org.a"), (4, "org.kdbusfs.Bench")], "callee", (9, 10, 11))
+    assert got == b"".join((
+        struct.pack("<10Q", 16 + 64, Item.CREDS, 1, 2, 3, 4, 5, 6, 7, 8),
+        struct.pack("<5Q", 16 + 24, Item.PIDS, 100, 101, 99),
+        struct.pack("<QQ", 16 + 7, Item.TID_COMM), b"thread\0", b"\0",           # 23 bytes, padded to 24
+        struct.pack("<QQ", 16 + 8, Item.PID_COMM), b"leader!\0",                 # 24: no padding
+        struct.pack("<QQQ", 24 + 6, Item.OWNED_NAME, 1), b"org.a\0", b"\0\0",    # 30, padded to 32
+        struct.pack("<QQQ", 24 + 18, Item.OWNED_NAME, 4), b"org.kdbusfs.Bench\0", b"\0" * 6,
+        struct.pack("<QQ", 16 + 7, Item.CONN_DESCRIPTION), b"callee\0", b"\0",
+        struct.pack("<5Q", 16 + 24, Item.TIMESTAMP, 9, 10, 11),
+    ))

@@ -1,11 +1,51 @@
 /* Unicast messaging between two connections: layout, calls and replies, timeouts, priorities,
  * PEEK/DROP, names, quotas.  usage: messaging MOUNT_ROOT */
+#define _GNU_SOURCE
 #include <poll.h>
+#include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "msgutil.h"
 
 static uint64_t msgbuf[8192];
+
+/* Send one message from `from` to `to` and receive it; the caller frees the slice. */
+static struct kdbus_msg *round_trip(struct conn *from, struct conn *to, uint64_t cookie,
+				    struct kdbus_cmd_recv *recv)
+{
+	struct kdbus_msg *m = build_msg(msgbuf, to->id, NULL, "x", 1, 0, cookie);
+	CHECK(send_msg(from->fd, m, 0, NULL) == 0, "SEND %llu", (unsigned long long)cookie);
+	CHECK(recv_msg(to, recv, 0, 0) == 0, "RECV %llu", (unsigned long long)cookie);
+	return (void *)(to->pool + recv->msg.offset);
+}
+
+static int comm_is(const struct kdbus_msg *m, uint64_t type, const char *want)
+{
+	const struct kdbus_item *it = find_item(m, type);
+	return it != NULL && strcmp(it->str, want) == 0;
+}
+
+struct thread_send {
+	struct conn *from, *to;
+	struct kdbus_cmd_recv recv;
+	char leader[16];
+};
+
+/* A second thread with a name of its own sends: TID_COMM is its comm, PID_COMM its leader's. */
+static void *send_from_thread(void *arg)
+{
+	struct thread_send *t = arg;
+	CHECK(prctl(PR_SET_NAME, "msg-thread") == 0, "PR_SET_NAME in the thread");
+	struct kdbus_msg *got = round_trip(t->from, t->to, 49, &t->recv);
+	const struct kdbus_item *pids = find_item(got, KDBUS_ITEM_PIDS);
+	CHECK(comm_is(got, KDBUS_ITEM_TID_COMM, "msg-thread") && comm_is(got, KDBUS_ITEM_PID_COMM, t->leader),
+	      "a thread's TID_COMM and its leader's PID_COMM");
+	CHECK(pids && pids->pids.tid == (uint64_t)gettid() && pids->pids.pid == (uint64_t)getpid(),
+	      "a thread's PIDS");
+	free_slice(t->to->fd, t->recv.msg.offset);
+	return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -90,6 +130,41 @@ int main(int argc, char **argv)
 	CHECK(find_item(got, KDBUS_ITEM_PID_COMM) != NULL, "PID_COMM item");
 	free_slice(b.fd, recv.msg.offset);
 	OK("metadata: CREDS, PIDS, PID_COMM, TIMESTAMP");
+
+	/* kdbus takes creds and comms from the sender at each SEND: a change between two messages
+	 * shows in the second (a comm with a backslash too, which /proc's status escapes). */
+	char own_comm[16] = "";
+	CHECK(prctl(PR_GET_NAME, own_comm) == 0, "PR_GET_NAME");
+	const char *names[] = { "renamed", "back\\slash", own_comm };
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		CHECK(prctl(PR_SET_NAME, names[i]) == 0, "PR_SET_NAME %s", names[i]);
+		got = round_trip(&a, &b, 44 + i, &recv);
+		CHECK(comm_is(got, KDBUS_ITEM_TID_COMM, names[i]) && comm_is(got, KDBUS_ITEM_PID_COMM, names[i]),
+		      "TID_COMM and PID_COMM after renaming to %s", names[i]);
+		free_slice(b.fd, recv.msg.offset);
+	}
+	if (geteuid() == 0) {
+		gid_t egid = getegid();
+		CHECK(setegid(4242) == 0, "setegid");
+		got = round_trip(&a, &b, 47, &recv);
+		CHECK(setegid(egid) == 0, "setegid back");
+		creds = find_item(got, KDBUS_ITEM_CREDS);
+		CHECK(creds && creds->creds.egid == 4242 && creds->creds.fsgid == 4242 && creds->creds.gid == egid,
+		      "CREDS after setegid");
+		free_slice(b.fd, recv.msg.offset);
+		got = round_trip(&a, &b, 48, &recv);
+		creds = find_item(got, KDBUS_ITEM_CREDS);
+		CHECK(creds && creds->creds.egid == egid, "CREDS after setegid back");
+		free_slice(b.fd, recv.msg.offset);
+	}
+	{
+		struct thread_send t = { .from = &a, .to = &b };
+		pthread_t thread;
+		memcpy(t.leader, own_comm, sizeof(t.leader));
+		CHECK(pthread_create(&thread, NULL, send_from_thread, &t) == 0, "pthread_create");
+		CHECK(pthread_join(thread, NULL) == 0, "pthread_join");
+	}
+	OK("metadata: creds and comms as they are at each SEND");
 
 	/* Priorities: lowest value first, only up to the limit asked for. */
 	int64_t prios[] = { 25, -600, 10, -35, -100, 20, -15, -800, -150, 10, -800, -10 };
