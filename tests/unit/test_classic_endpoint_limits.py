@@ -438,3 +438,32 @@ def test_faults_are_logged_within_a_budget_then_counted(caplog: pytest.LogCaptur
     # The next window says how many were held back, then has a budget of its own.
     held_back, late = (r.getMessage() for r in caplog.records)
     assert held_back.startswith("5 more classic clients were closed") and late.startswith("client late")
+
+
+# -- GetConnectionCredentials' groups (review: UnixGroupIDs) ----------------------------------------
+@contextmanager
+def groups_of_process(egid: int, groups: list[int]) -> Iterator[None]:
+    saved_egid, saved = os.getegid(), os.getgroups()
+    os.setgroups(groups)
+    os.setegid(egid)
+    try:
+        yield
+    finally:
+        os.setegid(saved_egid)
+        os.setgroups(saved)
+
+
+@as_root
+@pytest.mark.parametrize(("egid", "groups", "expected"),
+                         [(7, [], [7]), (7, [6, 5], [5, 6, 7]), (5, [5, 6], [5, 6])])
+def test_unix_group_ids_are_the_primary_group_and_the_supplementary_ones_sorted(
+        open_setup: Setup, egid: int, groups: list[int], expected: list[int]) -> None:
+    """The specification's UnixGroupIDs (dbus-daemon's answer): the primary group too, sorted,
+    and present even without supplementary groups."""
+    _, loop, path = open_setup
+    with groups_of_process(egid, groups):
+        peer = Peer(path, loop)
+    peer.authenticate()
+    (credentials,) = peer.call(DRIVER, "GetConnectionCredentials", "s", (peer.name,)).body
+    assert credentials["UnixGroupIDs"].value == expected
+    assert credentials["UnixUserID"].value == 0
