@@ -201,7 +201,14 @@ class ClassicClient:
         if self.conn is None:
             if not (message.type == MessageType.METHOD_CALL and message.destination == DRIVER
                     and message.member == "Hello" and message.interface in (None, DRIVER)):
-                raise ClientClosed(Ending.PROTOCOL_VIOLATION, "the first message was not Hello")
+                # dbus-daemon's answer: an error, the connection kept (its time to say Hello runs on).
+                log.debug("%s: a %s before Hello refused", self.describe(), message.type.label)
+                wants_reply = not message.flags & MessageFlags.NO_REPLY_EXPECTED
+                if message.type == MessageType.METHOD_CALL and wants_reply:
+                    self.write_message(driver_error(message, "org.freedesktop.DBus.Error.AccessDenied",
+                                                    "Client tried to send a message other than Hello without "
+                                                    "being registered", self._next_serial()))
+                return
             self._hello(message)
             return
         if self.monitor_rules is not None:

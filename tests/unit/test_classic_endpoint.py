@@ -17,7 +17,7 @@ from kdbusfs.bus.domain import Domain
 from kdbusfs.classic.endpoint import ClassicEndpoint
 from kdbusfs.classic.framing import message_size
 from kdbusfs.classic.listening import listen
-from kdbusfs.dbus import DBusMessage, MessageType, wire
+from kdbusfs.dbus import DBusMessage, MessageFlags, MessageType, wire
 from kdbusfs.fs import Filesystem
 from kdbusfs.fuse.codec import Output
 
@@ -220,12 +220,28 @@ def test_a_malformed_message_or_broken_authentication_closes_only_that_client(
     assert good.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
 
 
-def test_the_first_message_must_be_hello(setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
-    _, loop, path = setup
+def test_a_message_before_hello_gets_dbus_daemon_s_access_denied(
+        setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
+    """dbus-daemon answers a call before Hello with AccessDenied and keeps the connection (its
+    time to say Hello runs on); it used to be closed without a word."""
+    endpoint, loop, path = setup
     peer = Peer(path, loop)
     peer.raw(b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n")
-    peer.send(DBusMessage.method_call(DRIVER, "/org/freedesktop/DBus", DRIVER, "ListNames", serial=1))
-    assert peer.closed()
+    assert b"OK " in peer.read_all()
+    peer.buffer = b""
+    refused = peer.call(DRIVER, "ListNames")
+    assert refused.type == MessageType.ERROR
+    assert refused.error_name == "org.freedesktop.DBus.Error.AccessDenied"
+    assert refused.body == ("Client tried to send a message other than Hello without being registered",)
+    # A signal or a call that wants no reply is dropped without one.
+    peer.send(DBusMessage.signal("/x", "org.example.X", "Early", serial=peer.next_serial()))
+    peer.send(DBusMessage.method_call(DRIVER, "/org/freedesktop/DBus", DRIVER, "ListNames",
+                                      serial=peer.next_serial(), flags=MessageFlags.NO_REPLY_EXPECTED))
+    loop.turn()
+    assert not list(peer.messages())
+    assert len(endpoint.clients) == 1
+    peer.name = peer.call(DRIVER, "Hello").body[0]
+    assert peer.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
 
 
 def test_a_client_that_does_not_read_holds_back_only_its_own_messages(
