@@ -178,7 +178,10 @@ class ClassicClient:
         try:
             for message, message_fds in self.splitter.messages():
                 try:
-                    self.dispatch(message, message_fds)
+                    if message is not None:
+                        self.dispatch(message, message_fds)
+                    else:
+                        log.debug("%s: a message of an unknown type ignored", self.describe())
                 finally:
                     self._discard(message_fds)
                 if self.held_back:

@@ -244,6 +244,23 @@ def test_a_message_before_hello_gets_dbus_daemon_s_access_denied(
     assert peer.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
 
 
+def test_a_message_of_an_unknown_type_is_ignored_and_its_sender_kept(
+        setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
+    """As the specification says and dbus-daemon does; the client used to be closed."""
+    endpoint, loop, path = setup
+    sender, receiver = Peer(path, loop), Peer(path, loop)
+    sender.authenticate()
+    receiver.authenticate()
+    list(receiver.messages())
+    unknown = bytearray(wire.encode_dbus1(DBusMessage.method_call(receiver.name, "/p", "org.example.X", "M",
+                                                                  serial=sender.next_serial())))
+    unknown[1] = 9
+    sender.raw(bytes(unknown))
+    assert sender.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
+    loop.turn()
+    assert not [m for m in receiver.messages() if m.member == "M"] and len(endpoint.clients) == 2
+
+
 def test_a_client_that_does_not_read_holds_back_only_its_own_messages(
         setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
     endpoint, loop, path = setup
