@@ -261,6 +261,26 @@ def test_a_message_of_an_unknown_type_is_ignored_and_its_sender_kept(
     assert not [m for m in receiver.messages() if m.member == "M"] and len(endpoint.clients) == 2
 
 
+def test_too_many_calls_awaiting_replies_get_dbus_daemon_s_limits_exceeded(
+        setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
+    """Past kdbus's 128 calls awaiting replies (the system bus's max_replies_per_connection too)
+    a call gets LimitsExceeded, as from dbus-daemon; it was a bare Failed ('...: EMLINK')."""
+    _, loop, path = setup
+    caller, service = Peer(path, loop), Peer(path, loop)
+    caller.authenticate()
+    service.authenticate()
+    serials = []
+    for _ in range(limits.CONN_MAX_REQUESTS_PENDING + 3):
+        serials.append(caller.next_serial())
+        caller.send(DBusMessage.method_call(service.name, "/", "org.example.X", "Wait", serial=serials[-1]))
+    loop.turn()
+    errors = [m for m in caller.messages() if m.type == MessageType.ERROR]
+    assert [m.reply_serial for m in errors] == serials[-3:]
+    assert {(m.error_name, m.body) for m in errors} == {(
+        "org.freedesktop.DBus.Error.LimitsExceeded",
+        ("The maximum number of pending replies per connection has been reached",))}
+
+
 def test_a_client_that_does_not_read_holds_back_only_its_own_messages(
         setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
     endpoint, loop, path = setup
