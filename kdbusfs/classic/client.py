@@ -212,6 +212,12 @@ class ClassicClient:
                                                     "Client tried to send a message other than Hello without "
                                                     "being registered", self._next_serial()))
                 return
+            if message.signature:
+                # dbus-daemon checks Hello's arguments as any driver call's; no connection yet.
+                text = f"Call to Hello has wrong args ({message.signature}, expected )\n"
+                self.write_message(driver_error(message, "org.freedesktop.DBus.Error.InvalidArgs", text,
+                                                self._next_serial()))
+                return
             self._hello(message)
             return
         if self.monitor_rules is not None:

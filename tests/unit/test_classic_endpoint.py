@@ -240,6 +240,11 @@ def test_a_message_before_hello_gets_dbus_daemon_s_access_denied(
     loop.turn()
     assert not list(peer.messages())
     assert len(endpoint.clients) == 1
+    # A Hello with arguments is refused as any driver call with wrong ones (dbus-daemon's
+    # InvalidArgs); kdbusfs used to take it.
+    wrong = peer.call(DRIVER, "Hello", "s", ("x",))
+    assert wrong.error_name == "org.freedesktop.DBus.Error.InvalidArgs" and len(endpoint.clients) == 1
+    assert wrong.body == ("Call to Hello has wrong args (s, expected )\n",)
     peer.name = peer.call(DRIVER, "Hello").body[0]
     assert peer.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
 
