@@ -109,10 +109,11 @@ CLASSIC_OUTGOING_RESUME = CLASSIC_OUTGOING_MAX // 2
 # each costs a socket and a buffer. Each gets the timeout (its auth_timeout), enforced by a timer.
 CLASSIC_UNAUTHENTICATED_MAX = 64
 CLASSIC_AUTH_TIMEOUT_S = 30.0
-# Of those, at most this many of one uid (SO_PEERCRED's at accept): a user opening connections and
-# saying nothing loses its own oldest, and never fills the endpoint for others. A quarter of the
-# total, so that a burst of one user's clients connecting at once (boot) still fits.
-CLASSIC_UNAUTHENTICATED_PER_UID = 16
+# When all those places are taken by connections younger than this, the next one waits in the
+# socket's backlog (for a place, at most this long) rather than close the oldest mid-exchange: a
+# burst of clients connecting at once all gets in, as with dbus-daemon, and a user holding every
+# place with idle connections still loses its oldest to a newcomer within this time.
+CLASSIC_ADMISSION_GRACE_S = 1.0
 # Connections the kernel queues on the classic socket until the daemon accepts them (capped by
 # net.core.somaxconn); past it connect(2) blocks or fails with EAGAIN. The serving thread accepts
 # at once, but a boot's burst of clients arrives while it serves other work.

@@ -1,11 +1,12 @@
 """Classic clients that have not said Hello yet, and the timer that ends their time.
 
-Each costs the daemon a socket and its buffers while proving nothing, so they are bounded: at most
-CLASSIC_UNAUTHENTICATED_PER_UID of one uid (SO_PEERCRED's, known at accept) and
-CLASSIC_UNAUTHENTICATED_MAX in all, each for at most CLASSIC_AUTH_TIMEOUT_S. A newcomer is always
-let in: room is made by closing the oldest of its own uid when that uid is full, else, when all
-are taken, the oldest of the uid holding the most. So no user, however many connections it opens,
-keeps another out; it only shortens its own connections' time.
+Each costs the daemon a socket and its buffers while proving nothing, so they are bounded, as by
+dbus-daemon: at most CLASSIC_UNAUTHENTICATED_MAX at once (its max_incomplete_connections), each
+for at most CLASSIC_AUTH_TIMEOUT_S. A newcomer is always let in: when all are taken, room is made by
+closing the oldest of the uid (SO_PEERCRED's, known at accept) holding the most. So no user, however
+many connections it opens, keeps another out; it only shortens its own connections' time. Below the
+bound nobody is closed: a burst of one user's clients connecting at once (boot, where they are all
+root's) must all get in, as they do with dbus-daemon.
 """
 
 from __future__ import annotations
@@ -86,12 +87,10 @@ class Admission:
 
     def make_room(self, uid: int) -> list[int]:
         """Who to close so that one more of `uid` fits (at most one: each newcomer takes one)."""
-        if self.count(uid) >= limits.CLASSIC_UNAUTHENTICATED_PER_UID:
-            return [self._oldest_of(uid)]
-        if len(self._pending) >= limits.CLASSIC_UNAUTHENTICATED_MAX:
-            greediest = max(self._per_uid, key=lambda holder: self._per_uid[holder])
-            return [self._oldest_of(greediest)]
-        return []
+        if len(self._pending) < limits.CLASSIC_UNAUTHENTICATED_MAX:
+            return []
+        greediest = max(self._per_uid, key=lambda holder: self._per_uid[holder])
+        return [self._oldest_of(greediest)]
 
     def _oldest_of(self, uid: int) -> int:
         return next(fd for fd, (holder, _) in self._pending.items() if holder == uid)
@@ -124,6 +123,11 @@ class Admission:
     def next_deadline(self) -> float | None:
         for _, came in self._pending.values():
             return came + limits.CLASSIC_AUTH_TIMEOUT_S
+        return None
+
+    def oldest_arrival(self) -> float | None:
+        for _, came in self._pending.values():
+            return came
         return None
 
     def uid_of(self, fd: int) -> int | None:

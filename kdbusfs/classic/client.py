@@ -178,7 +178,10 @@ class ClassicClient:
         try:
             for message, message_fds in self.splitter.messages():
                 try:
-                    self.dispatch(message, message_fds)
+                    if message is not None:
+                        self.dispatch(message, message_fds)
+                    else:
+                        log.debug("%s: a message of an unknown type ignored", self.describe())
                 finally:
                     self._discard(message_fds)
                 if self.held_back:
@@ -201,7 +204,20 @@ class ClassicClient:
         if self.conn is None:
             if not (message.type == MessageType.METHOD_CALL and message.destination == DRIVER
                     and message.member == "Hello" and message.interface in (None, DRIVER)):
-                raise ClientClosed(Ending.PROTOCOL_VIOLATION, "the first message was not Hello")
+                # dbus-daemon's answer: an error, the connection kept (its time to say Hello runs on).
+                log.debug("%s: a %s before Hello refused", self.describe(), message.type.label)
+                wants_reply = not message.flags & MessageFlags.NO_REPLY_EXPECTED
+                if message.type == MessageType.METHOD_CALL and wants_reply:
+                    self.write_message(driver_error(message, "org.freedesktop.DBus.Error.AccessDenied",
+                                                    "Client tried to send a message other than Hello without "
+                                                    "being registered", self._next_serial()))
+                return
+            if message.signature:
+                # dbus-daemon checks Hello's arguments as any driver call's; no connection yet.
+                text = f"Call to Hello has wrong args ({message.signature}, expected )\n"
+                self.write_message(driver_error(message, "org.freedesktop.DBus.Error.InvalidArgs", text,
+                                                self._next_serial()))
+                return
             self._hello(message)
             return
         if self.monitor_rules is not None:

@@ -389,8 +389,10 @@ class Driver:
             credentials["ProcessID"] = Variant("u", metadata.pids.pid)
         if metadata.creds is not None:
             credentials["UnixUserID"] = Variant("u", metadata.creds.uid)
-        if metadata.auxgroups is not None:
-            credentials["UnixGroupIDs"] = Variant("au", list(metadata.auxgroups))
+            # The D-Bus specification's UnixGroupIDs: the primary group and the supplementary
+            # ones (kdbus's AUXGROUPS), sorted, complete or absent; dbus-daemon gives them so.
+            groups = {metadata.creds.egid, *(metadata.auxgroups or ())}
+            credentials["UnixGroupIDs"] = Variant("au", sorted(groups))
         if metadata.seclabel:
             credentials["LinuxSecurityLabel"] = Variant("ay", metadata.seclabel.encode() + b"\0")
         return Answer("a{sv}", (credentials,))

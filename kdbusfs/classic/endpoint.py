@@ -105,6 +105,8 @@ class ClassicEndpoint:
         self._listener = listener
         self._accepting = True
         self._accept_retry: float | None = None
+        # Accepting waits for a place among those that have not said Hello (not for descriptors).
+        self._waiting_for_place = False
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._timer = Timer()
         self._admission = Admission()
@@ -216,7 +218,12 @@ class ClassicEndpoint:
         return self.served.outside_requests("accepting classic clients", self._accept)
 
     def _accept(self) -> None:
-        for _ in range(limits.CLASSIC_UNAUTHENTICATED_MAX):
+        # As many as there is room for (at least one, which may make room for itself): a burst
+        # beyond that waits in the socket's backlog while the loop serves those accepted, rather
+        # than have the newest close the oldest before they could say a word.
+        for _ in range(max(1, limits.CLASSIC_UNAUTHENTICATED_MAX - len(self._admission))):
+            if self._admission_full_of_newcomers():
+                return
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -232,11 +239,30 @@ class ClassicEndpoint:
                 log.exception("classic endpoint %s: admitting a client failed unexpectedly", self.path)
                 self._abandon(sock)
 
+    def _admission_full_of_newcomers(self) -> bool:
+        """All places are taken, the oldest since less than CLASSIC_ADMISSION_GRACE_S: the next
+        client waits in the backlog (unwatched socket, the timer set for the end of that time)
+        while those are served, instead of closing one in the middle of its exchange. Once one
+        says Hello or closes, or the time is over, accepting goes on (and makes room if need be)."""
+        came = self._admission.oldest_arrival()
+        if len(self._admission) < limits.CLASSIC_UNAUTHENTICATED_MAX or came is None:
+            return False
+        until = came + limits.CLASSIC_ADMISSION_GRACE_S
+        if time.monotonic() >= until:
+            return False
+        if self._accepting and self._loop is not None:
+            self._loop.unwatch_fd(self._listener.fileno())
+        self._accepting = False
+        self._waiting_for_place = True
+        self._accept_retry = until
+        self._arm_timer()
+        return True
+
     def _admit(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         pid, uid, gid = peer.credentials(sock)
         for fd in self._admission.make_room(uid):
-            self._evict(fd, uid)
+            self._evict(fd)
         # Everything the connection will say about its process, read now (peer.py).
         process = peer.capture(sock, pid, uid, gid)
         client = ClassicClient(self, sock, pid, uid, gid)
@@ -254,14 +280,12 @@ class ClassicEndpoint:
         else:
             sock.close()
 
-    def _evict(self, fd: int, uid: int) -> None:
+    def _evict(self, fd: int) -> None:
         client = self.clients.get(fd)
         if client is None:
             self._admission.remove(fd)
             return
         limit, value = "classic connections authenticating", limits.CLASSIC_UNAUTHENTICATED_MAX
-        if self._admission.count(uid) >= limits.CLASSIC_UNAUTHENTICATED_PER_UID:
-            limit, value = f"{limit} per user", limits.CLASSIC_UNAUTHENTICATED_PER_UID
         why = f"closed its oldest that had not said Hello ({client.describe()}) to admit another"
         self._log.limit(client.describe(), why, LimitReached(errno.EMFILE, why, limit, value, FIXED,
                                                              user_named(client.uid)))
@@ -283,6 +307,7 @@ class ClassicEndpoint:
 
     def _resume_accepting(self) -> None:
         self._accept_retry = None
+        self._waiting_for_place = False
         if self._accepting or self._loop is None:
             return
         self._accepting = True
@@ -320,6 +345,8 @@ class ClassicEndpoint:
         """The client's connection exists: wakes of it reach this endpoint."""
         assert client.conn is not None
         self._admission.remove(client.fd)
+        if self._waiting_for_place:
+            self._resume_accepting()
         self._by_conn[client.conn.id] = client
         self.served.in_process[client.conn.id] = self._conn_woken
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from .. import limits
-from ..dbus import DBusMessage
+from ..dbus import DBusMessage, HeaderField, dbus1, parse_type
 from ..dbus.errors import DecodeError, TooManyElements
 from ..dbus.wire import DBUS1_VERSION, FIXED_HEADER_SIZE
 from .fastwire import decode
@@ -29,6 +29,10 @@ _LITTLE = struct.Struct("<III")
 _BIG = struct.Struct(">III")
 # The dbus1 fixed header plus the length of the field array that follows it.
 _PREAMBLE = FIXED_HEADER_SIZE
+_HEADER_FIELDS = parse_type("a(yv)")
+# The message types the specification defines; a message of another type is ignored, as it says
+# (and dbus-daemon drops it, keeping its sender).
+_KNOWN_TYPES = range(1, 5)
 
 
 class ProtocolViolation(Exception):
@@ -46,8 +50,8 @@ def message_size(head: bytes | bytearray | memoryview) -> int:
         raise ProtocolViolation(f"endianness byte {endian:#x}")
     if head[3] != DBUS1_VERSION:
         raise ProtocolViolation(f"protocol version {head[3]}")
-    if not 1 <= head[1] <= 4:
-        raise ProtocolViolation(f"message type {head[1]}")
+    if head[1] == 0:
+        raise ProtocolViolation("message type 0")
     body_length, _serial, fields_length = (int(v) for v in layout.unpack_from(head, 4))
     size = _PREAMBLE + fields_length + (-fields_length % 8) + body_length
     if size > limits.CLASSIC_MESSAGE_MAX:
@@ -79,8 +83,10 @@ class MessageSplitter:
         if len(self._fds) > limits.CLASSIC_FDS_PER_MESSAGE * 4:
             raise ProtocolViolation(f"{len(self._fds)} descriptors received ahead of their messages")
 
-    def messages(self) -> Iterator[tuple[DBusMessage, list[int]]]:
-        """Each complete message, decoded, and the descriptors it declares, in order."""
+    def messages(self) -> Iterator[tuple[DBusMessage | None, list[int]]]:
+        """Each complete message, decoded, and the descriptors it declares, in order; None for a
+        message of a type the specification does not define (its header is read all the same, for
+        the descriptors it declares: the caller closes them)."""
         while True:
             if len(self._buffer) < _PREAMBLE:
                 return
@@ -92,14 +98,14 @@ class MessageSplitter:
             del self._buffer[: self._needed]
             self._needed = 0
             try:
-                message = decode(raw, limits.CLASSIC_ARRAY_ELEMENTS_MAX)
+                message = decode(raw, limits.CLASSIC_ARRAY_ELEMENTS_MAX) if raw[1] in _KNOWN_TYPES else None
             except TooManyElements as exc:
                 # Valid D-Bus, but more than the endpoint decodes on its serving thread at once:
                 # closed as dbus-daemon closes a client whose message exceeds its limits.
                 raise ProtocolViolation(f"message with {exc}; kdbusfs takes at most {exc.limit}") from None
             except DecodeError as exc:
                 raise ProtocolViolation(f"undecodable message: {exc}") from None
-            count = message.unix_fds or 0
+            count = (message.unix_fds or 0) if message is not None else _declared_fds(raw)
             if count > limits.CLASSIC_FDS_PER_MESSAGE:
                 raise ProtocolViolation(f"{count} descriptors in one message")
             if count > len(self._fds):
@@ -111,3 +117,16 @@ class MessageSplitter:
         fds = list(self._fds)
         self._fds.clear()
         return fds
+
+
+def _declared_fds(raw: bytes) -> int:
+    """The UNIX_FDS a message of an unknown type declares (its header fields must be well formed:
+    anything else is a violation, as for any message)."""
+    reader = dbus1.Reader(raw, raw[0] == ord("B"), position=12,
+                          max_elements=limits.CLASSIC_ARRAY_ELEMENTS_MAX)
+    try:
+        fields = reader.read(_HEADER_FIELDS)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"undecodable header: {exc}") from None
+    declared = [held.value for code, held in fields if code == HeaderField.UNIX_FDS and held.signature == "u"]
+    return int(declared[0]) if declared else 0

@@ -44,6 +44,9 @@ ERRORS_BY_ERRNO = {
     errno.ENOBUFS: "org.freedesktop.DBus.Error.LimitsExceeded",
     errno.EMFILE: "org.freedesktop.DBus.Error.LimitsExceeded",
     errno.EMSGSIZE: "org.freedesktop.DBus.Error.LimitsExceeded",
+    # The caller has as many calls awaiting replies as kdbus allows (128, the system bus's
+    # max_replies_per_connection too).
+    errno.EMLINK: "org.freedesktop.DBus.Error.LimitsExceeded",
     errno.E2BIG: "org.freedesktop.DBus.Error.LimitsExceeded",
     errno.ECOMM: "org.freedesktop.DBus.Error.NotSupported",
     errno.EOPNOTSUPP: "org.freedesktop.DBus.Error.NotSupported",
@@ -84,6 +87,8 @@ def error_for(code: int, destination: str | None) -> tuple[str, str]:
         return name, f"The name {destination} was not provided by any .service files"
     if name.endswith("AccessDenied"):
         return name, f"Rejected send message: the bus policy forbids talking to {destination}"
+    if code == errno.EMLINK:
+        return name, "The maximum number of pending replies per connection has been reached"
     return name, f"Could not send the message to {destination}: {errno.errorcode.get(code, code)}"
 
 

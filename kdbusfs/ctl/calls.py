@@ -9,12 +9,14 @@ leading string arguments), so sd-bus-style matches select it.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import signal
 from pathlib import Path
 from typing import Any
 
 from ..client import DST_ID_BROADCAST, BloomFilter, Bus, CommandError, Connection, make_bus
+from ..client.message import Message
 from ..dbus import DBusMessage, MessageFlags, MessageType, wire
 from ..dbus.names import is_interface_name, is_member_name, is_object_path, is_well_known_name
 from ..dbus.notation import parse_arguments
@@ -76,15 +78,39 @@ def call(conn: Connection, target: str, path: str, interface: str, member: str,
         if exc.errno == errno.ETIMEDOUT:
             raise CtlError(f"no reply from {target} within {timeout:g} s") from None
         raise CtlError(f"call to {target} failed: {exc}") from None
-    if wire.looks_like_message(reply.payload):
+    payload = _whole_payload(reply)
+    if wire.looks_like_message(payload):
         try:
-            answer = wire.decode(reply.payload)
+            answer = wire.decode(payload)
         except ValueError:
-            return reply.payload
+            return payload
         if answer.type == MessageType.ERROR:
             text = answer.error_text
             raise CtlError(f"call failed: {answer.error_name}{': ' + text if text else ''}")
-    return reply.payload
+    return payload
+
+
+def _whole_payload(reply: Message) -> bytes:
+    """The reply's payload with its memfd part read in, where sd-bus (and the classic endpoint,
+    for a body of 512 KiB or more) put it: between the header's vector and the footer's."""
+    if not reply.memfds:
+        return reply.payload
+    try:
+        if len(reply.memfds) != 1 or len(reply.parts) != 2:
+            raise CtlError(f"a reply of {len(reply.parts)} vectors and {len(reply.memfds)} memfds "
+                           "is not a D-Bus message as sd-bus lays it out")
+        (memfd,) = reply.memfds
+        if memfd.fd < 0:
+            raise CtlError(f"the reply's body ({memfd.size} bytes) came in a memfd, which only a "
+                           "receiver started with `kdbusfs run` gets: run kdbusctl under it")
+        body = os.pread(memfd.fd, memfd.size, memfd.start)
+        if len(body) != memfd.size:
+            raise CtlError(f"the reply's memfd holds {len(body)} of its {memfd.size} bytes")
+        return reply.parts[0] + body + reply.parts[1]
+    finally:
+        for memfd in reply.memfds:
+            if memfd.fd >= 0:
+                os.close(memfd.fd)
 
 
 def _leading_strings(body: tuple[Any, ...]) -> list[str]:

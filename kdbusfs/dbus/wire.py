@@ -78,10 +78,18 @@ def _message(kind: int, flags: int, serial: int, fields: list[tuple[int, Variant
     except ValueError:
         raise DecodeError(f"unknown message type {kind}") from None
     values: dict[str, Any] = {}
+    seen: set[int] = set()
     for code, held in fields:
-        if code not in _FIELDS.keys() or code == HeaderField.SIGNATURE:
+        if code not in _FIELDS.keys():
             continue
         field = HeaderField(code)
+        # A known field given twice makes the message invalid (dbus-daemon closes its sender):
+        # which of the two a receiver would believe is not to be left to chance.
+        if code in seen:
+            raise DecodeError(f"header field {field.name} appears twice")
+        seen.add(code)
+        if code == HeaderField.SIGNATURE:
+            continue
         if held.signature != _field_type(field, gvariant_framing):
             raise DecodeError(f"header field {field.name} of type '{held.signature}'")
         values[_FIELDS[field][0]] = held.value

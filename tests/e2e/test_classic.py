@@ -576,3 +576,33 @@ def test_start_service_by_name_with_a_real_activator_and_what_waited_reaches_the
         again = classic.run("gdbus", "call", "--system", "-d", DRIVER, "-o", "/org/freedesktop/DBus", "-m",
                             f"{DRIVER}.StartServiceByName", name, "0").stdout
         assert again.strip() == "(uint32 2,)", again
+
+
+def _pending_connections(path: Path) -> int:
+    """Connections the kernel holds on the listening socket `path` until the daemon accepts them."""
+    listed = subprocess.run(["ss", "-xlH", "src", str(path)], capture_output=True, text=True,
+                            check=True).stdout
+    return int(listed.split()[2])
+
+
+def test_a_burst_of_clients_connecting_at_once_all_get_in(classic: ClassicMount) -> None:
+    """A boot's burst: many clients of one uid connect before any says a word. dbus-daemon takes
+    them all; a per-uid bound of 16 clients that had not said Hello closed the oldest as the 17th
+    came (20 concurrent dbus-send lost 3, 200 lost 181, to 'Did not receive a reply')."""
+    classic.make_bus()
+    burst = [_raw_client(classic.socket) for _ in range(40)]
+    wait_for(lambda: _pending_connections(classic.socket) == 0, what="the daemon accepting the burst")
+    hello = DBusMessage.method_call(DRIVER, "/org/freedesktop/DBus", DRIVER, "Hello", serial=1)
+    for sock in burst:
+        sock.sendall(b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n" + wire.encode_dbus1(hello))
+    closed = []
+    for index, sock in enumerate(burst):
+        data = b""
+        while b":1." not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed.append(index)
+                break
+            data += chunk
+        sock.close()
+    assert not closed, f"closed before their Hello was answered: {closed}"

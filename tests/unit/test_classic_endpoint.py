@@ -17,7 +17,7 @@ from kdbusfs.bus.domain import Domain
 from kdbusfs.classic.endpoint import ClassicEndpoint
 from kdbusfs.classic.framing import message_size
 from kdbusfs.classic.listening import listen
-from kdbusfs.dbus import DBusMessage, MessageType, wire
+from kdbusfs.dbus import DBusMessage, MessageFlags, MessageType, wire
 from kdbusfs.fs import Filesystem
 from kdbusfs.fuse.codec import Output
 
@@ -220,12 +220,70 @@ def test_a_malformed_message_or_broken_authentication_closes_only_that_client(
     assert good.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
 
 
-def test_the_first_message_must_be_hello(setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
-    _, loop, path = setup
+def test_a_message_before_hello_gets_dbus_daemon_s_access_denied(
+        setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
+    """dbus-daemon answers a call before Hello with AccessDenied and keeps the connection (its
+    time to say Hello runs on); it used to be closed without a word."""
+    endpoint, loop, path = setup
     peer = Peer(path, loop)
     peer.raw(b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n")
-    peer.send(DBusMessage.method_call(DRIVER, "/org/freedesktop/DBus", DRIVER, "ListNames", serial=1))
-    assert peer.closed()
+    assert b"OK " in peer.read_all()
+    peer.buffer = b""
+    refused = peer.call(DRIVER, "ListNames")
+    assert refused.type == MessageType.ERROR
+    assert refused.error_name == "org.freedesktop.DBus.Error.AccessDenied"
+    assert refused.body == ("Client tried to send a message other than Hello without being registered",)
+    # A signal or a call that wants no reply is dropped without one.
+    peer.send(DBusMessage.signal("/x", "org.example.X", "Early", serial=peer.next_serial()))
+    peer.send(DBusMessage.method_call(DRIVER, "/org/freedesktop/DBus", DRIVER, "ListNames",
+                                      serial=peer.next_serial(), flags=MessageFlags.NO_REPLY_EXPECTED))
+    loop.turn()
+    assert not list(peer.messages())
+    assert len(endpoint.clients) == 1
+    # A Hello with arguments is refused as any driver call with wrong ones (dbus-daemon's
+    # InvalidArgs); kdbusfs used to take it.
+    wrong = peer.call(DRIVER, "Hello", "s", ("x",))
+    assert wrong.error_name == "org.freedesktop.DBus.Error.InvalidArgs" and len(endpoint.clients) == 1
+    assert wrong.body == ("Call to Hello has wrong args (s, expected )\n",)
+    peer.name = peer.call(DRIVER, "Hello").body[0]
+    assert peer.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
+
+
+def test_a_message_of_an_unknown_type_is_ignored_and_its_sender_kept(
+        setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
+    """As the specification says and dbus-daemon does; the client used to be closed."""
+    endpoint, loop, path = setup
+    sender, receiver = Peer(path, loop), Peer(path, loop)
+    sender.authenticate()
+    receiver.authenticate()
+    list(receiver.messages())
+    unknown = bytearray(wire.encode_dbus1(DBusMessage.method_call(receiver.name, "/p", "org.example.X", "M",
+                                                                  serial=sender.next_serial())))
+    unknown[1] = 9
+    sender.raw(bytes(unknown))
+    assert sender.call(DRIVER, "GetId").type == MessageType.METHOD_RETURN
+    loop.turn()
+    assert not [m for m in receiver.messages() if m.member == "M"] and len(endpoint.clients) == 2
+
+
+def test_too_many_calls_awaiting_replies_get_dbus_daemon_s_limits_exceeded(
+        setup: tuple[ClassicEndpoint, Loop, Path]) -> None:
+    """Past kdbus's 128 calls awaiting replies (the system bus's max_replies_per_connection too)
+    a call gets LimitsExceeded, as from dbus-daemon; it was a bare Failed ('...: EMLINK')."""
+    _, loop, path = setup
+    caller, service = Peer(path, loop), Peer(path, loop)
+    caller.authenticate()
+    service.authenticate()
+    serials = []
+    for _ in range(limits.CONN_MAX_REQUESTS_PENDING + 3):
+        serials.append(caller.next_serial())
+        caller.send(DBusMessage.method_call(service.name, "/", "org.example.X", "Wait", serial=serials[-1]))
+    loop.turn()
+    errors = [m for m in caller.messages() if m.type == MessageType.ERROR]
+    assert [m.reply_serial for m in errors] == serials[-3:]
+    assert {(m.error_name, m.body) for m in errors} == {(
+        "org.freedesktop.DBus.Error.LimitsExceeded",
+        ("The maximum number of pending replies per connection has been reached",))}
 
 
 def test_a_client_that_does_not_read_holds_back_only_its_own_messages(
@@ -288,11 +346,14 @@ def test_clients_that_never_say_hello_are_bounded(setup: tuple[ClassicEndpoint, 
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _, loop, path = setup
     monkeypatch.setattr(limits, "CLASSIC_UNAUTHENTICATED_MAX", 2)
+    monkeypatch.setattr(limits, "CLASSIC_ADMISSION_GRACE_S", 0.2)
     idle = [Peer(path, loop), Peer(path, loop)]
     loop.turn()
-    # A newcomer is let in; the oldest that has said nothing makes room.
+    # A newcomer is let in (once the oldest has had a moment); the oldest that has said nothing
+    # makes room.
     newcomer = Peer(path, loop)
-    assert idle[0].closed() and not idle[1].closed()
+    loop.wait_until(idle[0].closed)
+    assert not idle[1].closed()
     newcomer.authenticate()
     assert newcomer.name.startswith(":1.")
 

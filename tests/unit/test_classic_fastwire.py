@@ -107,3 +107,32 @@ def test_encoding_refuses_what_the_generic_encoder_refuses() -> None:
         fastwire.encode(call.replace(member="not a member"))
     assert fastwire.encode(call.replace(flags=MessageFlags.NO_AUTO_START)) == wire.encode_dbus1(
         call.replace(flags=MessageFlags.NO_AUTO_START))
+
+
+def _with_field_twice(data: bytes, code: int, text: str) -> bytes:
+    """`data` (a little-endian dbus1 message) with one more string field `code` at the end of its
+    header fields."""
+    fields_length = int.from_bytes(data[12:16], "little")
+    end = 16 + fields_length
+    extra = (bytes(-end % 8) + bytes([code, 1, ord("s"), 0]) + len(text).to_bytes(4, "little")
+             + text.encode() + b"\0")
+    fields = data[16:end] + extra
+    body = data[end + (-end % 8):]
+    head = data[:12] + len(fields).to_bytes(4, "little") + fields
+    return head + bytes(-len(head) % 8) + body
+
+
+@pytest.mark.parametrize(("code", "text"),
+                         [(3, "Other"), (6, "org.example.B"), (2, "org.example.B"), (7, ":1.9")])
+def test_a_header_field_given_twice_is_refused_as_dbus_daemon_refuses_it(code: int, text: str) -> None:
+    """Two MEMBERs (or DESTINATIONs, ...): dbus-daemon closes the sender; the decoders believed the
+    last one."""
+    call = DBusMessage.method_call("org.example.A", "/a", "org.example.A", "Ping", "s", ("x",), serial=5)
+    call = call.replace(sender=":1.5")
+    data = _with_field_twice(wire.encode_dbus1(call), code, text)
+    with pytest.raises(DecodeError, match="twice"):
+        wire.decode_dbus1(data)
+    with pytest.raises(DecodeError, match="twice"):
+        fastwire.decode(data)
+    # The same field once more of a code no specification knows is ignored, as before.
+    assert fastwire.decode(_with_field_twice(wire.encode_dbus1(call), 100, "x")) == call

@@ -131,7 +131,7 @@ def test_messages_of_both_endiannesses_cut_from_a_stream_byte_by_byte(big_endian
 @pytest.mark.parametrize(("mangle", "why"), [
     (lambda data: b"x" + data[1:], "endianness"),
     (lambda data: data[:3] + b"\x02" + data[4:], "version"),
-    (lambda data: data[:1] + b"\x09" + data[2:], "message type"),
+    (lambda data: data[:1] + b"\x00" + data[2:], "message type 0"),
     (lambda data: data[:4] + (limits.CLASSIC_MESSAGE_MAX).to_bytes(4, "little") + data[8:], "D-Bus allows"),
     (lambda data: data[:-3] + b"\xff\xff\xff", "undecodable"),
 ])
@@ -140,6 +140,27 @@ def test_a_broken_message_is_a_protocol_violation(mangle: object, why: str) -> N
     splitter.feed(mangle(wire.encode_dbus1(_call())))  # type: ignore[operator]
     with pytest.raises(ProtocolViolation, match=why):
         list(splitter.messages())
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_a_message_of_an_unknown_type_is_ignored_with_its_descriptors(big_endian: bool) -> None:
+    """The specification: a message of an unknown type is ignored (dbus-daemon drops it and keeps
+    its sender; the endpoint used to close the client). Its descriptors are still its own."""
+    call = _call(1, signature="h", body=(0,), unix_fds=2)
+    unknown = bytearray(wire.encode_dbus1(call, big_endian=big_endian))
+    unknown[1] = 9
+    after = wire.encode_dbus1(_call(2, signature="h", body=(0,), unix_fds=1), big_endian=big_endian)
+    splitter = MessageSplitter()
+    splitter.feed(bytes(unknown) + after, [40, 41, 42])
+    got = list(splitter.messages())
+    assert [(None if message is None else message.serial, fds) for message, fds in got] == [
+        (None, [40, 41]), (2, [42])]
+    # Its header is still read: a broken one is a violation.
+    unknown[18] = ord("(")  # the first field's variant: an unbalanced signature
+    broken = MessageSplitter()
+    broken.feed(bytes(unknown), [40, 41])
+    with pytest.raises(ProtocolViolation, match="undecodable header"):
+        list(broken.messages())
 
 
 def test_a_message_declaring_descriptors_that_never_came() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -164,3 +165,36 @@ def test_stats_render_totals_then_a_line_per_connection(tmp_path: Path) -> None:
         read_stats(tmp_path / "bus")
     with pytest.raises(CtlError, match="does not exist"):
         read_stats(tmp_path / "gone" / "bus")
+
+
+# -- a reply whose body came in a memfd (review: kdbusctl call of a large classic reply) ----------------
+def _memfd_reply(fd: int, size: int) -> tuple[Message, bytes]:
+    from kdbusfs.abi.constants import PAYLOAD_DBUS
+    from kdbusfs.client.message import Memfd
+
+    reply = DBusMessage.method_return(DBusMessage.method_call(":1.1", "/", "a.b", "C", serial=4), "ay",
+                                      (b"x" * size,), serial=9)
+    whole = wire.encode_gvariant(reply)
+    body_start = whole.index(b"x" * size)
+    parts = (whole[:body_start], whole[body_start + size:])
+    if fd >= 0:
+        os.pwrite(fd, whole[body_start:body_start + size], 0)
+    message = Message(src_id=1, dst_id=2, cookie=9, flags=0, priority=0, payload_type=PAYLOAD_DBUS,
+                      timeout_ns=0, cookie_reply=4, payload=b"".join(parts), parts=parts,
+                      memfds=(Memfd(fd, 0, size),))
+    return message, whole
+
+
+def test_kdbusctl_call_reads_a_reply_s_memfd_body() -> None:
+    """A classic service's reply of 512 KiB or more reaches a native caller with its body in a memfd;
+    kdbusctl call printed the header's bytes in hex instead of the answer."""
+    from kdbusfs.ctl.calls import _whole_payload
+
+    fd = os.memfd_create("body")
+    message, whole = _memfd_reply(fd, 4096)
+    assert _whole_payload(message) == whole
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed once read
+    unread, _ = _memfd_reply(-1, 4096)
+    with pytest.raises(CtlError, match="kdbusfs run"):
+        _whole_payload(unread)
