@@ -11,7 +11,7 @@ import importlib
 import importlib.machinery
 
 COMPILED = ("kdbusfs.host.memory", "kdbusfs.fuse.frame", "kdbusfs.abi.walk", "kdbusfs.bus.args",
-            "kdbusfs.bus.message", "kdbusfs.bus.layout",
+            "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.match",
             "kdbusfs.bus.pool", "kdbusfs.bus.queue", "kdbusfs.dispatch")
 
 
