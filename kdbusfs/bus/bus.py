@@ -260,9 +260,13 @@ class Bus:
         Receivers that cannot take it count it as lost; the sender is never told.
         """
         self.to_monitors(msg, src, process)
-        for conn in list(self.connections.values()):
-            if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):
-                continue
+        receivers = [conn for conn in self.connections.values()
+                     if conn.kind is Kind.ORDINARY and self.signal_wanted(conn, src, msg)]
+        if len(receivers) > 1:
+            # Every receiver but the first would get the payload from a private copy, read from the
+            # sender after the first one's: one read into that copy serves them all.
+            msg.payload_read = True
+        for conn in receivers:
             try:
                 entry = conn.enqueue(msg, src, process)
             except KdbusError as exc:
