@@ -208,8 +208,7 @@ class Connection:
             self.pool.release_bus_ref(piece)
             self.quota.uncharge(user_key, size, msg.n_fds)
             raise
-        entry = Entry(piece, msg.priority, msg.src_id, msg.cookie, user_key, msg.n_fds, reply, name_id,
-                      msg.expects_reply, incomplete_fds=bool(msg.fd_slots), kept=kept, payload=msg.n_payload)
+        entry = Entry.of_message(piece, msg, user_key, reply, name_id, kept)
         self.queue.add(entry)
         self.bus.domain.wake(self)
         return entry

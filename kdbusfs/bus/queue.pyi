@@ -1,6 +1,6 @@
 # The interface of queue.pyx (compiled), for type checkers.
 from ..errors import LimitReached
-from .message import Passed
+from .message import Passed, Staged
 from .pool import Pool, Slice
 from .reply import Reply
 
@@ -29,6 +29,10 @@ class Entry:
                  reply: Reply | None = None, name_id: int | None = None, expects_reply: bool = False,
                  seq: int = 0, peeked: bool = False, incomplete_fds: bool = False,
                  kept: bytearray | None = None, passed: Passed | None = None, payload: int = 0) -> None: ...
+    @staticmethod
+    def of_message(slice: Slice, msg: Staged, user_key: int, reply: Reply | None = None,
+                   name_id: int | None = None, kept: bytearray | None = None) -> Entry:
+        """The entry of `msg`, laid out in `slice`."""
     def drop_passed(self) -> None: ...
 
 class UserQuota:

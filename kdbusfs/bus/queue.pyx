@@ -15,6 +15,7 @@ import heapq
 from .. import limits
 from ..errors import LimitReached, user_named
 
+from .message cimport Staged
 from .pool cimport Pool, Slice
 
 # Quota key of kernel notifications: they are accounted apart from every user.
@@ -76,6 +77,26 @@ cdef class Entry:
         self.kept = kept
         self.passed = passed
         self.payload = payload
+
+    @staticmethod
+    def of_message(Slice slice not None, Staged msg not None, long long user_key, reply=None, name_id=None,
+                   kept=None):
+        """The entry of `msg`, laid out in `slice`: its fields taken from the staged message in C
+        (every receiver of a broadcast gets one)."""
+        cdef Entry entry = Entry.__new__(Entry)
+        entry.slice = slice
+        entry.priority = msg.priority
+        entry.src_id = msg.src_id
+        entry.cookie = msg.cookie
+        entry.user_key = user_key
+        entry.fds = msg.n_fds
+        entry.reply = reply
+        entry.name_id = name_id
+        entry.expects_reply = msg.expects_reply
+        entry.incomplete_fds = len(msg.fd_slots) > 0
+        entry.kept = kept
+        entry.payload = msg.n_payload
+        return entry
 
     def __repr__(self):
         return (f"Entry(slice={self.slice!r}, priority={self.priority}, src_id={self.src_id}, "
