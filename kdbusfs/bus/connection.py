@@ -26,8 +26,8 @@ from ..abi.constants import (
 )
 from ..abi.items import item
 from ..errors import KdbusError, LimitReached, user_named
-from . import layout, metadata, policy
 from . import message as msgs
+from . import metadata, policy
 from .command import Args, Caller, attach_flags
 from .domain import User
 from .endpoint import Endpoint, is_owner, is_privileged
@@ -40,7 +40,7 @@ from .metadata import (
     View,
 )
 from .pool import Pool
-from .queue import BY_POOL_SIZE, KERNEL_USER, Entry, Queue, Quotas
+from .queue import KERNEL_USER, Entry, Queue, Quotas
 from .reply import Reply, SyncWait
 from .stats import Counters
 
@@ -184,32 +184,11 @@ class Connection:
         if msg.n_fds and not self.flags & HELLO_ACCEPT_FD and self.kind is not Kind.MONITOR:
             raise KdbusError(errno.ECOMM, f"destination {self.id} does not accept fds")
         meta = metadata.for_receiver(self, msg, sender, process)
-        shape = layout.layout_for(msg, meta)
-        size = shape[2]
         user_key = KERNEL_USER if sender is None else sender.user_key
-        self.quota.charge(self.pool, user_key, size, msg.n_fds)
-        try:
-            piece = self.pool.alloc(size, accounted=True)
-        except KdbusError as exc:
-            self.quota.uncharge(user_key, size, msg.n_fds)
-            raise self.quota.error(exc.errno, exc.why, user_key, "free space in a receiver's pool",
-                                   self.pool.size, BY_POOL_SIZE) from None
-        kept: bytearray | None = None
-        try:
-            if name_id is not None and self.pool.client_writable:
-                # It may move with the name (to or from an activator) while this client can write
-                # to its pool: what moves must be the daemon's own copy.
-                kept = bytearray(size)
-                layout.render(msg, kept, 0, meta, shape)
-                self.pool.write(piece, kept)
-            else:
-                layout.write(msg, self.pool, piece.offset, meta, shape)
-        except KdbusError:
-            self.pool.release_bus_ref(piece)
-            self.quota.uncharge(user_key, size, msg.n_fds)
-            raise
-        entry = Entry.of_message(piece, msg, user_key, reply, name_id, kept)
-        self.queue.add(entry)
+        # A message that may move with its name (to or from an activator) while this client can
+        # write to its pool is kept: what moves must be the daemon's own copy.
+        keep = name_id is not None and self.pool.client_writable
+        entry = self.queue.insert(self.quota, self.pool, msg, meta, user_key, reply, name_id, keep)
         self.bus.domain.wake(self)
         return entry
 

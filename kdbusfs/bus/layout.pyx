@@ -91,7 +91,7 @@ cpdef tuple layout_for(Staged msg, meta):
     return layout_size(msg, meta, last_item_padding(meta) if meta else 0)
 
 
-def write(Staged msg, Pool pool, Py_ssize_t offset, meta, tuple layout):
+cpdef write(Staged msg, Pool pool, Py_ssize_t offset, meta, tuple layout):
     """Lay the message out in `pool` at `offset` (the slice is allocated and large enough);
     `layout` is what layout_size() says for this receiver."""
     render(msg, pool.buffer, offset, meta, layout)

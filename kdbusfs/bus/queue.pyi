@@ -29,10 +29,6 @@ class Entry:
                  reply: Reply | None = None, name_id: int | None = None, expects_reply: bool = False,
                  seq: int = 0, peeked: bool = False, incomplete_fds: bool = False,
                  kept: bytearray | None = None, passed: Passed | None = None, payload: int = 0) -> None: ...
-    @staticmethod
-    def of_message(slice: Slice, msg: Staged, user_key: int, reply: Reply | None = None,
-                   name_id: int | None = None, kept: bytearray | None = None) -> Entry:
-        """The entry of `msg`, laid out in `slice`."""
     def drop_passed(self) -> None: ...
 
 class UserQuota:
@@ -60,6 +56,11 @@ class Queue:
     entries: dict[int, Entry]
     def __init__(self) -> None: ...
     def __len__(self) -> int: ...
+    def insert(self, quota: Quotas, pool: Pool, msg: Staged, meta: bytes, user_key: int,
+               reply: Reply | None = None, name_id: int | None = None, keep: bool = False) -> Entry:
+        """Charge `msg` to `user_key` in `quota`, lay it out in a slice of `pool` for a receiver
+        getting the metadata items `meta`, and queue it (kdbus_conn_entry_insert). With `keep`, the
+        entry holds the daemon's own copy of the bytes as well."""
     def add(self, entry: Entry) -> None: ...
     def peek(self, priority: int | None = None) -> Entry | None:
         """The next entry; with `priority`, the most urgent one if it is at most that."""

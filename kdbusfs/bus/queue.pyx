@@ -13,8 +13,9 @@ import errno
 import heapq
 
 from .. import limits
-from ..errors import LimitReached, user_named
+from ..errors import KdbusError, LimitReached, user_named
 
+from .layout cimport layout_for, render, write
 from .message cimport Staged
 from .pool cimport Pool, Slice
 
@@ -78,26 +79,6 @@ cdef class Entry:
         self.passed = passed
         self.payload = payload
 
-    @staticmethod
-    def of_message(Slice slice not None, Staged msg not None, long long user_key, reply=None, name_id=None,
-                   kept=None):
-        """The entry of `msg`, laid out in `slice`: its fields taken from the staged message in C
-        (every receiver of a broadcast gets one)."""
-        cdef Entry entry = Entry.__new__(Entry)
-        entry.slice = slice
-        entry.priority = msg.priority
-        entry.src_id = msg.src_id
-        entry.cookie = msg.cookie
-        entry.user_key = user_key
-        entry.fds = msg.n_fds
-        entry.reply = reply
-        entry.name_id = name_id
-        entry.expects_reply = msg.expects_reply
-        entry.incomplete_fds = len(msg.fd_slots) > 0
-        entry.kept = kept
-        entry.payload = msg.n_payload
-        return entry
-
     def __repr__(self):
         return (f"Entry(slice={self.slice!r}, priority={self.priority}, src_id={self.src_id}, "
                 f"cookie={self.cookie}, user_key={self.user_key}, seq={self.seq})")
@@ -106,6 +87,24 @@ cdef class Entry:
         if self.passed is not None:
             self.passed.close()
             self.passed = None
+
+
+cdef Entry _entry_of(Slice slice, Staged msg, long long user_key, reply, name_id, kept):
+    """The entry of `msg`, laid out in `slice`: its fields read from the staged message in C."""
+    cdef Entry entry = Entry.__new__(Entry)
+    entry.slice = slice
+    entry.priority = msg.priority
+    entry.src_id = msg.src_id
+    entry.cookie = msg.cookie
+    entry.user_key = user_key
+    entry.fds = msg.n_fds
+    entry.reply = reply
+    entry.name_id = name_id
+    entry.expects_reply = msg.expects_reply
+    entry.incomplete_fds = len(msg.fd_slots) > 0
+    entry.kept = kept
+    entry.payload = msg.n_payload
+    return entry
 
 
 cdef class UserQuota:
@@ -202,6 +201,37 @@ cdef class Queue:
 
     def __len__(self):
         return len(self.entries)
+
+    cpdef Entry insert(self, Quotas quota, Pool pool, Staged msg, meta, long long user_key, reply=None,
+                       name_id=None, bint keep=False):
+        """Charge `msg` to `user_key` in `quota`, lay it out in a slice of `pool` for a receiver
+        getting the metadata items `meta`, and queue it (kdbus_conn_entry_insert). With `keep`, the
+        entry holds the daemon's own copy of the bytes as well."""
+        cdef tuple shape = layout_for(msg, meta)
+        cdef Py_ssize_t size = shape[2]
+        quota.charge(pool, user_key, size, msg.n_fds)
+        cdef Slice piece
+        try:
+            piece = pool.alloc(size, True)
+        except KdbusError as exc:
+            quota.uncharge(user_key, size, msg.n_fds)
+            raise quota.error(exc.errno, exc.why, user_key, "free space in a receiver's pool", pool.size,
+                              BY_POOL_SIZE) from None
+        cdef bytearray kept = None
+        try:
+            if keep:
+                kept = bytearray(size)
+                render(msg, kept, 0, meta, shape)
+                pool.write(piece, kept)
+            else:
+                write(msg, pool, piece.offset, meta, shape)
+        except KdbusError:
+            pool.release_bus_ref(piece)
+            quota.uncharge(user_key, size, msg.n_fds)
+            raise
+        cdef Entry entry = _entry_of(piece, msg, user_key, reply, name_id, kept)
+        self.add(entry)
+        return entry
 
     cpdef add(self, Entry entry):
         self._seq += 1
