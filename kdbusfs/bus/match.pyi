@@ -1,4 +1,6 @@
 # The interface of match.pyx (compiled), for type checkers.
+from collections.abc import Iterable
+
 from ..abi import structs
 from ..abi.walk import ParsedItem
 from .command import Args, Caller
@@ -67,6 +69,10 @@ class MatchDb:
         """A signal or broadcast from `src`."""
     def match_kernel(self, item_type: int, payload: bytes) -> bool:
         """A kernel notification of `item_type` carrying `payload`."""
+
+def selecting(connections: Iterable[Connection], msg: Staged, src: Connection) -> list[Connection]:
+    """The connections among `connections` whose matches select `msg` from `src`, in order (the
+    walk of kdbus_bus_broadcast over a bus's connections; only ordinary connections have matches)."""
 
 def cmd_match_add(conn: Connection, args: Args[structs.CmdMatch], caller: Caller) -> None: ...
 def cmd_match_remove(conn: Connection, args: Args[structs.CmdMatch], caller: Caller) -> None: ...

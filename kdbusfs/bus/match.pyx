@@ -260,6 +260,18 @@ cdef class MatchDb:
         return False
 
 
+def selecting(connections, Staged msg not None, src):
+    """The connections among `connections` whose matches select `msg` from `src`, in order (the
+    walk of kdbus_bus_broadcast over a bus's connections; only ordinary connections have matches)."""
+    cdef list found = []
+    cdef MatchDb matches
+    for conn in connections:
+        matches = conn.matches
+        if matches is not None and matches.match(msg, src):
+            found.append(conn)
+    return found
+
+
 cdef bint _bloom_matches(Rule rule, bloom) except -1:
     """Every bit of the mask's generation for this filter is set in the filter (kdbus_match_bloom)."""
     if bloom is None:
