@@ -15,7 +15,13 @@ description and timestamp of whoever sends to them, so the call and its reply ea
 Prints microseconds per call for each request type, the median of several runs: the time from a
 request's bytes to the answers handed back, as the session loop would spend it (building the
 requests and reading the answers stands in for the kernel and is not counted). No root needed.
-usage: python benchmarks/python_cost.py [--calls N] [--runs N] [--metadata]
+With --signal-subscribers N it replays broadcasts instead, as bench_signal_kdbus.c makes them: an
+8-byte signal whose bloom filter every subscriber's mask selects, sent while each of the N
+subscribers waits in poll() (its RECV found nothing and its POLL asked to be notified, so the SEND
+wakes all of them), then each subscriber's RECV and FREE; each request type's time is summed over
+the subscribers.
+
+usage: python benchmarks/python_cost.py [--calls N] [--runs N] [--metadata] [--signal-subscribers N]
 """
 
 from __future__ import annotations
@@ -33,7 +39,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kdbusfs.abi import structs  # noqa: E402
-from kdbusfs.abi.constants import ATTACH_ANY, Attach, Cmd, Item  # noqa: E402
+from kdbusfs.abi.constants import (  # noqa: E402
+    ATTACH_ANY,
+    DST_ID_BROADCAST,
+    MSG_SIGNAL,
+    PAYLOAD_DBUS,
+    Attach,
+    Cmd,
+    Item,
+)
 from kdbusfs.abi.items import item, string_item  # noqa: E402
 from kdbusfs.abi.structs import Layout  # noqa: E402
 from kdbusfs.bus.domain import Domain  # noqa: E402
@@ -49,6 +63,10 @@ EAGAIN = 11
 # What a metadata receiver asks for (calls.py --metadata and bench_kdbus.c ask for the same).
 METADATA_RECV = (Attach.TIMESTAMP | Attach.CREDS | Attach.PIDS | Attach.TID_COMM | Attach.PID_COMM
                  | Attach.NAMES | Attach.CONN_DESCRIPTION)
+# The bus's bloom filter size, and the bit every signal sets and every subscriber's mask selects
+# (bench_signal_kdbus.c's BENCH_BLOOM and its first bloom byte).
+BLOOM_SIZE = 64
+BLOOM_BITS = b"\x01" + bytes(BLOOM_SIZE - 1)
 
 
 class UnregisteredPoolFiles(PoolFiles):
@@ -65,7 +83,7 @@ class UnregisteredPoolFiles(PoolFiles):
 
 
 class Replay:
-    """A file system and two connected "clients" whose structs live in this process."""
+    """A file system with one bus, and "clients" whose structs live in this process."""
 
     def __init__(self, metadata: bool = False) -> None:
         self.metadata = metadata
@@ -79,13 +97,10 @@ class Replay:
         self.request(p.Opcode.INIT, 0, p.INIT_IN.pack(p.KERNEL_VERSION, p.KERNEL_MINOR_VERSION, 0, 0))
         self.fs.passthrough = True
         control = self.open(self.lookup(p.ROOT_ID, b"control"))
-        make = cmd(structs.CMD, item(Item.BLOOM_PARAMETER, structs.BLOOM_PARAMETER.pack(64, 1))
+        make = cmd(structs.CMD, item(Item.BLOOM_PARAMETER, structs.BLOOM_PARAMETER.pack(BLOOM_SIZE, 1))
                    + string_item(Item.MAKE_NAME, f"{os.geteuid()}-replay"))
         self.ioctl(control, Cmd.BUS_MAKE, self.place(0, make), make[:24])
         self.bus_dir = self.lookup(p.ROOT_ID, f"{os.geteuid()}-replay".encode())
-        self.caller, self.callee = self.connect("bench-caller"), self.connect("bench-callee")
-        acquire = cmd(structs.CMD, string_item(Item.NAME, NAME))
-        self.ioctl(self.callee, Cmd.NAME_ACQUIRE, self.place(0x300, acquire), acquire[:24])
         self.payload = self.place(0x8000, b"\1" * 8)
         self.cookie = 0
 
@@ -135,6 +150,16 @@ class Replay:
             hello = cmd(structs.CMD_HELLO, pool_size=POOL_SIZE)
         self.ioctl(fh, Cmd.HELLO, self.place(0x100, hello), hello, len(hello))
         return fh
+
+
+class Calls(Replay):
+    """A caller and a callee that owns NAME: one synchronous call at a time."""
+
+    def __init__(self, metadata: bool = False) -> None:
+        super().__init__(metadata)
+        self.caller, self.callee = self.connect("bench-caller"), self.connect("bench-callee")
+        acquire = cmd(structs.CMD, string_item(Item.NAME, NAME))
+        self.ioctl(self.callee, Cmd.NAME_ACQUIRE, self.place(0x300, acquire), acquire[:24])
 
     def call(self, timings: dict[str, float]) -> None:
         """One synchronous call, each request timed under its own name."""
@@ -200,6 +225,55 @@ class Replay:
         return conn.id
 
 
+class Signals(Replay):
+    """A sender and `subscribers` connections whose bloom masks select its signals."""
+
+    def __init__(self, subscribers: int) -> None:
+        super().__init__()
+        self.sender = self.connect("bench-sender")
+        self.subscribers = [self.connect(f"bench-subscriber-{i}") for i in range(subscribers)]
+        match = cmd(structs.CMD_MATCH, item(Item.BLOOM_MASK, BLOOM_BITS))
+        for fh in self.subscribers:
+            self.ioctl(fh, Cmd.MATCH_ADD, self.place(0x300, match), match)
+
+    def broadcast(self, timings: dict[str, float]) -> None:
+        """One broadcast to subscribers waiting in poll(), each request type timed under its
+        name, summed over the subscribers."""
+        self.cookie += 1
+        recv = cmd(structs.CMD_RECV)
+        recv_at = self.place(0x2000, recv)
+        self.spent = 0.0
+        for fh in self.subscribers:
+            self.ioctl(fh, Cmd.RECV, recv_at, out_size=len(recv), expect=EAGAIN)
+        timings["subscriber RECV (nothing)"] += self.spent
+        self.spent = 0.0
+        for kh, fh in enumerate(self.subscribers, 1):
+            self.request(p.Opcode.POLL, 0, p.POLL_IN.pack(fh, kh, p.POLL_SCHEDULE_NOTIFY, 1))
+        timings["subscriber POLL"] += self.spent
+        bloom = item(Item.BLOOM_FILTER, bytes(8) + BLOOM_BITS)
+        message = cmd(structs.MSG, bloom + vec(self.payload, 8), flags=MSG_SIGNAL,
+                      dst_id=DST_ID_BROADCAST, payload_type=PAYLOAD_DBUS, cookie=self.cookie)
+        send = cmd(structs.CMD_SEND, msg_address=self.place(0x1000, message))
+        self.spent = 0.0
+        out = self.request(p.Opcode.IOCTL, 0, p.IOCTL_IN.pack(self.sender, 0, Cmd.SEND,
+                                                              self.place(0x1800, send), len(send), 0) + send)
+        timings["sender SEND (broadcast)"] += self.spent
+        woken = len(out) - 1
+        assert woken == len(self.subscribers), f"woke {woken} of {len(self.subscribers)} pollers"
+        received = []
+        self.spent = 0.0
+        for fh in self.subscribers:
+            self.place(0x2000, recv)
+            got = self.ioctl(fh, Cmd.RECV, recv_at, out_size=len(recv))
+            received.append(struct.unpack_from("<Q", got, p.IOCTL_OUT.size + 40)[0])
+        timings["subscriber RECV"] += self.spent
+        self.spent = 0.0
+        for fh, offset in zip(self.subscribers, received, strict=True):
+            free = cmd(structs.CMD_FREE, offset=offset)
+            self.ioctl(fh, Cmd.FREE, self.place(0x2100, free), free)
+        timings["subscriber FREE"] += self.spent
+
+
 def cmd(layout: Layout, items: bytes = b"", **fields: int) -> bytes:
     names: tuple[str, ...] = layout.tuple._fields  # type: ignore[attr-defined]
     values: dict[str, int | bytes] = {name: bytes(16) if name == "id128" else 0 for name in names}
@@ -218,8 +292,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="runs (the median is printed)")
     parser.add_argument("--metadata", action="store_true",
                         help="both clients receive sd-bus's metadata (see the module's docstring)")
+    parser.add_argument("--signal-subscribers", type=int, metavar="N",
+                        help="replay 8-byte broadcasts to N subscribers instead of calls")
     args = parser.parse_args()
-    replay = Replay(args.metadata)
+    if args.signal_subscribers is not None:
+        broadcasts(args.signal_subscribers, args.calls, args.runs)
+        return
+    replay = Calls(args.metadata)
     warm: dict[str, float] = defaultdict(float)
     for _ in range(1000):
         replay.call(warm)
@@ -237,6 +316,27 @@ def main() -> None:
         print(f"| {name} | {statistics.median(r[name] for r in runs) / args.calls * 1e6:.1f} |")
     total = statistics.median(sum(r.values()) for r in runs) / args.calls * 1e6
     print(f"| **all seven** | **{total:.1f}** |")
+
+
+def broadcasts(subscribers: int, count: int, runs_wanted: int) -> None:
+    replay = Signals(subscribers)
+    warm: dict[str, float] = defaultdict(float)
+    for _ in range(min(count, 1000)):
+        replay.broadcast(warm)
+    runs = []
+    for _ in range(runs_wanted):
+        timings: dict[str, float] = defaultdict(float)
+        for _ in range(count):
+            replay.broadcast(timings)
+        runs.append(timings)
+    print(f"Python per 8-byte broadcast to {subscribers} subscribers, median of {runs_wanted} runs of "
+          f"{count} broadcasts\n")
+    print("| request | µs per broadcast |")
+    print("|---|---|")
+    for name in runs[0]:
+        print(f"| {name} | {statistics.median(r[name] for r in runs) / count * 1e6:.1f} |")
+    total = statistics.median(sum(r.values()) for r in runs) / count * 1e6
+    print(f"| **all {1 + 4 * subscribers} requests** | **{total:.1f}** |")
 
 
 if __name__ == "__main__":

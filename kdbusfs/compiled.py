@@ -12,7 +12,8 @@ import importlib.machinery
 
 COMPILED = ("kdbusfs.host.memory", "kdbusfs.host.caller", "kdbusfs.fuse.frame", "kdbusfs.fuse.device",
             "kdbusfs.abi.walk",
-            "kdbusfs.bus.args", "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.pool",
+            "kdbusfs.bus.args", "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.match",
+            "kdbusfs.bus.pool",
             "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.bus.send", "kdbusfs.dispatch")
 
 

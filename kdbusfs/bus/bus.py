@@ -32,7 +32,7 @@ from .command import Args, Caller, attach_flags
 from .connection import Kind
 from .domain import Domain
 from .endpoint import Endpoint, node_mode
-from .match import NotificationSubscribers
+from .match import NotificationSubscribers, selecting
 from .metadata import Creds, Process, Snapshot, View, render
 from .names import Registry, is_valid_name
 from .policy import PolicyDb, may_talk
@@ -170,10 +170,7 @@ class Bus:
 
     def signal_wanted(self, dst: Connection, src: Connection, msg: msgs.Staged) -> bool:
         """Whether `dst` takes a signal from `src`: its matches select it and it may talk to `src`."""
-        matches = dst.matches
-        if matches is None or not matches.match(msg, src):
-            return False
-        return may_talk(dst, dst.opener, src)
+        return bool(selecting((dst,), msg, src)) and may_talk(dst, dst.opener, src)
 
     def to_monitors(self, msg: msgs.Staged, src: Connection | None, process: Process | None) -> None:
         """A copy for every monitor, before the recipients; a monitor that cannot take it counts it lost."""
@@ -262,9 +259,14 @@ class Bus:
         Receivers that cannot take it count it as lost; the sender is never told.
         """
         self.to_monitors(msg, src, process)
-        for conn in list(self.connections.values()):
-            if conn.kind is not Kind.ORDINARY or not self.signal_wanted(conn, src, msg):
-                continue
+        # signal_wanted() for every connection, the matches walked in one compiled loop.
+        receivers = [conn for conn in selecting(self.connections.values(), msg, src)
+                     if may_talk(conn, conn.opener, src)]
+        if len(receivers) > 1:
+            # Every receiver but the first would get the payload from a private copy, read from the
+            # sender after the first one's: one read into that copy serves them all.
+            msg.payload_read = True
+        for conn in receivers:
             try:
                 entry = conn.enqueue(msg, src, process)
             except KdbusError as exc:

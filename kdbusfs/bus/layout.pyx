@@ -18,7 +18,7 @@ Compiled (issue 12: every delivery lays its message out here): the header, items
 values and zero padding are written through one pointer into the slice.
 """
 
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint64_t
@@ -172,5 +172,20 @@ cdef _copy_payload(Staged msg, buf, Py_ssize_t payload_at):
         for stream, address, length in msg.vecs:
             read_into(address, length, private, stream)
         copy = msg.payload_copy = memoryview(private)
-    for stream, _address, length in msg.vecs:
-        buf[payload_at + stream : payload_at + stream + length] = copy[stream : stream + length]
+    # render() has checked that the slice, and so every vec's place in it, lies inside `buf`; the
+    # private copy holds the whole payload stream.
+    cdef Py_buffer into, source
+    cdef tuple vec
+    cdef Py_ssize_t stream_at
+    PyObject_GetBuffer(buf, &into, PyBUF_WRITABLE)
+    try:
+        PyObject_GetBuffer(copy, &source, PyBUF_SIMPLE)
+        try:
+            for vec in msg.vecs:
+                stream_at = vec[0]
+                memcpy(<char *>into.buf + payload_at + stream_at, <char *>source.buf + stream_at,
+                       <Py_ssize_t>vec[2])
+        finally:
+            PyBuffer_Release(&source)
+    finally:
+        PyBuffer_Release(&into)

@@ -36,7 +36,8 @@ cdef class Staged:
     cdef public uint64_t seqnum
     cdef public object timestamp
     cdef public object read_into
-    # Whether a receiver got the payload straight from the sender; later ones get this private copy.
+    # Whether the one read of the payload straight into a receiver's pool is spent (or, for a
+    # message with several receivers, not wanted); later receivers get this private copy.
     cdef public bint payload_read
     cdef public object payload_copy
 

@@ -37,6 +37,28 @@ cdef class Slice:
                 f"user_ref={self.user_ref}, accounted={self.accounted})")
 
 
+cdef inline Slice _free_slice(Py_ssize_t offset, Py_ssize_t size):
+    """Slice(offset, size) without a Python call (every allocation that splits makes one)."""
+    cdef Slice piece = Slice.__new__(Slice)
+    piece.offset = offset
+    piece.size = size
+    piece.free = True
+    return piece
+
+
+cdef Py_ssize_t _first_fitting(list free, Py_ssize_t size) except -1:
+    """bisect_left(free, (size, -1)) over the (size, offset) index of free slices: the index of
+    the smallest free slice of at least `size` bytes (best fit), comparing sizes as C integers."""
+    cdef Py_ssize_t low = 0, high = len(free), middle
+    while low < high:
+        middle = (low + high) // 2
+        if <Py_ssize_t>(<tuple>free[middle])[0] < size:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 cdef class Pool:
     """A connection's pool (fields in pool.pxd)."""
 
@@ -60,7 +82,7 @@ cdef class Pool:
     cpdef Slice alloc(self, Py_ssize_t size, bint accounted=False):
         """Allocate a slice of ALIGN8(size) bytes, best fit, held by the bus."""
         size = max((size + 7) & ~(<Py_ssize_t>7), 8)
-        cdef Py_ssize_t i = bisect_left(self._free, (size, -1))
+        cdef Py_ssize_t i = _first_fitting(self._free, size)
         if i == len(self._free):
             raise KdbusError(errno.EXFULL, f"no free slice of {size} bytes in a {self.size}-byte pool")
         cdef tuple found = self._free.pop(i)
@@ -68,7 +90,7 @@ cdef class Pool:
         cdef Slice piece = self._slices[offset]
         cdef Slice rest
         if free_size > size:
-            rest = Slice(offset + size, free_size - size)
+            rest = _free_slice(offset + size, free_size - size)
             self._slices[rest.offset] = rest
             insort(self._offsets, rest.offset)
             insort(self._free, (rest.size, rest.offset))

@@ -33,3 +33,11 @@ def test_python_cost_replays_calls_with_metadata() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "receivers asking for metadata" in done.stdout
+
+
+def test_python_cost_replays_broadcasts() -> None:
+    command = [sys.executable, str(BENCHMARKS / "python_cost.py"), "--calls", "20", "--runs", "1",
+               "--signal-subscribers", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| sender SEND (broadcast) |" in done.stdout and "**all 13 requests**" in done.stdout

@@ -117,6 +117,39 @@ def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on
         assert _payload(conn.handle.conn.pool, entry.slice.offset, layout, len(payload)) == payload
 
 
+def test_a_broadcast_to_several_receivers_reads_the_senders_payload_once() -> None:
+    domain = Domain()
+    bus = make_bus(domain).bus
+    assert bus is not None
+    sender, *receivers = [connect(bus) for _ in range(4)]
+    for conn in receivers:
+        run(conn.handle, conn.caller, Cmd.MATCH_ADD, cmd_bytes(structs.CMD_MATCH, cookie=1))
+    first = sender.caller.place(b"abc", 0x800)
+    second = sender.caller.place(b"wxyz" * 3, 0x900)
+    # Data, a NULL vec (its padding only), data: each vec lands at its own place in every pool.
+    items = vec(first, 3) + vec(0, 5) + vec(second, 12) + item(Item.BLOOM_FILTER, bytes(8 + 64))
+    data = structs.MSG.pack(structs.MSG.size + len(items), MSG_SIGNAL, 0, DST_ID_BROADCAST, 0, 0xBB,
+                            1, 0) + items
+    msg = msgs.stage_user(data, 0, 64)
+    reads: list[int] = []
+
+    def counting(address: int, size: int, buffer: object, offset: int) -> None:
+        reads.append(address)
+        sender.caller.read_into(address, size, buffer, offset)
+
+    msg.read_into = counting
+    assert sender.handle.conn is not None
+    bus.broadcast(sender.handle.conn, msg, None)
+    assert reads == [first, second]
+    layout = slices.layout_size(msg, b"", 0)
+    for conn in receivers:
+        assert conn.handle.conn is not None
+        entry = conn.handle.conn.queue.peek()
+        assert entry is not None
+        assert _payload(conn.handle.conn.pool, entry.slice.offset, layout, 24) == \
+            b"abc" + bytes(5) + b"wxyz" * 3 + bytes(4)
+
+
 def _mapped(bus: Bus, **hello: Any) -> Conn:
     """A connection whose pool is memory its client maps writable, as on a root mount."""
     handle, caller = hello_handle(bus)

@@ -14,7 +14,7 @@ from helpers import Conn, cmd_bytes, connect, make_bus, raises_errno, run
 from kdbusfs.abi import structs
 from kdbusfs.abi.constants import MATCH_ID_ANY, MATCH_REPLACE, Cmd, Item
 from kdbusfs.abi.items import item, string_item
-from kdbusfs.bus import notify
+from kdbusfs.bus import connection, notify
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.match import KERNEL_NOTIFICATIONS, MatchDb
@@ -76,14 +76,15 @@ def _notifications(conn: Conn) -> list[tuple[int, bytes]]:
 def asked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Ids of the connections whose matches a kernel notification consulted, in order."""
     consulted: list[int] = []
-    original = MatchDb.match_kernel
 
-    def recording(self: MatchDb, item_type: int, payload: bytes) -> bool:
-        assert self.owner_id is not None
-        consulted.append(self.owner_id)
-        return original(self, item_type, payload)
+    class Recording(MatchDb):
+        # MatchDb is compiled and cannot be patched: connections get this subclass instead.
+        def match_kernel(self, item_type: int, payload: bytes) -> bool:
+            assert self.owner_id is not None
+            consulted.append(self.owner_id)
+            return super().match_kernel(item_type, payload)
 
-    monkeypatch.setattr(MatchDb, "match_kernel", recording)
+    monkeypatch.setattr(connection, "MatchDb", Recording)
     return consulted
 
 
