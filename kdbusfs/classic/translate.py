@@ -138,8 +138,11 @@ def to_kdbus(message: DBusMessage, sender_id: int) -> Outbound:
     reply_cookie = 0
     if kind in (MessageType.METHOD_RETURN, MessageType.ERROR):
         reply_cookie = message.reply_serial or 0
+    sender = unique_name(sender_id)
+    if message.sender != sender:
+        message = message.replace(sender=sender)
     try:
-        payload = fastwire.gvariant_parts(message.replace(sender=unique_name(sender_id)))
+        payload = fastwire.gvariant_parts(message)
     except EncodeError as exc:
         raise Untranslatable(str(exc)) from None
     return Outbound(destination, flags, message.serial, reply_cookie, payload, expects_reply)

@@ -9,6 +9,7 @@ the wire format (`wire.py` frames them as dbus1 or as sd-bus's GVariant messages
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclasses_fields
@@ -138,16 +139,18 @@ class DBusMessage:
         changes are header fields that each pass their own rule (or that no rule reads: flags,
         body, UNIX_FDS) is valid without checking the rest again: so the endpoint's copies with the
         sender (or destination) it set cost no second validation."""
-        values = {name: getattr(self, name) for name in _INIT_FIELDS}
-        unknown = changes.keys() - values.keys()
-        if unknown:
-            raise TypeError(f"DBusMessage has no field {sorted(unknown)[0]!r}")
+        values = dict(zip(_INIT_FIELDS, _init_values(self), strict=True))
+        if not changes.keys() <= values.keys():
+            raise TypeError(f"DBusMessage has no field {sorted(changes.keys() - values.keys())[0]!r}")
         values.update(changes)
         copy = DBusMessage(**values)
-        if self._valid and all(name in _UNCHECKED
-                               or (name in _CHECKED_VALUES and copy._field_problem(name) is None)
-                               for name in changes):
-            object.__setattr__(copy, "_valid", True)
+        if self._valid:
+            for name in changes:
+                if name not in _UNCHECKED and (name not in _CHECKED_VALUES
+                                               or copy._field_problem(name) is not None):
+                    break
+            else:
+                object.__setattr__(copy, "_valid", True)
         return copy
 
     def problem(self) -> str | None:
@@ -188,6 +191,7 @@ class DBusMessage:
 
 # The fields a message is made of, for replace().
 _INIT_FIELDS = tuple(f.name for f in dataclasses_fields(DBusMessage) if f.init)
+_init_values = operator.attrgetter(*_INIT_FIELDS)
 # The fields whose values problem() checks, in the order it reports them: the names, then the
 # reply serial; a replace() of a valid message that changes only these checks only those it changed.
 _CHECKED_VALUES = (*_NAME_RULES, "reply_serial")
