@@ -107,3 +107,19 @@ def test_encoding_refuses_what_the_generic_encoder_refuses() -> None:
         fastwire.encode(call.replace(member="not a member"))
     assert fastwire.encode(call.replace(flags=MessageFlags.NO_AUTO_START)) == wire.encode_dbus1(
         call.replace(flags=MessageFlags.NO_AUTO_START))
+
+
+def test_a_repeated_gvariant_header_is_read_once_and_gives_the_same_message() -> None:
+    call = DBusMessage.method_call(":1.2", "/a", "org.example.A", "Ping", "s", ("one",), serial=1)
+    fastwire.decode_gvariant(wire.encode_gvariant(call))
+    hits = fastwire._cached_gvariant_fields.cache_info().hits
+    # Another cookie and body, the same header fields: from the cache, and still the message sent.
+    again = call.replace(serial=2, body=("two",))
+    assert fastwire.decode_gvariant(wire.encode_gvariant(again)) == wire.decode(wire.encode_gvariant(again))
+    assert fastwire._cached_gvariant_fields.cache_info().hits == hits + 1
+    # A header over the bound is read every time, not kept.
+    long_path = "/" + "a" * fastwire.HEADER_CACHE_BYTES
+    long_call = call.replace(path=long_path)
+    for _ in range(2):
+        assert fastwire.decode_gvariant(wire.encode_gvariant(long_call)).path == long_path
+    assert fastwire._cached_gvariant_fields.cache_info().hits == hits + 1
