@@ -87,10 +87,32 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
     body_start = end + (-end % 8)
     if body_start + body_length != len(raw) or not 1 <= kind <= 4:
         raise _Unusual
+    fields = raw[16:end]
+    read = _cached_dbus1_fields if fields_length <= HEADER_CACHE_BYTES else _dbus1_fields
+    values, signature = read(fields, order)
+    if raw[end:body_start] != _ZEROS[: body_start - end]:
+        raise _Unusual
+    try:
+        types = parse_signature(signature)
+    except SignatureError:
+        raise _Unusual from None
+    body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">",
+                               max_elements=max_elements)
+    message = DBusMessage(MessageType(kind), serial, flags, signature=signature, body=body, **values)
+    problem = message.problem()
+    if problem is not None:
+        raise DecodeError(problem)
+    return message
+
+
+def _dbus1_fields(raw: bytes, order: str) -> tuple[dict[str, Any], str]:
+    """The dbus1 header's field array `raw` (it starts 8-aligned): the known fields of their
+    types, and the body's signature."""
     u32 = struct.Struct(order + "I").unpack_from
     values: dict[str, Any] = {}
     signature = ""
-    pos = 16
+    pos = 0
+    end = len(raw)
     while pos < end:
         aligned = pos + (-pos % 8)
         if raw[pos:aligned] != _ZEROS[: aligned - pos] or aligned + 4 > end:
@@ -110,6 +132,9 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
             values[attribute] = u32(raw, pos)[0]
             pos += 4
             continue
+        # A length past the end would be read from beyond the array: refused as its value would be.
+        if pos + (1 if field_type == "g" else 4) > end:
+            raise _Unusual
         if field_type == "g":
             length = raw[pos]
             start = pos + 1
@@ -133,19 +158,9 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
                 raise _Unusual from None
         else:
             values[attribute] = _text(field_type, text)
-    if pos != end or raw[end:body_start] != _ZEROS[: body_start - end]:
+    if pos != end:
         raise _Unusual
-    try:
-        types = parse_signature(signature)
-    except SignatureError:
-        raise _Unusual from None
-    body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">",
-                               max_elements=max_elements)
-    message = DBusMessage(MessageType(kind), serial, flags, signature=signature, body=body, **values)
-    problem = message.problem()
-    if problem is not None:
-        raise DecodeError(problem)
-    return message
+    return values, signature
 
 
 def _text(kind: str, text: str) -> str:
@@ -332,4 +347,6 @@ def _gvariant_fields(array: bytes | memoryview, order: str) -> dict[str, Any]:
     return values
 
 
+# Shared between messages, so read-only (DBusMessage copies them); a refusal is not kept.
+_cached_dbus1_fields = functools.lru_cache(maxsize=HEADERS_CACHED)(_dbus1_fields)
 _cached_gvariant_fields = functools.lru_cache(maxsize=HEADERS_CACHED)(_gvariant_fields)
