@@ -25,6 +25,8 @@ _FIELDS = ((1, "path", "o"), (2, "interface", "s"), (3, "member", "s"), (4, "err
            (9, "unix_fds", "u"))
 _BY_CODE = {code: (attribute, kind) for code, attribute, kind in _FIELDS}
 _U32_MAX = 0xFFFF_FFFF
+# The type byte's MessageType by a lookup, not an enum call per message (the byte is checked first).
+_MESSAGE_TYPES = {int(kind): kind for kind in MessageType}
 _ZEROS = bytes(8)
 
 
@@ -98,7 +100,7 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
         raise _Unusual from None
     body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">",
                                max_elements=max_elements)
-    message = DBusMessage(MessageType(kind), serial, flags, signature=signature, body=body, **values)
+    message = DBusMessage(_MESSAGE_TYPES[kind], serial, flags, signature=signature, body=body, **values)
     problem = message.problem()
     if problem is not None:
         raise DecodeError(problem)
@@ -288,7 +290,7 @@ def _decode_gvariant(data: bytes, max_elements: int | None) -> DBusMessage:
         raise _Unusual from None
     body = gvariant.decode_body(types, memoryview(data)[body_start:separator], big_endian=big_endian,
                                 max_elements=max_elements)
-    message = DBusMessage(MessageType(kind), cookie, flags, signature=signature, body=body, **values)
+    message = DBusMessage(_MESSAGE_TYPES[kind], cookie, flags, signature=signature, body=body, **values)
     problem = message.problem()
     if problem is not None:
         raise DecodeError(problem)
