@@ -27,6 +27,7 @@ from .peer import absent
 
 # Where the first region goes: any non-zero, page-aligned address (0 reads as "no address").
 _ARENA_BASE = 0x10000
+_PAGE = limits.PAGE_SIZE
 _NO_FD = struct.Struct("<i")
 
 
@@ -38,11 +39,17 @@ class Arena:
         self._next = _ARENA_BASE
 
     def place(self, data: bytes | bytearray | memoryview) -> int:
-        """An address at which the command bodies find `data` (a bytearray can be written to)."""
-        address = self._next
+        """An address at which the command bodies find `data` (a bytearray can be written to).
+
+        A region ends where a page ends (as a buffer at the end of its mapping), so that a struct's
+        read-ahead, which stops at the page's end (copy_in), reads it whole in one go instead of
+        failing past its end and reading again; its start stays 8-aligned (a size not a multiple
+        of 8 ends a few bytes short of the page). A page stays unused between regions: a read
+        past the end of one fails instead of reading the next."""
+        size = (len(data) + 7) & ~7
+        address = self._next + (-(self._next + size) % _PAGE)
         self._regions.append((address, data))
-        # Regions never touch: a read past the end of one fails instead of reading the next.
-        self._next = (address + len(data) + 4096 + 7) & ~7
+        self._next = address + size + _PAGE
         return address
 
     def reset(self) -> None:

@@ -78,7 +78,9 @@ class ClassicConnection:
         arena = self.caller.arena
         address = arena.place(struct)
         try:
-            out = ioctl(self.handle, cmd, address, b"", self.caller)
+            # The struct is handed over as FUSE hands an ioctl's copied input (copy_in takes it
+            # instead of reading it back from the arena); the bodies still write their answers there.
+            out = ioctl(self.handle, cmd, address, bytes(struct), self.caller)
         finally:
             arena.reset()
         if isinstance(out, Connected):

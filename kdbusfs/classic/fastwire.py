@@ -9,7 +9,9 @@ same either way (tests/unit/test_classic_fastwire.py), only faster for the heade
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 from ..dbus import DBusMessage, MessageType, dbus1, gvariant, wire
@@ -23,6 +25,8 @@ _FIELDS = ((1, "path", "o"), (2, "interface", "s"), (3, "member", "s"), (4, "err
            (9, "unix_fds", "u"))
 _BY_CODE = {code: (attribute, kind) for code, attribute, kind in _FIELDS}
 _U32_MAX = 0xFFFF_FFFF
+# The type byte's MessageType by a lookup, not an enum call per message (the byte is checked first).
+_MESSAGE_TYPES = {int(kind): kind for kind in MessageType}
 _ZEROS = bytes(8)
 
 
@@ -85,10 +89,32 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
     body_start = end + (-end % 8)
     if body_start + body_length != len(raw) or not 1 <= kind <= 4:
         raise _Unusual
+    fields = raw[16:end]
+    read = _cached_dbus1_fields if fields_length <= HEADER_CACHE_BYTES else _dbus1_fields
+    values, signature = read(fields, order)
+    if raw[end:body_start] != _ZEROS[: body_start - end]:
+        raise _Unusual
+    try:
+        types = parse_signature(signature)
+    except SignatureError:
+        raise _Unusual from None
+    body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">",
+                               max_elements=max_elements)
+    message = DBusMessage(_MESSAGE_TYPES[kind], serial, flags, signature=signature, body=body, **values)
+    problem = message.problem()
+    if problem is not None:
+        raise DecodeError(problem)
+    return message
+
+
+def _dbus1_fields(raw: bytes, order: str) -> tuple[dict[str, Any], str]:
+    """The dbus1 header's field array `raw` (it starts 8-aligned): the known fields of their
+    types, and the body's signature."""
     u32 = struct.Struct(order + "I").unpack_from
     values: dict[str, Any] = {}
     signature = ""
-    pos = 16
+    pos = 0
+    end = len(raw)
     while pos < end:
         aligned = pos + (-pos % 8)
         if raw[pos:aligned] != _ZEROS[: aligned - pos] or aligned + 4 > end:
@@ -108,6 +134,9 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
             values[attribute] = u32(raw, pos)[0]
             pos += 4
             continue
+        # A length past the end would be read from beyond the array: refused as its value would be.
+        if pos + (1 if field_type == "g" else 4) > end:
+            raise _Unusual
         if field_type == "g":
             length = raw[pos]
             start = pos + 1
@@ -131,19 +160,9 @@ def _decode(raw: bytes, max_elements: int | None) -> DBusMessage:
                 raise _Unusual from None
         else:
             values[attribute] = _text(field_type, text)
-    if pos != end or raw[end:body_start] != _ZEROS[: body_start - end]:
+    if pos != end:
         raise _Unusual
-    try:
-        types = parse_signature(signature)
-    except SignatureError:
-        raise _Unusual from None
-    body = dbus1.decode_values(types, memoryview(raw)[body_start:], big_endian=order == ">",
-                               max_elements=max_elements)
-    message = DBusMessage(MessageType(kind), serial, flags, signature=signature, body=body, **values)
-    problem = message.problem()
-    if problem is not None:
-        raise DecodeError(problem)
-    return message
+    return values, signature
 
 
 def _text(kind: str, text: str) -> str:
@@ -160,6 +179,17 @@ _GVARIANT_FIELDS = tuple((code, attribute, "t" if code == 5 else kind) for code,
                          if code != 8)
 _GVARIANT_BY_CODE = {code: (attribute, kind) for code, attribute, kind in _GVARIANT_FIELDS}
 _FIXED_LE = struct.Struct("<BBBBIQ")
+# Per byte order ("<", ">"): the struct of a field's code, and of its value by type.
+_CODE = {order: struct.Struct(order + "Q") for order in "<>"}
+_NUMBERS = {order: {"u": struct.Struct(order + "I"), "t": struct.Struct(order + "Q")} for order in "<>"}
+# What ends a field's element: its value's type, after a NUL.
+_TYPE_BYTES = {kind: kind.encode() for _, _, kind in _GVARIANT_FIELDS}
+# Header field arrays of at most HEADER_CACHE_BYTES are read once each, HEADERS_CACHED of them kept
+# (at most 512 KiB): replies miss, as their REPLY_SERIAL changes, calls and signals mostly hit.
+HEADER_CACHE_BYTES = 512
+HEADERS_CACHED = 1024
+_U32_LE = struct.Struct("<I").pack
+_U64_LE = struct.Struct("<Q").pack
 
 
 def encode_gvariant(message: DBusMessage) -> bytes:
@@ -186,13 +216,16 @@ def gvariant_parts(message: DBusMessage) -> tuple[bytes, bytes, bytes]:
         if value is None:
             continue
         fields += _ZEROS[: -len(fields) % 8]
+        fields += _U64_LE(code)
         if kind == "u":
-            raw = struct.pack("<I", value)
+            fields += _U32_LE(value)
         elif kind == "t":
-            raw = struct.pack("<Q", value)
+            fields += _U64_LE(value)
         else:
-            raw = value.encode("utf-8") + b"\0"
-        fields += struct.pack("<Q", code) + raw + b"\0" + kind.encode()
+            fields += value.encode("utf-8")
+            fields += b"\0"
+        fields += b"\0"
+        fields += _TYPE_BYTES[kind]
         ends.append(len(fields))
     if ends:
         size = _table_offset_size(len(fields), len(ends))
@@ -243,7 +276,8 @@ def _decode_gvariant(data: bytes, max_elements: int | None) -> DBusMessage:
     body_start = fields_end + -fields_end % 8
     if not 16 <= fields_end <= body_start <= len(data) - size:
         raise _Unusual
-    values = _gvariant_fields(memoryview(data)[16:fields_end], order)
+    values = _gvariant_header(data[16:fields_end] if fields_end - 16 <= HEADER_CACHE_BYTES
+                              else memoryview(data)[16:fields_end], order)
     # The body stays where it is (a large one is most of the message): no copy before decoding.
     separator = data.rfind(b"\0", body_start, len(data) - size)
     body_type = data[separator + 1 : len(data) - size]
@@ -256,14 +290,23 @@ def _decode_gvariant(data: bytes, max_elements: int | None) -> DBusMessage:
         raise _Unusual from None
     body = gvariant.decode_body(types, memoryview(data)[body_start:separator], big_endian=big_endian,
                                 max_elements=max_elements)
-    message = DBusMessage(MessageType(kind), cookie, flags, signature=signature, body=body, **values)
+    message = DBusMessage(_MESSAGE_TYPES[kind], cookie, flags, signature=signature, body=body, **values)
     problem = message.problem()
     if problem is not None:
         raise DecodeError(problem)
     return message
 
 
-def _gvariant_fields(array: memoryview, order: str) -> dict[str, Any]:
+def _gvariant_header(array: bytes | memoryview, order: str) -> Mapping[str, Any]:
+    """_gvariant_fields(array, order), kept for small header arrays (bytes): a peer's calls and
+    signals repeat their fields (path, interface, member, names), only the cookie in the fixed part
+    changing. Shared between messages, so read-only; a refusal is not kept."""
+    if isinstance(array, bytes):
+        return _cached_gvariant_fields(array, order)
+    return _gvariant_fields(array, order)
+
+
+def _gvariant_fields(array: bytes | memoryview, order: str) -> dict[str, Any]:
     """The header's a(tv), in normal form, holding only known fields of their types."""
     values: dict[str, Any] = {}
     if not array:
@@ -273,6 +316,8 @@ def _gvariant_fields(array: memoryview, order: str) -> dict[str, Any]:
     table_size = len(array) - table_start
     if table_start > len(array) or table_size % size or table_size == 0:
         raise _Unusual
+    code_at = _CODE[order].unpack_from
+    numbers = _NUMBERS[order]
     position = 0
     for i in range(table_start, len(array), size):
         end = int.from_bytes(array[i : i + size], "little")
@@ -280,19 +325,19 @@ def _gvariant_fields(array: memoryview, order: str) -> dict[str, Any]:
         if not start + 8 <= end <= table_start:
             raise _Unusual
         element = bytes(array[start:end])
-        (code,) = struct.unpack_from(order + "Q", element)
-        field = _GVARIANT_BY_CODE.get(code)
+        field = _GVARIANT_BY_CODE.get(code_at(element)[0])
         separator = element.rfind(b"\0")
         if field is None or field[0] in values or separator < 8:
             raise _Unusual
-        if element[separator + 1 :] != field[1].encode():
-            raise _Unusual
         attribute, kind = field
+        if element[separator + 1 :] != _TYPE_BYTES[kind]:
+            raise _Unusual
         raw = element[8:separator]
-        if kind in "ut":
-            if len(raw) != (4 if kind == "u" else 8):
+        number = numbers.get(kind)
+        if number is not None:
+            if len(raw) != number.size:
                 raise _Unusual
-            values[attribute] = struct.unpack(order + ("I" if kind == "u" else "Q"), raw)[0]
+            values[attribute] = number.unpack(raw)[0]
         else:
             if not raw or raw[-1] != 0 or b"\0" in raw[:-1]:
                 raise _Unusual
@@ -302,3 +347,8 @@ def _gvariant_fields(array: memoryview, order: str) -> dict[str, Any]:
                 raise _Unusual from None
         position = end
     return values
+
+
+# Shared between messages, so read-only (DBusMessage copies them); a refusal is not kept.
+_cached_dbus1_fields = functools.lru_cache(maxsize=HEADERS_CACHED)(_dbus1_fields)
+_cached_gvariant_fields = functools.lru_cache(maxsize=HEADERS_CACHED)(_gvariant_fields)

@@ -31,6 +31,9 @@ from . import fastwire
 
 _UNIQUE = re.compile(r":1\.([1-9][0-9]*)")
 _SERIAL_MAX = 0xFFFF_FFFF
+# The header flags as plain ints: an IntFlag operand makes every message's test enum arithmetic.
+_NO_REPLY_EXPECTED = int(MessageFlags.NO_REPLY_EXPECTED)
+_NO_AUTO_START = int(MessageFlags.NO_AUTO_START)
 
 # D-Bus errors a classic client gets for a call the bus refused (kdbus errno -> name).
 ERRORS_BY_ERRNO = {
@@ -133,18 +136,21 @@ def to_kdbus(message: DBusMessage, sender_id: int) -> Outbound:
     else:
         destination = message.destination
     flags = 0
-    expects_reply = kind == MessageType.METHOD_CALL and not message.flags & MessageFlags.NO_REPLY_EXPECTED
+    expects_reply = kind == MessageType.METHOD_CALL and not message.flags & _NO_REPLY_EXPECTED
     if expects_reply:
         flags |= MSG_EXPECT_REPLY
-    if message.flags & MessageFlags.NO_AUTO_START:
+    if message.flags & _NO_AUTO_START:
         flags |= MSG_NO_AUTO_START
     if kind == MessageType.SIGNAL:
         flags |= MSG_SIGNAL
     reply_cookie = 0
     if kind in (MessageType.METHOD_RETURN, MessageType.ERROR):
         reply_cookie = message.reply_serial or 0
+    sender = unique_name(sender_id)
+    if message.sender != sender:
+        message = message.replace(sender=sender)
     try:
-        payload = fastwire.gvariant_parts(message.replace(sender=unique_name(sender_id)))
+        payload = fastwire.gvariant_parts(message)
     except EncodeError as exc:
         raise Untranslatable(str(exc)) from None
     return Outbound(destination, flags, message.serial, reply_cookie, payload, expects_reply)

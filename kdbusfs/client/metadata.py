@@ -114,6 +114,8 @@ class MetadataReader:
         return True
 
     def metadata(self) -> Metadata:
+        if not self.names and not self.fields:
+            return _NONE  # most messages carry none (a receiver that asked for none): no copy
         return replace(_NONE, owned_names=tuple(self.names), **self.fields)
 
 

@@ -8,10 +8,11 @@ the wire format (`wire.py` frames them as dbus1 or as sd-bus's GVariant messages
 
 from __future__ import annotations
 
-import dataclasses
 import enum
+import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclasses_fields
 from typing import Any
 
 from .names import (
@@ -62,15 +63,15 @@ REQUIRED_FIELDS: dict[MessageType, tuple[str, ...]] = {
     MessageType.ERROR: ("error_name", "reply_serial"),
     MessageType.SIGNAL: ("path", "interface", "member"),
 }
-_NAME_RULES = (
-    ("path", is_object_path, "object path"),
-    ("interface", is_interface_name, "interface name"),
-    ("member", is_member_name, "member name"),
-    ("error_name", is_error_name, "error name"),
-    ("destination", is_bus_name, "bus name"),
-    ("sender", is_bus_name, "bus name"),
-    ("signature", is_signature, "signature"),
-)
+_NAME_RULES = {
+    "path": (is_object_path, "object path"),
+    "interface": (is_interface_name, "interface name"),
+    "member": (is_member_name, "member name"),
+    "error_name": (is_error_name, "error name"),
+    "destination": (is_bus_name, "bus name"),
+    "sender": (is_bus_name, "bus name"),
+    "signature": (is_signature, "signature"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class DBusMessage:
     signature: str = ""
     body: tuple[Any, ...] = ()
     unix_fds: int | None = None
+    # Set by problem() once it found nothing: the fields are immutable, so the verdict stands (a
+    # replace() starts without it and earns it by checking only what it changed).
+    _valid: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def method_call(cls, destination: str | None, path: str, interface: str | None, member: str,
@@ -131,19 +135,65 @@ class DBusMessage:
         return None
 
     def replace(self, **changes: Any) -> DBusMessage:
-        return dataclasses.replace(self, **changes)
+        """This message with `changes`. A copy of a valid message (one problem() passed) whose
+        changes are header fields that each pass their own rule (or that no rule reads: flags,
+        body, UNIX_FDS) is valid without checking the rest again: so the endpoint's copies with the
+        sender (or destination) it set cost no second validation."""
+        values = dict(zip(_INIT_FIELDS, _init_values(self), strict=True))
+        if not changes.keys() <= values.keys():
+            raise TypeError(f"DBusMessage has no field {sorted(changes.keys() - values.keys())[0]!r}")
+        values.update(changes)
+        copy = DBusMessage(**values)
+        if self._valid:
+            for name in changes:
+                if name not in _UNCHECKED and (name not in _CHECKED_VALUES
+                                               or copy._field_problem(name) is not None):
+                    break
+            else:
+                object.__setattr__(copy, "_valid", True)
+        return copy
 
     def problem(self) -> str | None:
-        """What makes this message invalid D-Bus, or None."""
+        """What makes this message invalid D-Bus, or None (kept: asking again costs nothing)."""
+        if self._valid:
+            return None
         if self.serial <= 0:
             return "the serial must not be 0"
         for name in REQUIRED_FIELDS[self.type]:
-            if getattr(self, name) is None:
-                return f"a {self.type.label} needs the header field {name.upper()}"
-        for name, valid, what in _NAME_RULES:
-            value = getattr(self, name)
-            if value is not None and not valid(value):
-                return f"{name.upper()} '{value}' is not a valid {what}"
-        if self.reply_serial is not None and self.reply_serial <= 0:
-            return "REPLY_SERIAL must not be 0"
+            found = self._missing(name)
+            if found is not None:
+                return found
+        for name in _CHECKED_VALUES:
+            found = self._invalid(name)
+            if found is not None:
+                return found
+        object.__setattr__(self, "_valid", True)
         return None
+
+    def _field_problem(self, name: str) -> str | None:
+        """What problem() would find wrong with the header field `name` alone, or None."""
+        return self._missing(name) or self._invalid(name)
+
+    def _missing(self, name: str) -> str | None:
+        if getattr(self, name) is None and name in REQUIRED_FIELDS[self.type]:
+            return f"a {self.type.label} needs the header field {name.upper()}"
+        return None
+
+    def _invalid(self, name: str) -> str | None:
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if name == "reply_serial":
+            return "REPLY_SERIAL must not be 0" if value <= 0 else None
+        valid, what = _NAME_RULES[name]
+        return None if valid(value) else f"{name.upper()} '{value}' is not a valid {what}"
+
+
+# The fields a message is made of, for replace().
+_INIT_FIELDS = tuple(f.name for f in dataclasses_fields(DBusMessage) if f.init)
+_init_values = operator.attrgetter(*_INIT_FIELDS)
+# The fields whose values problem() checks, in the order it reports them: the names, then the
+# reply serial; a replace() of a valid message that changes only these checks only those it changed.
+_CHECKED_VALUES = (*_NAME_RULES, "reply_serial")
+# The fields problem() does not look at: changing them leaves a valid message valid.
+_UNCHECKED = frozenset(("flags", "body", "unix_fds"))

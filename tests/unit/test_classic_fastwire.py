@@ -136,3 +136,36 @@ def test_a_header_field_given_twice_is_refused_as_dbus_daemon_refuses_it(code: i
         fastwire.decode(data)
     # The same field once more of a code no specification knows is ignored, as before.
     assert fastwire.decode(_with_field_twice(wire.encode_dbus1(call), 100, "x")) == call
+
+
+def test_a_repeated_gvariant_header_is_read_once_and_gives_the_same_message() -> None:
+    call = DBusMessage.method_call(":1.2", "/a", "org.example.A", "Ping", "s", ("one",), serial=1)
+    fastwire.decode_gvariant(wire.encode_gvariant(call))
+    hits = fastwire._cached_gvariant_fields.cache_info().hits
+    # Another cookie and body, the same header fields: from the cache, and still the message sent.
+    again = call.replace(serial=2, body=("two",))
+    assert fastwire.decode_gvariant(wire.encode_gvariant(again)) == wire.decode(wire.encode_gvariant(again))
+    assert fastwire._cached_gvariant_fields.cache_info().hits == hits + 1
+    # A header over the bound is read every time, not kept.
+    long_path = "/" + "a" * fastwire.HEADER_CACHE_BYTES
+    long_call = call.replace(path=long_path)
+    for _ in range(2):
+        assert fastwire.decode_gvariant(wire.encode_gvariant(long_call)).path == long_path
+    assert fastwire._cached_gvariant_fields.cache_info().hits == hits + 1
+
+
+def test_a_repeated_dbus1_header_is_read_once_and_gives_the_same_message() -> None:
+    call = DBusMessage.method_call(":1.2", "/a", "org.example.A", "Ping", "s", ("one",), serial=1)
+    fastwire.decode(wire.encode_dbus1(call))
+    hits = fastwire._cached_dbus1_fields.cache_info().hits
+    again = wire.encode_dbus1(call.replace(serial=2, body=("two",)))
+    assert fastwire.decode(again) == wire.decode_dbus1(again)
+    assert fastwire._cached_dbus1_fields.cache_info().hits == hits + 1
+
+
+def test_a_dbus1_field_whose_length_is_past_the_array_is_refused_as_the_generic_decoder_does() -> None:
+    # The array ends right after a field's code and type: its string's length is not there.
+    raw = bytearray(wire.encode_dbus1(DBusMessage.method_call(None, "/a", None, "P", serial=1)))
+    cut = bytes(raw[:12]) + (4 + 16).to_bytes(4, "little") + bytes(raw[16:32]) + bytes((3, 1, ord("s"), 0))
+    message = cut + bytes(4)  # the padding to 8
+    assert _outcome(fastwire.decode, message) == _outcome(wire.decode_dbus1, message)

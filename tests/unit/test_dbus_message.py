@@ -22,6 +22,7 @@ from kdbusfs.dbus import (
     parse_type,
     wire,
 )
+from kdbusfs.dbus import message as message_module
 
 # GDBusMessage.to_blob() of a call to org.example.Echo.Ping("hi", 7), serial 5 (GLib orders the
 # header fields its own way).
@@ -100,6 +101,33 @@ def test_invalid_messages_are_not_encoded(message: DBusMessage, why: str) -> Non
         wire.encode_gvariant(message)
     with pytest.raises(EncodeError, match=why):
         wire.encode_dbus1(message)
+
+
+def test_a_copy_of_a_valid_message_checks_only_what_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    valid = DBusMessage.method_call("org.example.Echo", "/org/example", "org.example.Echo", "Ping",
+                                    serial=5)
+    assert valid.problem() is None
+    # Whatever a copy changes is checked, with the words problem() has for it.
+    assert "SENDER 'no' is not a valid bus name" in str(valid.replace(sender="no").problem())
+    assert "needs the header field MEMBER" in str(valid.replace(member=None).problem())
+    assert "REPLY_SERIAL must not be 0" in str(valid.replace(reply_serial=0).problem())
+    signal = valid.replace(type=MessageType.SIGNAL, member=None)
+    assert "needs the header field MEMBER" in str(signal.problem())
+    assert "serial must not be 0" in str(valid.replace(serial=0).problem())
+    with pytest.raises(TypeError, match="no field 'senderr'"):
+        valid.replace(senderr=":1.2")
+    # What it does not change is not checked again: the path's rule is not asked (and would refuse).
+    paths: list[str] = []
+    monkeypatch.setitem(message_module._NAME_RULES, "path", (lambda text: bool(paths.append(text)),
+                                                              "object path"))
+    copy = valid.replace(sender=":1.7", destination=":1.8", flags=MessageFlags.NO_AUTO_START, unix_fds=1)
+    assert copy.problem() is None and copy.sender == ":1.7" and copy.unix_fds == 1 and paths == []
+    assert copy == DBusMessage.method_call(":1.8", "/org/example", "org.example.Echo", "Ping", serial=5,
+                                           flags=MessageFlags.NO_AUTO_START).replace(sender=":1.7",
+                                                                                    unix_fds=1)
+    # A copy of another type is checked whole.
+    retyped = copy.replace(type=MessageType.SIGNAL)
+    assert "PATH '/org/example' is not a valid object path" in str(retyped.problem())
 
 
 def test_dbus1_serials_are_32_bits() -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from kdbusfs.dbus import ObjectPath, Signature, SignatureError, Variant, parse_signature, parse_type
 from kdbusfs.dbus.names import (
+    MAX_NAME_LENGTH,
+    NAMES_CACHED,
     is_bus_name,
     is_error_name,
     is_interface_name,
@@ -104,6 +106,17 @@ def test_names() -> None:
     # Only the elements of unique names may start with a digit.
     assert not is_well_known_name("org.3x") and is_unique_name(":1.3x")
     assert not is_well_known_name("org.example.") and is_bus_name(":1.5") and is_bus_name("a.b")
+
+
+def test_verdicts_are_cached_and_long_texts_are_checked_each_time() -> None:
+    # The same verdicts asked again (from the cache) and past the cache's bound.
+    for _ in range(2):
+        for i in range(NAMES_CACHED + 10):
+            assert is_bus_name(f":1.{i}") and not is_bus_name(f"{i}")
+    long_path = "/" + "a" * MAX_NAME_LENGTH * 4
+    for _ in range(2):
+        assert is_object_path(long_path) and not is_object_path(long_path + "/")
+    assert not is_member_name("m" * (MAX_NAME_LENGTH + 1))
 
 
 def test_value_types_check_their_text() -> None:
