@@ -10,17 +10,24 @@ The "FUSE floor" column bounds any FUSE daemon in Python: each delivery costs at
 subscriber's RECV and FREE plus its share of the sender's SEND, 2 + 1/subscribers requests at the
 raw FUSE round-trip rate (raw_fuse.py, no work per request; wake-ups not even counted).
 
+With --user NAME, kdbusfs is also measured on NAME's own mount (the daemon, sender and subscribers
+run as NAME, pool bytes reach them by NOTIFY_STORE); with --compare TREE, another checkout's daemon
+beside this one's. Every kdbusfs column of a row is measured in turn, run after run.
+
 Needs root, gcc, dbus-daemon, libdbus-1-dev, pkg-config.
 usage: python benchmarks/signals.py [--count N] [--runs N] [--payloads 8,4096,65536] [--subscribers 1,10]
+                                    [--user NAME] [--compare TREE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from calls import Kdbusfs, dbus_daemon, kdbusfs_mounted
 from ioctl_rate import raw_round_trips
@@ -40,11 +47,9 @@ def build(out: Path) -> tuple[Path, Path]:
     return kdbus, dbus
 
 
-def rate(cmd: list[str], runs: int) -> float:
-    return statistics.median(
-        float(subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout.split()[3])
-        for _ in range(runs)
-    )
+def rate(cmd: list[str], **identity: Any) -> float:
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, **identity).stdout
+    return float(out.split()[3])
 
 
 def main() -> None:
@@ -53,28 +58,51 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--payloads", default="8,4096,65536")
     parser.add_argument("--subscribers", default="1,10")
+    parser.add_argument("--user", help="also measure kdbusfs on this (unprivileged) user's own mount")
+    parser.add_argument("--compare", type=Path, help="another kdbusfs checkout, measured alongside")
     args = parser.parse_args()
+    trees = [("kdbusfs", REPO)]
+    if args.compare is not None:
+        trees.append((f"kdbusfs ({args.compare.name})", args.compare.resolve()))
+    columns = [Kdbusfs(label, tree, None) for label, tree in trees]
+    if args.user is not None:
+        columns += [Kdbusfs(f"{label}, user mount", tree, args.user) for label, tree in trees]
     rows = []
     with tempfile.TemporaryDirectory(prefix="kdbusfs-signals-") as tmp:
         work = Path(tmp)
+        # A user's daemon and clients reach the binaries and mount points through here.
+        work.chmod(0o755)
         kdbus_bin, dbus_bin = build(work)
         for label, pin in (("pinned to CPU 0", ["taskset", "-c", "0"]), ("unpinned", [])):
             raw = raw_round_trips(work, pin, 2.0, args.runs)
-            with dbus_daemon(work, pin) as sock, \
-                    kdbusfs_mounted(Kdbusfs("kdbusfs", REPO, None), work / "kdbus", pin) as mnt:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(dbus_daemon(work, pin))
+                mounts = [stack.enter_context(kdbusfs_mounted(column, work / f"kdbus{i}", pin))
+                          for i, column in enumerate(columns)]
                 for subs in (int(n) for n in args.subscribers.split(",")):
                     for size in (int(p) for p in args.payloads.split(",")):
                         common = [str(subs), str(size), str(args.count)]
-                        d = rate([*pin, str(dbus_bin), f"unix:path={sock}", *common], args.runs)
-                        k = rate([*pin, str(kdbus_bin), str(mnt), *common], args.runs)
-                        rows.append((label, subs, size, d, raw / (2 + 1 / subs), k))
-    print(f"deliveries per second, median of {args.runs} runs of {args.count} signals\n")
-    print("| placement | subscribers | payload | dbus-daemon | FUSE floor | kdbusfs | kdbusfs / dbus-daemon "
-          "| kdbusfs / floor |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, subs, size, d, floor, k in rows:
-        print(f"| {label} | {subs} | {size} B | {d:.0f} | {floor:.0f} | {k:.0f} | {k / d:.2f}x "
-              f"| {k / floor:.2f}x |")
+                        commands: list[tuple[list[str], dict[str, Any]]] = [
+                            ([*pin, str(dbus_bin), f"unix:path={sock}", *common], {})]
+                        commands += [([*pin, str(kdbus_bin), str(mnt), *common], column.identity())
+                                     for column, mnt in zip(columns, mounts, strict=True)]
+                        rates: list[list[float]] = [[] for _ in commands]
+                        for run in range(args.runs):
+                            # Each run starts one column later, so that none always follows the same one.
+                            for i in range(len(commands)):
+                                index = (i + run) % len(commands)
+                                cmd, identity = commands[index]
+                                rates[index].append(rate(cmd, **identity))
+                        dbus, *kdbus = (statistics.median(r) for r in rates)
+                        rows.append((label, subs, size, dbus, raw / (2 + 1 / subs), kdbus))
+    user = f"; user mount: {args.user}'s own" if args.user is not None else ""
+    print(f"deliveries per second, median of {args.runs} runs of {args.count} signals{user}\n")
+    head = "".join(f" {c.label} | {c.label} / dbus-daemon | {c.label} / floor |" for c in columns)
+    print(f"| placement | subscribers | payload | dbus-daemon | FUSE floor |{head}")
+    print("|---" * (5 + 3 * len(columns)) + "|")
+    for label, subs, size, dbus, floor, kdbus in rows:
+        cells = "".join(f" {k:.0f} | {k / dbus:.2f}x | {k / floor:.2f}x |" for k in kdbus)
+        print(f"| {label} | {subs} | {size} B | {dbus:.0f} | {floor:.0f} |{cells}")
 
 
 if __name__ == "__main__":
