@@ -34,19 +34,15 @@ static uint64_t kept_size;
 
 static void do_recv(struct conn *c, const char *out_path, int ms)
 {
-	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 	struct kdbus_cmd_recv recv;
 	const struct kdbus_msg *m;
 	const struct kdbus_item *it;
 	int out;
 	const char *sep = "";
 
-	while (recv_msg(c, &recv, 0, 0) < 0) {
-		CHECK(errno == EAGAIN, "RECV");
-		if (poll(&p, 1, ms) <= 0) {
-			printf("timeout\n");
-			return;
-		}
+	if (!recv_within(c, &recv, ms)) {
+		printf("timeout\n");
+		return;
 	}
 	m = (const void *)(c->pool + recv.msg.offset);
 	out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -99,17 +99,13 @@ static void print_fd(int fd)
 
 static void do_recv(struct conn *c, int ms)
 {
-	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 	struct kdbus_cmd_recv recv;
 	const struct kdbus_msg *m;
 	const struct kdbus_item *it;
 
-	while (recv_msg(c, &recv, 0, 0) < 0) {
-		CHECK(errno == EAGAIN, "RECV");
-		if (poll(&p, 1, ms) <= 0) {
-			printf("timeout\n");
-			return;
-		}
+	if (!recv_within(c, &recv, ms)) {
+		printf("timeout\n");
+		return;
 	}
 	m = (const void *)(c->pool + recv.msg.offset);
 	if (m->src_id == KDBUS_SRC_ID_KERNEL) {

@@ -6,6 +6,8 @@
 #define _GNU_SOURCE
 #endif
 
+#include <poll.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include "util.h"
@@ -100,6 +102,19 @@ static inline int name_cmd(int fd, unsigned long cmd, const char *name, uint64_t
 	if (ret)
 		*ret = c->return_flags;
 	return r;
+}
+
+/* RECV the next message into `recv`, waiting up to `ms` for one to come; false if none came. */
+static inline bool recv_within(struct conn *c, struct kdbus_cmd_recv *recv, int ms)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+
+	while (recv_msg(c, recv, 0, 0) < 0) {
+		CHECK(errno == EAGAIN, "RECV");
+		if (poll(&p, 1, ms) <= 0)
+			return false;
+	}
+	return true;
 }
 
 /* Bytes from the hex a test writes on a peer's stdin; -1 if they do not fit `max` or are not hex. */
