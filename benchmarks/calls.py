@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,23 @@ def dbus_daemon(work: Path, pin: list[str]) -> Iterator[Path]:
             os.unlink(sock)
 
 
+# A command to time, and the Popen arguments that run it as its column's user.
+Command = tuple[list[str], dict[str, Any]]
+
+
+def medians_in_turn(commands: list[Command], runs: int, measure: Callable[..., float]) -> list[float]:
+    """Each command's median rate over `runs` runs. The commands are measured in turn, each run
+    starting one command later, so that none always follows the same one while the machine's
+    speed drifts."""
+    rates: list[list[float]] = [[] for _ in commands]
+    for run in range(runs):
+        for i in range(len(commands)):
+            index = (i + run) % len(commands)
+            cmd, identity = commands[index]
+            rates[index].append(measure(cmd, **identity))
+    return [statistics.median(r) for r in rates]
+
+
 def rate(cmd: list[str], **identity: Any) -> float:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, **identity).stdout
     return float(out.split()[2])
@@ -212,21 +229,14 @@ def main() -> None:
                           for i, column in enumerate(columns)]
                 for size in payloads:
                     timing = [str(size), str(args.seconds)]
-                    commands: list[tuple[list[str], dict[str, Any]]] = [
+                    commands: list[Command] = [
                         ([*pin, str(bins["bench_unix"]), *timing], {}),
                         ([*pin, str(bins["bench_dbus"]), f"unix:path={sock}", *timing], {}),
                     ]
                     commands += [([*pin, str(bins["bench_kdbus"]), str(mnt), *timing, *kind],
                                   column.identity())
                                  for column, mnt in zip(columns, mounts, strict=True) for _, kind in modes]
-                    rates: list[list[float]] = [[] for _ in commands]
-                    for run in range(args.runs):
-                        # Each run starts one column later, so that none always follows the same one.
-                        for i in range(len(commands)):
-                            index = (i + run) % len(commands)
-                            cmd, identity = commands[index]
-                            rates[index].append(rate(cmd, **identity))
-                    unix, dbus, *kdbus = (statistics.median(r) for r in rates)
+                    unix, dbus, *kdbus = medians_in_turn(commands, args.runs, rate)
                     rows.append((label, size, unix, dbus, floor, kdbus))
     user = f"; user mount: {args.user}'s own" if args.user is not None else ""
     print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s{user}\n")

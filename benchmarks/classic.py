@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from calls import PLACEMENTS, answers, dbus_daemon, rate, wait_for
+from calls import PLACEMENTS, Command, answers, dbus_daemon, medians_in_turn, rate, wait_for
 from ioctl_rate import compile_c, mounted
 
 HERE = Path(__file__).resolve().parent
@@ -164,14 +163,10 @@ def main() -> None:
                 sockets = (stack.enter_context(kdbusfs_classic(work, pin)), daemon_sock,
                            stack.enter_context(dbus_broker(work, pin, daemon_sock, journal)))
                 for size in payloads:
-                    commands = [[*pin, str(client), f"unix:path={sock}", str(size), str(args.seconds)]
-                                for sock in sockets]
-                    rates: list[list[float]] = [[] for _ in commands]
-                    for run in range(args.runs):
-                        for i in range(len(commands)):
-                            index = (i + run) % len(commands)
-                            rates[index].append(rate(commands[index]))
-                    rows.append((placement, size, [statistics.median(r) for r in rates]))
+                    commands: list[Command] = [
+                        ([*pin, str(client), f"unix:path={sock}", str(size), str(args.seconds)], {})
+                        for sock in sockets]
+                    rows.append((placement, size, medians_in_turn(commands, args.runs, rate)))
     print(f"classic-client calls per second, median of {args.runs} runs of {args.seconds:g} s\n")
     print("| placement | payload | " + " | ".join(labels) + " | kdbusfs / dbus-daemon | "
           "kdbusfs / dbus-broker |")

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from calls import Kdbusfs, dbus_daemon, kdbusfs_mounted
+from calls import Command, Kdbusfs, dbus_daemon, kdbusfs_mounted, medians_in_turn
 from ioctl_rate import raw_round_trips
 
 HERE = Path(__file__).resolve().parent
@@ -82,18 +81,11 @@ def main() -> None:
                 for subs in (int(n) for n in args.subscribers.split(",")):
                     for size in (int(p) for p in args.payloads.split(",")):
                         common = [str(subs), str(size), str(args.count)]
-                        commands: list[tuple[list[str], dict[str, Any]]] = [
+                        commands: list[Command] = [
                             ([*pin, str(dbus_bin), f"unix:path={sock}", *common], {})]
                         commands += [([*pin, str(kdbus_bin), str(mnt), *common], column.identity())
                                      for column, mnt in zip(columns, mounts, strict=True)]
-                        rates: list[list[float]] = [[] for _ in commands]
-                        for run in range(args.runs):
-                            # Each run starts one column later, so that none always follows the same one.
-                            for i in range(len(commands)):
-                                index = (i + run) % len(commands)
-                                cmd, identity = commands[index]
-                                rates[index].append(rate(cmd, **identity))
-                        dbus, *kdbus = (statistics.median(r) for r in rates)
+                        dbus, *kdbus = medians_in_turn(commands, args.runs, rate)
                         rows.append((label, subs, size, dbus, raw / (2 + 1 / subs), kdbus))
     user = f"; user mount: {args.user}'s own" if args.user is not None else ""
     print(f"deliveries per second, median of {args.runs} runs of {args.count} signals{user}\n")
