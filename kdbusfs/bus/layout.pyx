@@ -25,21 +25,14 @@ from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from ..abi.fields cimport u64_at
-from .message cimport Staged
+from .message cimport MsgOffsets, Staged, msg_offsets
 from .pool cimport Pool
 
 from ..abi import structs
 from .message import NULL_VEC_OFFSET
 
 cdef Py_ssize_t _MSG_SIZE = structs.MSG.size
-cdef Py_ssize_t _AT_SIZE = structs.MSG.offsets["size"]
-cdef Py_ssize_t _AT_FLAGS = structs.MSG.offsets["flags"]
-cdef Py_ssize_t _AT_PRIORITY = structs.MSG.offsets["priority"]
-cdef Py_ssize_t _AT_DST_ID = structs.MSG.offsets["dst_id"]
-cdef Py_ssize_t _AT_SRC_ID = structs.MSG.offsets["src_id"]
-cdef Py_ssize_t _AT_PAYLOAD_TYPE = structs.MSG.offsets["payload_type"]
-cdef Py_ssize_t _AT_COOKIE = structs.MSG.offsets["cookie"]
-cdef Py_ssize_t _AT_TIMEOUT = structs.MSG.offsets["timeout_ns"]
+cdef MsgOffsets _MSG_AT = msg_offsets()
 cdef uint64_t _NULL_VEC_OFFSET = NULL_VEC_OFFSET
 # render() writes each header field as a u64 (priority, an s64, as the same bytes).
 if structs.MSG.struct.format != "<QQqQQQQQ":
@@ -115,14 +108,14 @@ cpdef render(Staged msg, buf, Py_ssize_t offset, meta, tuple layout):
         if offset < 0 or offset + size > view.len:
             raise AssertionError(f"a slice of {size} bytes at {offset} past the end of a {view.len}-byte buffer")
         at = <char *>view.buf + offset
-        _put_u64(at + _AT_SIZE, msg_size)
-        _put_u64(at + _AT_FLAGS, msg.flags)
-        _put_u64(at + _AT_PRIORITY, <uint64_t>msg.priority)
-        _put_u64(at + _AT_DST_ID, msg.dst_id)
-        _put_u64(at + _AT_SRC_ID, msg.src_id)
-        _put_u64(at + _AT_PAYLOAD_TYPE, msg.payload_type)
-        _put_u64(at + _AT_COOKIE, msg.cookie)
-        _put_u64(at + _AT_TIMEOUT, msg.timeout_or_reply)
+        _put_u64(at + _MSG_AT.size, msg_size)
+        _put_u64(at + _MSG_AT.flags, msg.flags)
+        _put_u64(at + _MSG_AT.priority, <uint64_t>msg.priority)
+        _put_u64(at + _MSG_AT.dst_id, msg.dst_id)
+        _put_u64(at + _MSG_AT.src_id, msg.src_id)
+        _put_u64(at + _MSG_AT.payload_type, msg.payload_type)
+        _put_u64(at + _MSG_AT.cookie, msg.cookie)
+        _put_u64(at + _MSG_AT.timeout_ns, msg.timeout_or_reply)
         items_at = _MSG_SIZE
         end_items = items_at + n_items
         memcpy(at + items_at, PyByteArray_AS_STRING(items), n_items)

@@ -2,6 +2,21 @@
 from libc.stdint cimport int64_t, uint64_t
 
 
+# Where each kdbus_msg header field is, from structs.MSG's one declaration: message.pyx reads the
+# sender's header at these offsets and layout.pyx writes the receiver's.
+cdef struct MsgOffsets:
+    Py_ssize_t size
+    Py_ssize_t flags
+    Py_ssize_t priority
+    Py_ssize_t dst_id
+    Py_ssize_t src_id
+    Py_ssize_t payload_type
+    Py_ssize_t cookie
+    Py_ssize_t timeout_ns
+
+cdef MsgOffsets msg_offsets()
+
+
 cdef class Passed:
     # The daemon's duplicates, and where in the message each one's number goes (offsets from the
     # start of the kdbus_msg in the receiver's slice).

@@ -48,14 +48,24 @@ cdef Py_ssize_t _MSG_SIZE = structs.MSG.size
 cdef Py_ssize_t _ITEM_HEADER_SIZE = structs.ITEM_HEADER_SIZE
 cdef bytes _ZEROS = bytes(8)
 
-# The kdbus_msg header fields and the item and vec fields, at their declared offsets.
-cdef Py_ssize_t _AT_FLAGS = structs.MSG.offsets["flags"]
-cdef Py_ssize_t _AT_PRIORITY = structs.MSG.offsets["priority"]
-cdef Py_ssize_t _AT_DST_ID = structs.MSG.offsets["dst_id"]
-cdef Py_ssize_t _AT_SRC_ID = structs.MSG.offsets["src_id"]
-cdef Py_ssize_t _AT_PAYLOAD_TYPE = structs.MSG.offsets["payload_type"]
-cdef Py_ssize_t _AT_COOKIE = structs.MSG.offsets["cookie"]
-cdef Py_ssize_t _AT_TIMEOUT = structs.MSG.offsets["timeout_ns"]
+
+cdef MsgOffsets msg_offsets():
+    cdef dict at = structs.MSG.offsets
+    cdef MsgOffsets offsets
+    offsets.size = at["size"]
+    offsets.flags = at["flags"]
+    offsets.priority = at["priority"]
+    offsets.dst_id = at["dst_id"]
+    offsets.src_id = at["src_id"]
+    offsets.payload_type = at["payload_type"]
+    offsets.cookie = at["cookie"]
+    offsets.timeout_ns = at["timeout_ns"]
+    return offsets
+
+
+cdef MsgOffsets _MSG_AT = msg_offsets()
+
+# The item and vec fields, at their declared offsets.
 cdef Py_ssize_t _ITEM_AT_SIZE = structs.ITEM_HEADER.offsets["size"]
 cdef Py_ssize_t _ITEM_AT_TYPE = structs.ITEM_HEADER.offsets["type"]
 cdef Py_ssize_t _VEC_AT_SIZE = structs.VEC.offsets["size"]
@@ -203,23 +213,23 @@ def parse_user(bytes data not None):
     which kdbus makes before looking at anything else of the SEND (its CANCEL_FD, its src_id)."""
     if PyBytes_GET_SIZE(data) < _MSG_SIZE:
         structs.MSG.unpack(data)  # raises as for any short struct
-    cdef uint64_t flags = u64_at(data, _AT_FLAGS)
+    cdef uint64_t flags = u64_at(data, _MSG_AT.flags)
     if flags & ~_FLAGS:
         raise KdbusError(errno.EINVAL, f"unknown message flags {flags:#x}")
-    return Parsed(data, u64_at(data, _AT_SRC_ID), walk_message(data, _MSG_SIZE))
+    return Parsed(data, u64_at(data, _MSG_AT.src_id), walk_message(data, _MSG_SIZE))
 
 
 def stage_parsed(Parsed parsed not None, uint64_t cmd_flags, Py_ssize_t bloom_size, files=None):
     """Classify a parsed message and take in its items (descriptors included)."""
     cdef bytes data = parsed.data
     cdef Staged staged = Staged.__new__(Staged)
-    staged.flags = u64_at(data, _AT_FLAGS)
-    staged.priority = <int64_t>u64_at(data, _AT_PRIORITY)
-    staged.dst_id = u64_at(data, _AT_DST_ID)
-    staged.src_id = u64_at(data, _AT_SRC_ID)
-    staged.payload_type = u64_at(data, _AT_PAYLOAD_TYPE)
-    staged.cookie = u64_at(data, _AT_COOKIE)
-    staged.timeout_or_reply = u64_at(data, _AT_TIMEOUT)
+    staged.flags = u64_at(data, _MSG_AT.flags)
+    staged.priority = <int64_t>u64_at(data, _MSG_AT.priority)
+    staged.dst_id = u64_at(data, _MSG_AT.dst_id)
+    staged.src_id = u64_at(data, _MSG_AT.src_id)
+    staged.payload_type = u64_at(data, _MSG_AT.payload_type)
+    staged.cookie = u64_at(data, _MSG_AT.cookie)
+    staged.timeout_or_reply = u64_at(data, _MSG_AT.timeout_ns)
     staged.items = bytearray()
     staged.offsets = []
     staged.vecs = []
