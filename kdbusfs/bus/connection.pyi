@@ -91,8 +91,6 @@ class Connection:
         """Unqueue `entry` to move it elsewhere; the caller releases its slice afterwards."""
     def adopt_entry(self, entry: Entry, source: Pool) -> None:
         """Queue a message moved from another connection's pool `source`."""
-    @property
-    def user_key(self) -> int: ...
     def recv(self, peek: bool, drop: bool,
              priority: int | None) -> tuple[int, int, int, msgs.Passed | None] | None:
         """RECV: (offset, size, return_flags) of the next message and the descriptors it passes,

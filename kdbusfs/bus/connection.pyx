@@ -179,6 +179,7 @@ cdef class Connection:
         meta = metadata.for_receiver(self, msg, sender, process)
         shape = layout.layout_for(msg, meta)
         size = shape[2]
+        # Who is charged for it: the sender's accounting user (kernel notifications apart).
         user_key = _KERNEL_USER if sender is None else sender.user.key
         self.quota.charge(pool, user_key, size, msg.n_fds)
         try:
@@ -246,10 +247,6 @@ cdef class Connection:
         entry.passed = None
         self.queue.add(moved)
         self.bus.domain.wake(self)
-
-    @property
-    def user_key(self):
-        return self.user.key
 
     # -- receiving ----------------------------------------------------------------------------
     cpdef recv(self, bint peek, bint drop, priority):
