@@ -125,7 +125,8 @@ class Filesystem:
                 reply = None
             elif isinstance(payload, Refused):
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s failed: %s", p.opcode_name(request.opcode), payload.error())
+                    # Only then is it worth making the exception refused() logs.
+                    self.refused(p.opcode_name(request.opcode), payload.error())
                 reply = codec.reply_error(unique, payload.errno)
             else:
                 reply = codec.reply(unique, payload)
