@@ -172,11 +172,11 @@ cdef class CommandTable:
         if args.negotiate:
             if command.negotiate is not None:
                 command.negotiate(handle.conn, args, caller)
-            args.out = args.out._replace(flags=command.flags)
+            args.put(_AT_FLAGS, command.flags)
             caller.write(address + _AT_FLAGS, _u64_bytes(command.flags))
             return args.fixed() if command.returns_struct else b""
         if args.return_flags_in():
-            args.out = args.out._replace(return_flags=0)
+            args.put(_AT_RETURN_FLAGS, 0)
         try:
             if command.mandatory:
                 _check_mandatory(command, items)
@@ -227,8 +227,8 @@ cdef int _write_back_failed(Args args, Command command, caller) except -1:
     if command.writeback_on_error:
         if args.changed():
             caller.write(args.address, args.fixed())
-    elif args._out is not None and args._out.return_flags != args.return_flags_in():
-        caller.write(args.address + _AT_RETURN_FLAGS, _u64_bytes(args._out.return_flags))
+    elif args.return_flags_out() != args.return_flags_in():
+        caller.write(args.address + _AT_RETURN_FLAGS, _u64_bytes(args.return_flags_out()))
     return 0
 
 

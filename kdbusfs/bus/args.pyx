@@ -4,12 +4,14 @@
 Compiled with the command frame (kdbusfs/dispatch.pyx), which builds an Args for every ioctl: the
 header fields the frame checks (size, flags, return_flags) are read straight from the copied bytes
 at the offsets structs.py derives from its declaration of kdbus_cmd, and the named tuple bodies
-read (`fields`) is made only when one asks for it. A struct no body replaced fields of (FREE, a
-negotiation-free BYEBYE, MATCH_REMOVE, ...) goes back with no tuple comparison and no packing.
+read (`fields`) is made only when one asks for it. What goes back is bytes from the start: a
+struct no body changed (FREE, a negotiation-free BYEBYE, MATCH_REMOVE, ...) goes back as it came,
+and the compiled bodies (SEND, RECV) set their fields in place.
 """
 
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
+from libc.string cimport memcmp, memcpy
 
 from ..abi.fields cimport u64_at
 
@@ -34,7 +36,10 @@ cdef Py_ssize_t _READ_AHEAD = 512
 
 cdef class Args:
     """A command struct copied from the caller: its fixed part as the caller wrote it (`fields`)
-    and as it goes back (`out`, which commands replace fields of by name), and its items."""
+    and as it goes back (`out`, which commands replace fields of by name), and its items.
+
+    What goes back is kept as the bytes it will be written as: compiled bodies set a field with
+    `put` (no tuple made, compared or packed), Python ones replace `out` as a named tuple."""
 
     def __init__(self, unsigned long long address, bytes data not None, layout, dict items not None):
         if PyBytes_GET_SIZE(data) < _HEADER_SIZE:
@@ -44,6 +49,7 @@ cdef class Args:
         self.layout = layout
         self.items = items
         self.negotiate = (u64_at(data, _AT_FLAGS) & _NEGOTIATE) != 0
+        self.size = layout.size
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -58,9 +64,25 @@ cdef class Args:
     cdef unsigned long long return_flags_in(self):
         return u64_at(self.data, _AT_RETURN_FLAGS)
 
+    cdef unsigned long long return_flags_out(self):
+        if self._out is None:
+            return u64_at(self.data, _AT_RETURN_FLAGS)
+        return u64_at(<bytes>self._out, _AT_RETURN_FLAGS)
+
+    cdef int put(self, Py_ssize_t offset, uint64_t value) except -1:
+        """Set the u64 at `offset` of the fixed part going back."""
+        if self._out is None or self._handed_out:
+            # A fresh copy no one else holds, so filling it in place is safe.
+            self._out = PyBytes_FromStringAndSize(
+                PyBytes_AS_STRING(self.data if self._out is None else self._out), self.size)
+            self._handed_out = False
+        memcpy(PyBytes_AS_STRING(self._out) + offset, &value, 8)
+        return 0
+
     cdef bint changed(self) except -1:
         """Whether the fixed part going back differs from what the caller wrote."""
-        return self._out is not None and self._out != self.unpacked()
+        return self._out is not None and memcmp(PyBytes_AS_STRING(self._out), PyBytes_AS_STRING(self.data),
+                                                self.size) != 0
 
     @property
     def fields(self):
@@ -68,11 +90,12 @@ cdef class Args:
 
     @property
     def out(self):
-        return self.unpacked() if self._out is None else self._out
+        return self.unpacked() if self._out is None else self.layout.unpack(self._out)
 
     @out.setter
     def out(self, value):
-        self._out = value
+        self._out = self.layout.pack_fields(value)
+        self._handed_out = True
 
     cpdef unsigned long long u64(self, str name) except? 0:
         """A u64 field of the fixed part as the caller wrote it, read straight from its bytes: no
@@ -85,7 +108,12 @@ cdef class Args:
 
     def fixed(self):
         """The fixed part to write back."""
-        return self.layout.struct.pack(*self.out)
+        if self._out is not None:
+            self._handed_out = True
+            return self._out
+        if PyBytes_GET_SIZE(self.data) == self.size:
+            return self.data
+        return self.data[:self.size]
 
 
 cpdef bytes copy_in(object caller, unsigned long long address, object layout, bytes in_data):

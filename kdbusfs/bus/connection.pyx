@@ -9,6 +9,9 @@ import enum
 import errno
 import logging
 
+from libc.stdint cimport uint64_t
+
+from ..abi.fields cimport u64_at
 from .args cimport Args
 from .message cimport Staged
 from .pool cimport Pool, Slice
@@ -387,23 +390,40 @@ def cmd_conn_info(conn, args, caller):
     args.out = args.out._replace(offset=offset, info_size=size)
 
 
-def cmd_recv(Connection conn, args, caller):
+# Fields of kdbus_cmd_recv, from its one declaration.
+cdef Py_ssize_t _RECV_FLAGS = structs.CMD_RECV.offsets["flags"]
+cdef Py_ssize_t _RECV_RETURN_FLAGS = structs.CMD_RECV.offsets["return_flags"]
+cdef Py_ssize_t _RECV_DROPPED = structs.CMD_RECV.offsets["dropped_msgs"]
+cdef Py_ssize_t _RECV_OFFSET = structs.CMD_RECV.offsets["msg_offset"]
+cdef Py_ssize_t _RECV_SIZE = structs.CMD_RECV.offsets["msg_msg_size"]
+cdef Py_ssize_t _RECV_MSG_RETURN_FLAGS = structs.CMD_RECV.offsets["msg_return_flags"]
+cdef uint64_t _DROPPED_MSGS = RECV_RETURN_DROPPED_MSGS
+
+
+cdef int _recv_out(Args args, uint64_t lost, uint64_t offset, uint64_t size,
+                   uint64_t return_flags) except -1:
+    args.put(_RECV_DROPPED, lost)
+    args.put(_RECV_RETURN_FLAGS, _DROPPED_MSGS if lost else 0)
+    args.put(_RECV_OFFSET, offset)
+    args.put(_RECV_SIZE, size)
+    args.put(_RECV_MSG_RETURN_FLAGS, return_flags)
+    return 0
+
+
+def cmd_recv(Connection conn, Args args, caller):
     """RECV: the next message (or a peek at it, or drop it), its descriptors installed."""
-    flags = args.fields.flags
+    cdef uint64_t flags = u64_at(args.data, _RECV_FLAGS)
     if flags & RECV_DROP and flags & RECV_USE_PRIORITY:
         raise KdbusError(errno.EINVAL, "RECV cannot DROP by priority")
     lost = conn.take_lost()
-    lost_flags = RECV_RETURN_DROPPED_MSGS if lost else 0
     priority = args.fields.priority if flags & RECV_USE_PRIORITY else None
     received = conn.recv(bool(flags & RECV_PEEK), bool(flags & RECV_DROP), priority)
     if received is None:
         # An empty queue still reports the messages lost since the last RECV.
-        args.out = args.out._replace(dropped_msgs=lost, return_flags=lost_flags, msg_offset=conn.pool.size,
-                                     msg_msg_size=0, msg_return_flags=0)
+        _recv_out(args, lost, conn.pool.size, 0, 0)
         return NOTHING_QUEUED
     offset, size, return_flags, passed = received
     if passed is not None and caller.install(passed, conn.pool, offset):
         return_flags &= ~RECV_RETURN_INCOMPLETE_FDS
-    args.out = args.out._replace(dropped_msgs=lost, return_flags=lost_flags, msg_offset=offset,
-                                 msg_msg_size=size, msg_return_flags=return_flags)
+    _recv_out(args, lost, offset, size, return_flags)
     return None

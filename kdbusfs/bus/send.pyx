@@ -14,6 +14,7 @@ import errno
 import logging
 import time
 
+from ..abi.fields cimport u64_at
 from .args cimport Args
 from .connection cimport Connection
 from .message cimport Staged
@@ -48,13 +49,23 @@ cdef Py_ssize_t _MAX_PENDING = limits.CONN_MAX_REQUESTS_PENDING
 cdef object _CANCEL_FD = Item.CANCEL_FD
 
 
+# Fields of kdbus_cmd_send, from its one declaration.
+cdef Py_ssize_t _AT_FLAGS = structs.CMD_SEND.offsets["flags"]
+cdef Py_ssize_t _AT_MSG_ADDRESS = structs.CMD_SEND.offsets["msg_address"]
+cdef Py_ssize_t _AT_REPLY_OFFSET = structs.CMD_SEND.offsets["reply_offset"]
+cdef Py_ssize_t _AT_REPLY_SIZE = structs.CMD_SEND.offsets["reply_msg_size"]
+cdef Py_ssize_t _AT_REPLY_RETURN_FLAGS = structs.CMD_SEND.offsets["reply_return_flags"]
+
+
 def cmd_send(Connection conn not None, Args args not None, caller):
     cdef Staged msg
-    cdef unsigned long long cmd_flags = args.fields.flags
+    cdef unsigned long long cmd_flags = u64_at(args.data, _AT_FLAGS)
     # The reply field reads "no reply" unless a synchronous call gets one.
-    args.out = args.out._replace(reply_offset=conn.pool.size, reply_msg_size=0, reply_return_flags=0)
+    args.put(_AT_REPLY_OFFSET, conn.pool.size)
+    args.put(_AT_REPLY_SIZE, 0)
+    args.put(_AT_REPLY_RETURN_FLAGS, 0)
     # kdbus's order: the message's framing, then the CANCEL_FD, then src_id, then the rest.
-    parsed = msgs.parse_user(copy_in(caller, args.fields.msg_address, structs.MSG, b""))
+    parsed = msgs.parse_user(copy_in(caller, u64_at(args.data, _AT_MSG_ADDRESS), structs.MSG, b""))
     cancel_fd = None
     cancel_item = args.item(_CANCEL_FD)
     if cancel_item is not None:
@@ -94,7 +105,7 @@ cdef object _deliver(Connection conn, Staged msg, unsigned long long cmd_flags, 
         unicast(conn, msg, process, sync)
     conn.stats.sent(msg.n_payload)
     if sync is not None:
-        return Pending(sync, args.address, args.fields.msg_address)
+        return Pending(sync, args.address, u64_at(args.data, _AT_MSG_ADDRESS))
     return None
 
 
