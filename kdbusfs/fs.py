@@ -191,17 +191,20 @@ class Filesystem:
     def _flush(self) -> None:
         """Push pool bytes to page caches, wake pollers, answer blocked calls that finished."""
         woken, completed = self.domain.take_effects()
-        seen: set[int] = set()
-        for conn in woken:
-            if conn.id not in seen:
-                seen.add(conn.id)
-                self.push(conn)
+        if len(woken) == 1:
+            self.push(woken[0])
+        else:
+            seen: set[int] = set()
+            for conn in woken:
+                if conn.id not in seen:
+                    seen.add(conn.id)
+                    self.push(conn)
         for wait in completed:
             self._answer(wait)
 
     def push(self, conn: Connection) -> None:
         """The connection's new pool bytes to its client's page cache; wake its pollers."""
-        opened = self.tree.file_of(conn)
+        opened = self.tree.file_of_id(conn.id)
         if opened is None or opened.backing_fd is not None:
             # No open file, or the client maps the pool's memory itself: nothing to push.
             conn.pool.dirty.clear()

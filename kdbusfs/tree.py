@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .bus.bus import Bus
@@ -65,6 +66,14 @@ class OpenFile:
     contents: bytes | None = None
 
 
+class _OpenFiles(dict[int, OpenFile]):
+    """Open files by FUSE file handle. Looked up for nearly every request, so a hit is a plain
+    dict lookup with no Python frame; a miss is the client's bad handle."""
+
+    def __missing__(self, fh: int) -> OpenFile:
+        raise KdbusError(errno.EBADF, f"unknown file handle {fh}")
+
+
 class Tree:
     """Node ids for the domain's buses and endpoints, and their attributes."""
 
@@ -77,8 +86,12 @@ class Tree:
         self._stats_nodes: dict[int, Node] = {}  # bus id -> its stats file's node
         # Open files by FUSE file handle, and by the connection HELLO made on them.
         self._next_fh = 1
-        self._files: dict[int, OpenFile] = {}
+        self._files = _OpenFiles()
         self._files_by_conn: dict[int, OpenFile] = {}
+        # The open file of handle `fh` (EBADF if none).
+        self.file: Callable[[int], OpenFile] = self._files.__getitem__
+        # The open file a connection was made on, if it is still open (by connection id).
+        self.file_of_id: Callable[[int], OpenFile | None] = self._files_by_conn.get
 
     def node(self, nodeid: int) -> Node:
         node = self._nodes.get(nodeid)
@@ -185,19 +198,10 @@ class Tree:
         self._files[fh] = opened
         return fh
 
-    def file(self, fh: int) -> OpenFile:
-        found = self._files.get(fh)
-        if found is None:
-            raise KdbusError(errno.EBADF, f"unknown file handle {fh}")
-        return found
-
     def connected(self, opened: OpenFile, conn: Connection) -> None:
         """HELLO made `conn` on `opened`: its node's page cache is now that connection's pool."""
         opened.node.handle = opened.handle
         self._files_by_conn[conn.id] = opened
-
-    def file_of(self, conn: Connection) -> OpenFile | None:
-        return self._files_by_conn.get(conn.id)
 
     def release(self, fh: int) -> OpenFile | None:
         """The last close of file handle `fh`: forget it (and its node, if nothing else holds it)."""

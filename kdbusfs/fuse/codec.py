@@ -13,6 +13,7 @@ from .frame import Header as Header
 from .frame import ProtocolError as ProtocolError
 from .frame import Request as Request
 from .frame import ioctl_in as ioctl_in
+from .frame import ioctl_out as ioctl_out
 from .frame import notification as notification
 from .frame import parse_request as parse_request
 from .frame import reply as reply
@@ -103,16 +104,6 @@ def attr_out(attr: Attr, valid_s: int = 0) -> bytes:
 
 def open_out(fh: int, open_flags: int, backing_id: int = 0) -> bytes:
     return p.OPEN_OUT.pack(fh, open_flags, backing_id)
-
-
-def ioctl_out(result: int, data: bytes = b"") -> bytes:
-    if not data and not result:
-        return _IOCTL_DONE
-    return p.IOCTL_OUT.pack(result, 0, 0, 0) + data
-
-
-# Most ioctls succeed with nothing to copy back (their results go through the caller's memory).
-_IOCTL_DONE = p.IOCTL_OUT.pack(0, 0, 0, 0)
 
 
 def poll_out(revents: int) -> bytes:

@@ -9,7 +9,7 @@ offsets are protocol.py's, derived from its one declaration of each header.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from . import protocol as p
 
@@ -32,6 +32,8 @@ cdef Py_ssize_t _IOCTL_FLAGS = p.IOCTL_IN_AT["flags"]
 cdef Py_ssize_t _IOCTL_CMD = p.IOCTL_IN_AT["cmd"]
 cdef Py_ssize_t _IOCTL_ARG = p.IOCTL_IN_AT["arg"]
 cdef Py_ssize_t _IOCTL_IN_LEN = p.IOCTL_IN_AT["in_size"]
+cdef Py_ssize_t _IOCTL_OUT_SIZE = p.IOCTL_OUT.size
+cdef Py_ssize_t _IOCTL_RESULT = p.IOCTL_OUT_AT["result"]
 
 
 class ProtocolError(Exception):
@@ -181,3 +183,22 @@ def ioctl_in(body):
     finally:
         PyBuffer_Release(&raw)
     return fh, flags, cmd, arg, data
+
+
+def ioctl_out(int32_t result, data=b""):
+    """FUSE_IOCTL's answer: the ioctl's result and the out data the kernel copies over the
+    caller's struct (no retry, no iovecs)."""
+    cdef Py_buffer raw
+    cdef bytes answer
+    cdef char *at
+    PyObject_GetBuffer(data, &raw, PyBUF_SIMPLE)
+    try:
+        answer = PyBytes_FromStringAndSize(NULL, _IOCTL_OUT_SIZE + raw.len)
+        at = PyBytes_AS_STRING(answer)
+        memset(at, 0, _IOCTL_OUT_SIZE)
+        memcpy(at + _IOCTL_RESULT, &result, 4)
+        if raw.len:
+            memcpy(at + _IOCTL_OUT_SIZE, raw.buf, raw.len)
+    finally:
+        PyBuffer_Release(&raw)
+    return answer

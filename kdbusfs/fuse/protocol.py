@@ -164,3 +164,4 @@ def field_offsets(layout: struct.Struct, names: str) -> dict[str, int]:
 IN_HEADER_AT = field_offsets(IN_HEADER, "len opcode unique nodeid uid gid pid total_extlen pad")
 OUT_HEADER_AT = field_offsets(OUT_HEADER, "len error unique")
 IOCTL_IN_AT = field_offsets(IOCTL_IN, "fh flags cmd arg in_size out_size")
+IOCTL_OUT_AT = field_offsets(IOCTL_OUT, "result flags in_iovs out_iovs")
