@@ -121,7 +121,9 @@ class Filesystem:
                           request.header.pid)
             reply = codec.reply_error(unique, errno.EIO)
         else:
-            if payload is None:
+            if type(payload) is bytes:
+                reply = codec.reply(unique, payload)
+            elif payload is None:
                 reply = None
             elif isinstance(payload, Refused):
                 if log.isEnabledFor(logging.DEBUG):
@@ -386,6 +388,8 @@ class Filesystem:
             out = attempt(handle, cmd, arg, in_data, caller)
         finally:
             caller.done()
+        if type(out) is bytes:
+            return codec.ioctl_out(0, out)
         if isinstance(out, Refused):
             return out
         if isinstance(out, Connected):
@@ -395,7 +399,7 @@ class Filesystem:
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
             self.calls.block(out, Blocked(request.unique, h.pid, out.address, out.msg_address))
             return None
-        return codec.ioctl_out(0, out)
+        raise AssertionError(f"a command returned {out!r}")
 
     def _connected(self, opened: OpenFile, conn: Connection) -> None:
         """HELLO made `conn` on the file: its node now stands for it, and its pool is mapped."""
