@@ -14,7 +14,8 @@ COMPILED = ("kdbusfs.host.memory", "kdbusfs.host.caller", "kdbusfs.fuse.frame", 
             "kdbusfs.abi.walk",
             "kdbusfs.bus.args", "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.match",
             "kdbusfs.bus.pool",
-            "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.bus.send", "kdbusfs.dispatch")
+            "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.bus.send", "kdbusfs.dispatch",
+            "kdbusfs.fs")
 
 
 def built() -> list[tuple[str, str]]:

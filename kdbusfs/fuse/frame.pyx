@@ -7,7 +7,7 @@ offsets are protocol.py's, derived from its one declaration of each header.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
@@ -41,15 +41,7 @@ class ProtocolError(Exception):
 
 
 cdef class Header:
-    """The fields of struct fuse_in_header a server looks at."""
-
-    cdef readonly uint32_t length
-    cdef readonly uint32_t opcode
-    cdef readonly uint64_t unique
-    cdef readonly uint64_t nodeid
-    cdef readonly uint32_t uid
-    cdef readonly uint32_t gid
-    cdef readonly uint32_t pid
+    """The fields of struct fuse_in_header a server looks at (declared in frame.pxd)."""
 
     def __init__(self, uint32_t length, uint32_t opcode, uint64_t unique, uint64_t nodeid,
                  uint32_t uid, uint32_t gid, uint32_t pid):
@@ -73,12 +65,7 @@ cdef class Header:
 
 
 cdef class Request:
-    """One request: its header and the body after it (extensions cut off)."""
-
-    cdef readonly Header header
-    cdef readonly object body
-    cdef readonly uint32_t opcode
-    cdef readonly uint64_t unique
+    """One request: its header and the body after it (extensions cut off; frame.pxd)."""
 
     def __init__(self, Header header, body):
         self.header = header
@@ -137,6 +124,26 @@ cdef bytes _out(uint64_t unique, int32_t error, const char *payload, Py_ssize_t 
     return message
 
 
+cdef bytes reply_bytes(uint64_t unique, bytes payload):
+    return _out(unique, 0, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+
+cdef bytes ioctl_answer(uint64_t unique, bytes data):
+    """The reply to FUSE_IOCTL `unique`: success, with `data` to copy over the caller's struct."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef uint32_t length = <uint32_t>(_OUT_SIZE + _IOCTL_OUT_SIZE + size)
+    cdef int32_t zero = 0
+    cdef bytes message = PyBytes_FromStringAndSize(NULL, length)
+    cdef char *at = PyBytes_AS_STRING(message)
+    memcpy(at + _OUT_LEN, &length, 4)
+    memcpy(at + _OUT_ERROR, &zero, 4)
+    memcpy(at + _OUT_UNIQUE, &unique, 8)
+    memset(at + _OUT_SIZE, 0, _IOCTL_OUT_SIZE)
+    if size:
+        memcpy(at + _OUT_SIZE + _IOCTL_OUT_SIZE, PyBytes_AS_STRING(data), size)
+    return message
+
+
 def reply(uint64_t unique, payload=b""):
     """A successful reply to request `unique` carrying `payload` (any bytes-like object)."""
     cdef Py_buffer raw
@@ -162,27 +169,32 @@ def notification(int32_t code, payload):
         PyBuffer_Release(&raw)
 
 
-def ioctl_in(body):
-    """FUSE_IOCTL's arguments: (fh, flags, cmd, arg, the input data the kernel copied in)."""
+cdef bytes ioctl_args(object body, IoctlArgs *args):
+    """FUSE_IOCTL's arguments into `args`; returns the input data the kernel copied in."""
     cdef Py_buffer raw
-    cdef uint64_t fh, arg
-    cdef uint32_t flags, cmd, in_size
+    cdef uint32_t in_size
     cdef const char *at
     PyObject_GetBuffer(body, &raw, PyBUF_SIMPLE)
     try:
         if raw.len < _IOCTL_IN_SIZE:
             raise ProtocolError(f"FUSE_IOCTL of {raw.len} bytes is shorter than its arguments")
         at = <const char *>raw.buf
-        memcpy(&fh, at + _IOCTL_FH, 8)
-        memcpy(&flags, at + _IOCTL_FLAGS, 4)
-        memcpy(&cmd, at + _IOCTL_CMD, 4)
-        memcpy(&arg, at + _IOCTL_ARG, 8)
+        memcpy(&args.fh, at + _IOCTL_FH, 8)
+        memcpy(&args.flags, at + _IOCTL_FLAGS, 4)
+        memcpy(&args.cmd, at + _IOCTL_CMD, 4)
+        memcpy(&args.arg, at + _IOCTL_ARG, 8)
         memcpy(&in_size, at + _IOCTL_IN_LEN, 4)
         # What follows the arguments is the input; never more than was read.
-        data = PyBytes_FromStringAndSize(at + _IOCTL_IN_SIZE, min(<Py_ssize_t>in_size, raw.len - _IOCTL_IN_SIZE))
+        return PyBytes_FromStringAndSize(at + _IOCTL_IN_SIZE, min(<Py_ssize_t>in_size, raw.len - _IOCTL_IN_SIZE))
     finally:
         PyBuffer_Release(&raw)
-    return fh, flags, cmd, arg, data
+
+
+def ioctl_in(body):
+    """FUSE_IOCTL's arguments: (fh, flags, cmd, arg, the input data the kernel copied in)."""
+    cdef IoctlArgs args
+    data = ioctl_args(body, &args)
+    return args.fh, args.flags, args.cmd, args.arg, data
 
 
 def ioctl_out(int32_t result, data=b""):

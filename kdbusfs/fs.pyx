@@ -1,3 +1,4 @@
+# cython: language_level=3, annotation_typing=False
 """The kdbusfs tree and the FUSE operations on it.
 
     /                 the domain (one per mount)
@@ -23,6 +24,8 @@ import struct
 import time
 from collections.abc import Callable
 
+from libc.stdint cimport uint32_t, uint64_t
+
 from . import forward, seccomp
 from .abi.constants import (
     KDBUSFS_CMD_SUPERVISE,
@@ -39,7 +42,8 @@ from .calls import Blocked, BlockedCalls, Supervised
 from .errors import KdbusError, LimitReached, Refused
 from .fuse import codec
 from .fuse import protocol as p
-from .fuse.codec import Output, Request
+from .fuse.frame cimport Header, IoctlArgs, Request, ioctl_answer, ioctl_args, reply_bytes
+from .fuse.codec import Output
 from .handle import Connected, Control, Handle, HandleType, Pending, attempt
 from .host import Host
 from .host.backing import PoolFiles, map_pool, seal_pool
@@ -56,8 +60,34 @@ POLLERR_HUP = select.POLLERR | select.POLLHUP
 _ANSWER = struct.Struct("<QQQQQ")
 
 
-class Filesystem:
+cdef object _REFUSED = Refused
+cdef object _CONNECTED = Connected
+cdef object _PENDING = Pending
+cdef uint32_t _IOCTL = p.Opcode.IOCTL
+cdef uint32_t _POLL = p.Opcode.POLL
+cdef uint32_t _IOCTL_DIR = p.IOCTL_DIR
+cdef uint32_t _SUPERVISE = KDBUSFS_CMD_SUPERVISE
+
+
+cdef class Filesystem:
     """Maps FUSE requests onto the kdbus model; returns the bytes to write back, in order."""
+
+    cdef public object domain
+    cdef public object host
+    cdef public object pool_files
+    cdef public bint passthrough
+    cdef public object device
+    cdef public object tree
+    cdef public object calls
+    cdef public object launched
+    cdef public dict in_process
+    cdef public bint initialized
+    cdef object _limit_log
+    cdef dict _ops
+    cdef list _out
+    # The tree's open files by handle (a miss raises EBADF), and the host's caller factory.
+    cdef object _file
+    cdef object _caller
 
     def __init__(self, domain: Domain, host: Host | None = None,
                  device: int | None = None, pool_files: PoolFiles | None = None) -> None:
@@ -74,10 +104,11 @@ class Filesystem:
         self.launched = Launched(self)
         # Connections whose clients live in the daemon itself (classic D-Bus clients,
         # kdbusfs/classic): no file stands for them, so their endpoint is told of their wakes.
-        self.in_process: dict[int, Callable[[Connection], None]] = {}
+        self.in_process = {}
         self._limit_log = LimitLog()
         self.initialized = False
-        self._ops: dict[int, Callable[[Request], bytes | Refused | None]] = {
+        # IOCTL and POLL take the typed path in handle().
+        self._ops = {
             p.Opcode.INIT: self._init,
             p.Opcode.LOOKUP: self.tree.op_lookup,
             p.Opcode.FORGET: self.tree.op_forget,
@@ -92,46 +123,50 @@ class Filesystem:
             p.Opcode.WRITE: self._write,
             p.Opcode.FLUSH: self._ok,
             p.Opcode.RELEASE: self._release,
-            p.Opcode.IOCTL: self._ioctl,
-            p.Opcode.POLL: self._poll,
             p.Opcode.INTERRUPT: self._interrupt,
             p.Opcode.STATFS: self.tree.op_statfs,
             p.Opcode.ACCESS: self._ok,
             p.Opcode.DESTROY: self._ok,
         }
-        self._out: list[Output] = []
+        self._out = []
+        self._file = self.tree.file
+        self._caller = self.host.caller
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, request: Request) -> list[Output]:
+    def handle(self, Request request not None):
         """Serve one request: pool stores and notifications first, then the reply (if any)."""
-        out = self._out = []
-        op = self._ops.get(request.opcode)
-        unique = request.unique
-        if op is None:
-            out.append(codec.reply_error(unique, errno.ENOSYS))
-            return out
+        cdef list out = []
+        cdef uint32_t opcode = request.opcode
+        cdef uint64_t unique = request.unique
+        self._out = out
         try:
-            payload = op(request)
+            if opcode == _IOCTL:
+                reply = self._ioctl(request)
+            elif opcode == _POLL:
+                reply = reply_bytes(unique, self._poll(request))
+            else:
+                op = self._ops.get(opcode)
+                if op is None:
+                    out.append(codec.reply_error(unique, errno.ENOSYS))
+                    return out
+                payload = op(request)
+                if payload is None or type(payload) is _REFUSED:
+                    reply = payload
+                else:
+                    reply = codec.reply(unique, payload)
         except KdbusError as exc:
-            self.refused(p.opcode_name(request.opcode), exc)
-            reply: bytes | None = codec.reply_error(unique, exc.errno)
+            self.refused(p.opcode_name(opcode), exc)
+            reply = codec.reply_error(unique, exc.errno)
         except Exception:
             # A bug of ours must cost one request, never the daemon and everyone on the mount.
-            log.exception("%s from pid %d failed unexpectedly", p.opcode_name(request.opcode),
+            log.exception("%s from pid %d failed unexpectedly", p.opcode_name(opcode),
                           request.header.pid)
             reply = codec.reply_error(unique, errno.EIO)
-        else:
-            if type(payload) is bytes:
-                reply = codec.reply(unique, payload)
-            elif payload is None:
-                reply = None
-            elif isinstance(payload, Refused):
-                if log.isEnabledFor(logging.DEBUG):
-                    # Only then is it worth making the exception refused() logs.
-                    self.refused(p.opcode_name(request.opcode), payload.error())
-                reply = codec.reply_error(unique, payload.errno)
-            else:
-                reply = codec.reply(unique, payload)
+        if type(reply) is _REFUSED:
+            if log.isEnabledFor(logging.DEBUG):
+                # Only then is it worth making the exception refused() logs.
+                self.refused(p.opcode_name(opcode), reply.error())
+            reply = codec.reply_error(unique, reply.errno)
         if self.domain.has_effects:
             self._flush()
         if reply is not None:
@@ -190,7 +225,7 @@ class Filesystem:
             log.exception("%s failed unexpectedly", what)
         return self._out
 
-    def _flush(self) -> None:
+    cdef _flush(self):
         """Push pool bytes to page caches, wake pollers, answer blocked calls that finished."""
         woken, completed = self.domain.take_effects()
         if len(woken) == 1:
@@ -368,33 +403,35 @@ class Filesystem:
             self.pool_files.close(opened.backing_fd, opened.backing_id)
         return b""
 
-    def _ioctl(self, request: Request) -> bytes | Refused | None:
-        fh, flags, cmd, arg, in_data = codec.ioctl_in(request.body)
-        if flags & p.IOCTL_DIR:
+    cdef object _ioctl(self, Request request):
+        """A kdbus command: the whole reply, None while a synchronous call blocks, or Refused."""
+        cdef IoctlArgs args
+        cdef bytes in_data = ioctl_args(request.body, &args)
+        cdef Header h = request.header
+        if args.flags & _IOCTL_DIR:
             raise KdbusError(errno.ENOTTY, "no ioctls on directories")
-        opened = self.tree.file(fh)
+        opened = self._file(args.fh)
         if opened.contents is not None:
             raise KdbusError(errno.ENOTTY, "a stats file takes no commands")
-        handle = opened.handle
-        h = request.header
-        caller = self.host.caller(h.pid, h.uid, h.gid, self.device)
-        if cmd == KDBUSFS_CMD_SUPERVISE:
+        caller = self._caller(h.pid, h.uid, h.gid, self.device)
+        if args.cmd == _SUPERVISE:
             # kdbusfs's own command (descriptors and seccomp are the edge's business, not kdbus's).
             try:
-                return self.launched.supervise(opened, in_data, caller)
+                out = self.launched.supervise(opened, in_data, caller)
             finally:
                 caller.done()
+            return codec.reply(request.unique, out) if type(out) is bytes else out
         try:
-            out = attempt(handle, cmd, arg, in_data, caller)
+            out = attempt(opened.handle, args.cmd, args.arg, in_data, caller)
         finally:
             caller.done()
         if type(out) is bytes:
-            return codec.ioctl_out(0, out)
-        if isinstance(out, Refused):
+            return ioctl_answer(request.unique, out)
+        if type(out) is _REFUSED:
             return out
         if isinstance(out, Connected):
             self._connected(opened, out.conn)
-            return codec.ioctl_out(0, out.out)
+            return ioctl_answer(request.unique, out.out)
         if isinstance(out, Pending):
             # A synchronous call: answered when its reply, error, timeout or interrupt comes.
             self.calls.block(out, Blocked(request.unique, h.pid, out.address, out.msg_address))
@@ -419,9 +456,9 @@ class Filesystem:
             last = min(-(-end // PAGE_SIZE) * PAGE_SIZE, pool.size)
             self._out.append(codec.notify_store(nodeid, first, memoryview(pool.buffer)[first:last]))
 
-    def _poll(self, request: Request) -> bytes:
+    cdef bytes _poll(self, Request request):
         fh, kh, flags, _events = p.POLL_IN.unpack_from(request.body)
-        opened = self.tree.file(fh)
+        opened = self._file(fh)
         if opened.contents is not None:
             return codec.poll_out(POLLIN | POLLOUT)  # as any regular file
         conn = opened.handle.conn

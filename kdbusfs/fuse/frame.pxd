@@ -1,0 +1,32 @@
+# The C-level interface of frame.pyx, for the compiled serving path (kdbusfs/fs.pyx).
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+
+
+cdef class Header:
+    cdef readonly uint32_t length
+    cdef readonly uint32_t opcode
+    cdef readonly uint64_t unique
+    cdef readonly uint64_t nodeid
+    cdef readonly uint32_t uid
+    cdef readonly uint32_t gid
+    cdef readonly uint32_t pid
+
+
+cdef class Request:
+    cdef readonly Header header
+    cdef readonly object body
+    cdef readonly uint32_t opcode
+    cdef readonly uint64_t unique
+
+
+# FUSE_IOCTL's arguments, read from a request body by ioctl_args().
+cdef struct IoctlArgs:
+    uint64_t fh
+    uint32_t flags
+    uint32_t cmd
+    uint64_t arg
+
+
+cdef bytes ioctl_args(object body, IoctlArgs *args)
+cdef bytes reply_bytes(uint64_t unique, bytes payload)
+cdef bytes ioctl_answer(uint64_t unique, bytes data)
