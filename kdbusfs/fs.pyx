@@ -42,7 +42,17 @@ from .calls import Blocked, BlockedCalls, Supervised
 from .errors import KdbusError, LimitReached, Refused
 from .fuse import codec
 from .fuse import protocol as p
-from .fuse.frame cimport Header, IoctlArgs, Request, ioctl_answer, ioctl_args, reply_bytes
+from .fuse.frame cimport (
+    Header,
+    IoctlArgs,
+    PollArgs,
+    Request,
+    ioctl_answer,
+    ioctl_args,
+    notify_poll,
+    poll_answer,
+    poll_args,
+)
 from .fuse.codec import Output
 from .handle import Connected, Control, Handle, HandleType, Pending, attempt
 from .host import Host
@@ -67,6 +77,7 @@ cdef uint32_t _IOCTL = p.Opcode.IOCTL
 cdef uint32_t _POLL = p.Opcode.POLL
 cdef uint32_t _IOCTL_DIR = p.IOCTL_DIR
 cdef uint32_t _SUPERVISE = KDBUSFS_CMD_SUPERVISE
+cdef uint32_t _SCHEDULE_NOTIFY = p.POLL_SCHEDULE_NOTIFY
 
 
 cdef class Filesystem:
@@ -130,7 +141,7 @@ cdef class Filesystem:
         }
         self._out = []
         self._file = self.tree.file
-        self._caller = self.host.caller
+        self._caller = self.host.callers()
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, Request request not None):
@@ -143,7 +154,7 @@ cdef class Filesystem:
             if opcode == _IOCTL:
                 reply = self._ioctl(request)
             elif opcode == _POLL:
-                reply = reply_bytes(unique, self._poll(request))
+                reply = self._poll(request)
             else:
                 op = self._ops.get(opcode)
                 if op is None:
@@ -239,7 +250,7 @@ cdef class Filesystem:
         for wait in completed:
             self._answer(wait)
 
-    def push(self, conn: Connection) -> None:
+    cpdef push(self, conn):
         """The connection's new pool bytes to its client's page cache; wake its pollers."""
         opened = self.tree.file_of_id(conn.id)
         if opened is None or opened.backing_fd is not None:
@@ -254,7 +265,7 @@ cdef class Filesystem:
             self._store(opened.node.nodeid, conn.pool)
         if opened.pollers and (conn.readable or not conn.active):
             for kh in opened.pollers:
-                self._out.append(codec.notify_poll(kh))
+                self._out.append(notify_poll(kh))
             opened.pollers.clear()
 
     def close_fd(self, fd: int) -> None:
@@ -457,18 +468,20 @@ cdef class Filesystem:
             self._out.append(codec.notify_store(nodeid, first, memoryview(pool.buffer)[first:last]))
 
     cdef bytes _poll(self, Request request):
-        fh, kh, flags, _events = p.POLL_IN.unpack_from(request.body)
-        opened = self._file(fh)
+        """The events ready on a file now (the whole reply); a kdbus file notifies when later."""
+        cdef PollArgs args
+        poll_args(request.body, &args)
+        opened = self._file(args.fh)
         if opened.contents is not None:
-            return codec.poll_out(POLLIN | POLLOUT)  # as any regular file
+            return poll_answer(request.unique, POLLIN | POLLOUT)  # as any regular file
         conn = opened.handle.conn
         if opened.handle.type is not HandleType.CONNECTED or conn is None or not conn.active:
-            return codec.poll_out(POLLERR_HUP)
+            return poll_answer(request.unique, POLLERR_HUP)
         if conn.readable:
-            return codec.poll_out(POLLOUT | POLLIN)
-        if flags & p.POLL_SCHEDULE_NOTIFY:
-            opened.pollers.add(kh)
-        return codec.poll_out(POLLOUT)
+            return poll_answer(request.unique, POLLOUT | POLLIN)
+        if args.flags & _SCHEDULE_NOTIFY:
+            opened.pollers.add(args.kh)
+        return poll_answer(request.unique, POLLOUT)
 
     def _interrupt(self, request: Request) -> None:
         """A caller blocked in a synchronous SEND got a signal (calls.py says what follows)."""

@@ -15,6 +15,7 @@ from .frame import Request as Request
 from .frame import ioctl_in as ioctl_in
 from .frame import ioctl_out as ioctl_out
 from .frame import notification as notification
+from .frame import notify_poll as notify_poll
 from .frame import parse_request as parse_request
 from .frame import reply as reply
 from .frame import reply_error as reply_error
@@ -106,10 +107,6 @@ def open_out(fh: int, open_flags: int, backing_id: int = 0) -> bytes:
     return p.OPEN_OUT.pack(fh, open_flags, backing_id)
 
 
-def poll_out(revents: int) -> bytes:
-    return p.POLL_OUT.pack(revents, 0)
-
-
 def statfs_out(namelen: int = 255, bsize: int = 4096) -> bytes:
     return p.KSTATFS.pack(0, 0, 0, 0, 0, bsize, namelen, bsize, 0)
 
@@ -152,10 +149,6 @@ def init_out(kernel: InitIn, flags: int, max_write: int, max_readahead: int | No
     )
     # Kernels before 7.23 expect the short (24-byte) reply.
     return out if minor >= 23 else out[:24]
-
-
-def notify_poll(kh: int) -> bytes:
-    return notification(p.Notify.POLL, p.NOTIFY_POLL.pack(kh))
 
 
 def notify_store(nodeid: int, offset: int, data: bytes | memoryview) -> Store:

@@ -27,6 +27,15 @@ cdef struct IoctlArgs:
     uint64_t arg
 
 
+# FUSE_POLL's arguments, read from a request body by poll_args().
+cdef struct PollArgs:
+    uint64_t fh
+    uint64_t kh
+    uint32_t flags
+
+
 cdef bytes ioctl_args(object body, IoctlArgs *args)
-cdef bytes reply_bytes(uint64_t unique, bytes payload)
+cdef int poll_args(object body, PollArgs *args) except -1
+cdef bytes poll_answer(uint64_t unique, uint32_t revents)
+cpdef bytes notify_poll(uint64_t kh)
 cdef bytes ioctl_answer(uint64_t unique, bytes data)

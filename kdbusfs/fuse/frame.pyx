@@ -32,6 +32,14 @@ cdef Py_ssize_t _IOCTL_FLAGS = p.IOCTL_IN_AT["flags"]
 cdef Py_ssize_t _IOCTL_CMD = p.IOCTL_IN_AT["cmd"]
 cdef Py_ssize_t _IOCTL_ARG = p.IOCTL_IN_AT["arg"]
 cdef Py_ssize_t _IOCTL_IN_LEN = p.IOCTL_IN_AT["in_size"]
+cdef Py_ssize_t _POLL_IN_SIZE = p.POLL_IN.size
+cdef Py_ssize_t _POLL_FH = p.POLL_IN_AT["fh"]
+cdef Py_ssize_t _POLL_KH = p.POLL_IN_AT["kh"]
+cdef Py_ssize_t _POLL_FLAGS = p.POLL_IN_AT["flags"]
+cdef Py_ssize_t _POLL_OUT_SIZE = p.POLL_OUT.size
+cdef Py_ssize_t _POLL_REVENTS = p.POLL_OUT_AT["revents"]
+cdef int32_t _NOTIFY_POLL = p.Notify.POLL
+cdef Py_ssize_t _NOTIFY_POLL_SIZE = p.NOTIFY_POLL.size
 cdef Py_ssize_t _IOCTL_OUT_SIZE = p.IOCTL_OUT.size
 cdef Py_ssize_t _IOCTL_RESULT = p.IOCTL_OUT_AT["result"]
 
@@ -124,10 +132,6 @@ cdef bytes _out(uint64_t unique, int32_t error, const char *payload, Py_ssize_t 
     return message
 
 
-cdef bytes reply_bytes(uint64_t unique, bytes payload):
-    return _out(unique, 0, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
-
-
 cdef bytes ioctl_answer(uint64_t unique, bytes data):
     """The reply to FUSE_IOCTL `unique`: success, with `data` to copy over the caller's struct."""
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
@@ -214,3 +218,33 @@ def ioctl_out(int32_t result, data=b""):
     finally:
         PyBuffer_Release(&raw)
     return answer
+
+
+cdef int poll_args(object body, PollArgs *args) except -1:
+    """FUSE_POLL's arguments into `args`."""
+    cdef Py_buffer raw
+    cdef const char *at
+    PyObject_GetBuffer(body, &raw, PyBUF_SIMPLE)
+    try:
+        if raw.len < _POLL_IN_SIZE:
+            raise ProtocolError(f"FUSE_POLL of {raw.len} bytes is shorter than its arguments")
+        at = <const char *>raw.buf
+        memcpy(&args.fh, at + _POLL_FH, 8)
+        memcpy(&args.kh, at + _POLL_KH, 8)
+        memcpy(&args.flags, at + _POLL_FLAGS, 4)
+    finally:
+        PyBuffer_Release(&raw)
+    return 0
+
+
+cdef bytes poll_answer(uint64_t unique, uint32_t revents):
+    """The reply to FUSE_POLL `unique`: the events ready now."""
+    cdef char answer[16]
+    memset(answer, 0, _POLL_OUT_SIZE)
+    memcpy(answer + _POLL_REVENTS, &revents, 4)
+    return _out(unique, 0, answer, _POLL_OUT_SIZE)
+
+
+cpdef bytes notify_poll(uint64_t kh):
+    """FUSE_NOTIFY_POLL: wake whoever polls with handle `kh` (the kernel polls again)."""
+    return _out(0, _NOTIFY_POLL, <const char *>&kh, _NOTIFY_POLL_SIZE)

@@ -165,3 +165,5 @@ IN_HEADER_AT = field_offsets(IN_HEADER, "len opcode unique nodeid uid gid pid to
 OUT_HEADER_AT = field_offsets(OUT_HEADER, "len error unique")
 IOCTL_IN_AT = field_offsets(IOCTL_IN, "fh flags cmd arg in_size out_size")
 IOCTL_OUT_AT = field_offsets(IOCTL_OUT, "result flags in_iovs out_iovs")
+POLL_IN_AT = field_offsets(POLL_IN, "fh kh flags events")
+POLL_OUT_AT = field_offsets(POLL_OUT, "revents padding")

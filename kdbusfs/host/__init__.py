@@ -16,6 +16,7 @@ are their own. Nothing here does any work at import.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from .caller import RequestCaller, SupervisedCaller
 from .closer import Closer
@@ -33,9 +34,16 @@ class Host:
         # Senders' /proc files, read again for each of their messages.
         self.task_files = TaskFiles()
 
-    # The task behind a FUSE request: caller(tid, fsuid, fsgid, kdbus_dev). Made for every
-    # ioctl, so made without a Python frame in between.
-    caller = functools.partialmethod(RequestCaller)
+    def caller(self, tid: int, fsuid: int, fsgid: int, kdbus_dev: int | None) -> RequestCaller:
+        """The task behind a FUSE request."""
+        return RequestCaller(self, tid, fsuid, fsgid, kdbus_dev)
+
+    def callers(self) -> Callable[[int, int, int, int | None], RequestCaller]:
+        """caller() as the one callable the serving path keeps: one is made for every ioctl, so
+        this class's own is made with no Python frame in between."""
+        if type(self).caller is Host.caller:
+            return functools.partial(RequestCaller, self)
+        return self.caller
 
     def supervised(self, tid: int, listener: int, notif_id: int, kdbus_dev: int | None) -> SupervisedCaller:
         """A launched task waiting in a notified ioctl."""

@@ -284,10 +284,6 @@ def test_ioctl_out_result_is_signed() -> None:
     assert len(codec.ioctl_out(-1)) == FUSE_IOCTL_OUT
 
 
-def test_poll_out_is_revents_and_padding() -> None:
-    assert codec.poll_out(0x41) == struct.pack("<II", 0x41, 0)
-
-
 def test_statfs_out_is_80_bytes() -> None:
     raw = codec.statfs_out(namelen=255, bsize=4096)
     assert len(raw) == FUSE_KSTATFS
