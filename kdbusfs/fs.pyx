@@ -99,6 +99,9 @@ cdef class Filesystem:
     # The tree's open files by handle (a miss raises EBADF), and the host's caller factory.
     cdef object _file
     cdef object _caller
+    # The domain's effect lists (Domain.effects()), checked after every request.
+    cdef list _woken
+    cdef list _completed
 
     def __init__(self, domain: Domain, host: Host | None = None,
                  device: int | None = None, pool_files: PoolFiles | None = None) -> None:
@@ -142,6 +145,7 @@ cdef class Filesystem:
         self._out = []
         self._file = self.tree.file
         self._caller = self.host.callers()
+        self._woken, self._completed = self.domain.effects()
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, Request request not None):
@@ -178,7 +182,7 @@ cdef class Filesystem:
                 # Only then is it worth making the exception refused() logs.
                 self.refused(p.opcode_name(opcode), reply.error())
             reply = codec.reply_error(unique, reply.errno)
-        if self.domain.has_effects:
+        if self._woken or self._completed:
             self._flush()
         if reply is not None:
             out.append(reply)
@@ -229,7 +233,7 @@ cdef class Filesystem:
         self._out = []
         try:
             action()
-            if self.domain.has_effects:
+            if self._woken or self._completed:
                 self._flush()
         except Exception:
             # As for requests: a bug of ours must cost this one event, never the daemon.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,29 +61,36 @@ class Domain:
     buses: dict[str, Bus] = field(default_factory=dict)
     users: dict[int, User] = field(default_factory=dict)
     active: bool = True
-    # The model's effects the edge acts on, recorded through wake() and complete() only.
+    # The model's effects the edge acts on, recorded through wake() and complete() only. The
+    # lists stay the same objects for the domain's life (the edge keeps them, see effects()).
     _woken: list[Connection] = field(default_factory=list)
     _completed: list[SyncWait] = field(default_factory=list)
-    # Whether either holds anything: read after every request, so a flag rather than a property.
-    has_effects: bool = field(default=False, init=False)
     # Reply deadlines: (CLOCK_MONOTONIC ns, tie-breaker, tracker).
     timers: list[tuple[int, int, Reply]] = field(default_factory=list)
     # One counter numbers buses and connections alike; ids are never reused.
     _last_id: int = 0
     _timer_seq: int = 0
     _anonymous: int = 0
+    # wake(conn): `conn`'s pool or poll state changed; the edge pushes its new pool bytes to the
+    # client and wakes its pollers. complete(wait): a synchronous SEND's outcome is known; the
+    # edge answers its blocked ioctl. Each runs for every delivery, so each is the list's own
+    # append (no Python frame).
+    wake: Callable[[Connection], None] = field(init=False)
+    complete: Callable[[SyncWait], None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wake = self._woken.append
+        self.complete = self._completed.append
 
     # -- effects ----------------------------------------------------------------------------
-    def wake(self, conn: Connection) -> None:
-        """`conn`'s pool or poll state changed: the edge pushes its new pool bytes to the client
-        and wakes its pollers."""
-        self._woken.append(conn)
-        self.has_effects = True
+    @property
+    def has_effects(self) -> bool:
+        return bool(self._woken or self._completed)
 
-    def complete(self, wait: SyncWait) -> None:
-        """A synchronous SEND's outcome is known: the edge answers its blocked ioctl."""
-        self._completed.append(wait)
-        self.has_effects = True
+    def effects(self) -> tuple[list[Connection], list[SyncWait]]:
+        """The lists wake() and complete() record into, for an edge that checks them after every
+        request (an empty list is then one C-level test); take_effects() empties them."""
+        return self._woken, self._completed
 
     @property
     def woken(self) -> tuple[Connection, ...]:
@@ -95,9 +103,9 @@ class Domain:
     def take_effects(self) -> tuple[list[Connection], list[SyncWait]]:
         """What happened since the last call: the connections woken (in order, repeats
         included) and the calls completed."""
-        woken, self._woken = self._woken, []
-        completed, self._completed = self._completed, []
-        self.has_effects = False
+        woken, completed = self._woken.copy(), self._completed.copy()
+        self._woken.clear()
+        self._completed.clear()
         return woken, completed
 
     def schedule(self, deadline_ns: int, reply: Reply) -> None:
