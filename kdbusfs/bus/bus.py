@@ -253,29 +253,6 @@ class Bus:
             finally:
                 from_.pool.release_bus_ref(entry.slice)
 
-    def broadcast(self, src: Connection, msg: msgs.Staged, process: Process | None) -> None:
-        """Offer a broadcast to every connection whose matches select it (the sender included).
-
-        Receivers that cannot take it count it as lost; the sender is never told.
-        """
-        self.to_monitors(msg, src, process)
-        # signal_wanted() for every connection, the matches walked in one compiled loop.
-        receivers = [conn for conn in selecting(self.connections.values(), msg, src)
-                     if may_talk(conn, conn.opener, src)]
-        if len(receivers) > 1:
-            # Every receiver but the first would get the payload from a private copy, read from the
-            # sender after the first one's: one read into that copy serves them all.
-            msg.payload_read = True
-        for conn in receivers:
-            try:
-                entry = conn.enqueue(msg, src, process)
-            except KdbusError as exc:
-                log.debug("broadcast to %d lost: %s", conn.id, exc)
-                conn.lose_message()
-                continue
-            # Each receiver may install the memfds a broadcast passes (it cannot carry FDS).
-            entry.passed = msg.share_passed()
-
 
 # -- commands ---------------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ from . import layout, metadata
 from . import message as msgs
 from .command import Pending, copy_in
 from .connection import Kind
+from .match import selecting
+from .policy import may_talk
 from .reply import Reply, SyncWait
 
 log = logging.getLogger("kdbusfs.send")
@@ -100,7 +102,7 @@ cdef object _deliver(Connection conn, Staged msg, unsigned long long cmd_flags, 
     msg.read_into = caller.read_into
     process = caller.process()
     if msg.is_broadcast:
-        conn.bus.broadcast(conn, msg, process)
+        broadcast(conn, msg, process)
     else:
         unicast(conn, msg, process, sync)
     conn.stats.sent(msg.n_payload)
@@ -125,6 +127,32 @@ def negotiate_send(conn, args, caller):
         for i in range(0, len(payload), 8):
             if U64.unpack_from(payload, i)[0] not in MSG_NEGOTIABLE:
                 caller.write(address + negotiation[0].offset + 16 + i, bytes(8))
+
+
+cpdef broadcast(Connection src, Staged msg, process):
+    """Offer a broadcast from `src` to every connection whose matches select it, the sender
+    included (kdbus_bus_broadcast). Receivers that cannot take it count it as lost; the sender is
+    never told."""
+    cdef Connection conn
+    cdef Entry entry
+    bus = src.bus
+    bus.to_monitors(msg, src, process)
+    # signal_wanted() for every connection, the matches walked in one compiled loop.
+    receivers = [conn for conn in selecting(bus.connections.values(), msg, src)
+                 if may_talk(conn, conn.opener, src)]
+    if len(receivers) > 1:
+        # Every receiver but the first would get the payload from a private copy, read from the
+        # sender after the first one's: one read into that copy serves them all.
+        msg.payload_read = True
+    for conn in receivers:
+        try:
+            entry = conn.enqueue(msg, src, process)
+        except KdbusError as exc:
+            log.debug("broadcast to %d lost: %s", conn.id, exc)
+            conn.lose_message()
+            continue
+        # Each receiver may install the memfds a broadcast passes (it cannot carry FDS).
+        entry.passed = msg.share_passed()
 
 
 cdef unicast(Connection src, Staged msg, process, sync):

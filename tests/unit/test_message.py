@@ -27,6 +27,7 @@ from kdbusfs.bus import message as msgs
 from kdbusfs.bus.bus import Bus
 from kdbusfs.bus.domain import Domain
 from kdbusfs.bus.pool import Pool
+from kdbusfs.bus.send import broadcast
 
 NULL_OFFSET = (1 << 64) - 1
 SERVICE = "org.example.service"
@@ -108,7 +109,7 @@ def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on
     first = receivers[0].handle.conn
     assert first is not None and sender.handle.conn is not None
     msg.read_into = _scribbling_reader(sender.caller, first.pool)
-    bus.broadcast(sender.handle.conn, msg, None)
+    broadcast(sender.handle.conn, msg, None)
     for conn in receivers[1:]:
         assert conn.handle.conn is not None
         entry = conn.handle.conn.queue.peek()
@@ -139,7 +140,7 @@ def test_a_broadcast_to_several_receivers_reads_the_senders_payload_once() -> No
 
     msg.read_into = counting
     assert sender.handle.conn is not None
-    bus.broadcast(sender.handle.conn, msg, None)
+    broadcast(sender.handle.conn, msg, None)
     assert reads == [first, second]
     layout = slices.layout_size(msg, b"", 0)
     for conn in receivers:
