@@ -241,18 +241,27 @@ cdef class Filesystem:
         return self._out
 
     cdef _flush(self):
-        """Push pool bytes to page caches, wake pollers, answer blocked calls that finished."""
-        woken, completed = self.domain.take_effects()
-        if len(woken) == 1:
-            self.push(woken[0])
-        else:
-            seen: set[int] = set()
-            for conn in woken:
+        """Push pool bytes to page caches, wake pollers, answer blocked calls that finished: the
+        domain's effects so far, taken off its lists (what acting on them records waits for the
+        next flush)."""
+        cdef list taken
+        cdef set seen
+        if len(self._woken) == 1:
+            conn = self._woken.pop()
+            self.push(conn)
+        elif self._woken:
+            taken = self._woken.copy()
+            self._woken.clear()
+            seen = set()
+            for conn in taken:
                 if conn.id not in seen:
                     seen.add(conn.id)
                     self.push(conn)
-        for wait in completed:
-            self._answer(wait)
+        if self._completed:
+            taken = self._completed.copy()
+            self._completed.clear()
+            for wait in taken:
+                self._answer(wait)
 
     cpdef push(self, conn):
         """The connection's new pool bytes to its client's page cache; wake its pollers."""

@@ -88,8 +88,9 @@ class Domain:
         return bool(self._woken or self._completed)
 
     def effects(self) -> tuple[list[Connection], list[SyncWait]]:
-        """The lists wake() and complete() record into, for an edge that checks them after every
-        request (an empty list is then one C-level test); take_effects() empties them."""
+        """The lists wake() and complete() record into (the connections woken, in order, repeats
+        included; the calls completed), for the edge to test after every request (an empty list
+        is one C-level test) and to take what it acts on off."""
         return self._woken, self._completed
 
     @property
@@ -99,14 +100,6 @@ class Domain:
     @property
     def completed(self) -> tuple[SyncWait, ...]:
         return tuple(self._completed)
-
-    def take_effects(self) -> tuple[list[Connection], list[SyncWait]]:
-        """What happened since the last call: the connections woken (in order, repeats
-        included) and the calls completed."""
-        woken, completed = self._woken.copy(), self._completed.copy()
-        self._woken.clear()
-        self._completed.clear()
-        return woken, completed
 
     def schedule(self, deadline_ns: int, reply: Reply) -> None:
         self._timer_seq += 1
