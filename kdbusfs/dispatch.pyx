@@ -19,7 +19,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 
 from .abi.fields cimport u64_at
-from .bus.args cimport Args, copy_in
+from .bus.args cimport Args, copy_in, make_args
 
 from .abi import structs
 from .abi.constants import _IOC_READ, FLAG_NEGOTIATE, Item, ioc_dir, ioc_size
@@ -166,7 +166,7 @@ cdef class CommandTable:
             except KdbusError:
                 _write_return_flags(caller, address, data)
                 raise
-        cdef Args args = Args(address, data, command.layout, items)
+        cdef Args args = make_args(address, data, command.layout, command.size, items)
         if _NEGOTIATE_ITEM in items:
             _negotiate_items(args, command, caller)
         if args.negotiate:

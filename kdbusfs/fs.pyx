@@ -71,7 +71,7 @@ _ANSWER = struct.Struct("<QQQQQ")
 
 
 cdef object _REFUSED = Refused
-cdef object _CONNECTED = Connected
+cdef object _CONNECTED_HANDLE = HandleType.CONNECTED
 cdef object _PENDING = Pending
 cdef uint32_t _IOCTL = p.Opcode.IOCTL
 cdef uint32_t _POLL = p.Opcode.POLL
@@ -487,8 +487,9 @@ cdef class Filesystem:
         opened = self._file(args.fh)
         if opened.contents is not None:
             return poll_answer(request.unique, POLLIN | POLLOUT)  # as any regular file
-        conn = opened.handle.conn
-        if opened.handle.type is not HandleType.CONNECTED or conn is None or not conn.active:
+        handle = opened.handle
+        conn = handle.conn
+        if handle.type is not _CONNECTED_HANDLE or conn is None or not conn.active:
             return poll_answer(request.unique, POLLERR_HUP)
         if conn.readable:
             return poll_answer(request.unique, POLLOUT | POLLIN)

@@ -23,4 +23,6 @@ cdef class Args:
     cdef bint changed(self) except -1
     cpdef unsigned long long u64(self, str name) except? 0
 
+cdef Args make_args(unsigned long long address, bytes data, object layout, Py_ssize_t size,
+                    dict items)
 cpdef bytes copy_in(object caller, unsigned long long address, object layout, bytes in_data)

@@ -42,14 +42,7 @@ cdef class Args:
     `put` (no tuple made, compared or packed), Python ones replace `out` as a named tuple."""
 
     def __init__(self, unsigned long long address, bytes data not None, layout, dict items not None):
-        if PyBytes_GET_SIZE(data) < _HEADER_SIZE:
-            raise ValueError(f"{len(data)} bytes hold no command header")
-        self.address = address
-        self.data = data
-        self.layout = layout
-        self.items = items
-        self.negotiate = (u64_at(data, _AT_FLAGS) & _NEGOTIATE) != 0
-        self.size = layout.size
+        _fill(self, address, data, layout, layout.size, items)
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -114,6 +107,28 @@ cdef class Args:
         if PyBytes_GET_SIZE(self.data) == self.size:
             return self.data
         return self.data[:self.size]
+
+
+cdef Args make_args(unsigned long long address, bytes data, object layout, Py_ssize_t size,
+                    dict items):
+    """Args(address, data, layout, items) for a frame that knows the layout's size: no Python-level
+    construction (every ioctl makes one)."""
+    cdef Args args = Args.__new__(Args)
+    _fill(args, address, data, layout, size, items)
+    return args
+
+
+cdef int _fill(Args args, unsigned long long address, bytes data, object layout, Py_ssize_t size,
+               dict items) except -1:
+    if PyBytes_GET_SIZE(data) < _HEADER_SIZE:
+        raise ValueError(f"{len(data)} bytes hold no command header")
+    args.address = address
+    args.data = data
+    args.layout = layout
+    args.items = items
+    args.negotiate = (u64_at(data, _AT_FLAGS) & _NEGOTIATE) != 0
+    args.size = size
+    return 0
 
 
 cpdef bytes copy_in(object caller, unsigned long long address, object layout, bytes in_data):
