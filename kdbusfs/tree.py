@@ -39,7 +39,7 @@ ATTR_VALID_S = 3600
 
 @dataclass(slots=True, eq=False)
 class BusStats:
-    """The `stats` file of a bus directory (bus/stats.py)."""
+    """The `stats` file of a bus directory (bus/stats.pyx)."""
 
     bus: Bus
 

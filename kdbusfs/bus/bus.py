@@ -76,7 +76,7 @@ class Bus:
     policy: PolicyDb = field(default_factory=PolicyDb)
     names: Registry = field(init=False)
     active: bool = True
-    # Statistics (stats.py): what departed connections did, and kernel notifications sent.
+    # Statistics (stats.pyx): what departed connections did, and kernel notifications sent.
     gone_counters: Counters = field(default_factory=Counters)
     kernel_notifications: int = 0
     _last_seqnum: int = 0

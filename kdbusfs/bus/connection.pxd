@@ -3,6 +3,7 @@
 from .message cimport Staged
 from .pool cimport Pool
 from .queue cimport Entry, Queue, Quotas
+from .stats cimport Counters
 
 
 cdef class Connection:
@@ -39,7 +40,7 @@ cdef class Connection:
     cdef public object view
     # Each sending user's share of the pool.
     cdef public Quotas quota
-    cdef public object stats
+    cdef public Counters stats
 
     cpdef Entry enqueue(self, Staged msg, Connection sender, process, reply=*, name_id=*)
     cdef _dequeue(self, Entry entry)

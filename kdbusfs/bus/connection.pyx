@@ -39,7 +39,7 @@ from .endpoint import is_owner, is_privileged
 from .match import MatchDb
 from .metadata import DAEMON_VIEW
 from .queue import BY_POOL_SIZE, KERNEL_USER
-from .stats import Counters
+
 
 # RECV's answer when nothing is queued.
 NOTHING_QUEUED = Refused(errno.EAGAIN, "no message queued")

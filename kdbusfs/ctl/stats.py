@@ -1,6 +1,6 @@
 """`kdbusctl stats`: a bus's statistics, read from the `stats` file beside its endpoint.
 
-The daemon writes one consistent snapshot per open of that file (kdbusfs/bus/stats.py); this
+The daemon writes one consistent snapshot per open of that file (kdbusfs/bus/stats.pyx); this
 only reads and renders it, so it never needs a connection to the bus, and `--watch` reads it
 again each interval, like top.
 """
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from .target import CtlError
 
-# The snapshot layouts this renders (bus/stats.py FORMAT).
+# The snapshot layouts this renders (bus/stats.pyx FORMAT).
 FORMATS = (1,)
 
 _COLUMNS = ("ID", "DESCRIPTION", "PID", "COMM", "SENT", "SENT-BYTES", "RECEIVED", "RECV-BYTES",
