@@ -20,6 +20,7 @@ from libc.stdint cimport uint64_t
 
 from .abi.fields cimport u64_at
 from .bus.args cimport Args, copy_in, make_args
+from .bus.connection cimport Connection
 
 from .abi import structs
 from .abi.constants import _IOC_READ, FLAG_NEGOTIATE, Item, ioc_dir, ioc_size
@@ -212,7 +213,7 @@ cdef int _check_handle(handle, Command command) except -1:
         if handle_type is not _NONE or not isinstance(handle.node, command.setup_on):
             raise KdbusError(_errno.EBADFD, f"{command.cmd.name} on a {handle_type.value} handle")
         return 0
-    conn = handle.conn
+    cdef Connection conn = handle.conn
     if handle_type is not _CONNECTED or conn is None:
         raise KdbusError(_errno.EBADFD, f"{command.cmd.name} needs a connection")
     if not conn.active:

@@ -32,7 +32,6 @@ from .abi.constants import (
 )
 from .bus import stats
 from .bus.bus import Bus
-from .bus.connection import Connection
 from .bus.domain import Domain
 from .bus.endpoint import Endpoint
 from .bus.metadata import UNKNOWN_USERNS, Creds
@@ -42,6 +41,7 @@ from .calls import Blocked, BlockedCalls, Supervised
 from .errors import KdbusError, LimitReached, Refused
 from .fuse import codec
 from .fuse import protocol as p
+from .bus.connection cimport Connection
 from .fuse.frame cimport (
     Header,
     IoctlArgs,
@@ -263,7 +263,7 @@ cdef class Filesystem:
             for wait in taken:
                 self._answer(wait)
 
-    cpdef push(self, conn):
+    cpdef push(self, Connection conn):
         """The connection's new pool bytes to its client's page cache; wake its pollers."""
         opened = self.tree.file_of_id(conn.id)
         if opened is None or opened.backing_fd is not None:
@@ -276,7 +276,7 @@ cdef class Filesystem:
                 return
         elif conn.pool.dirty:
             self._store(opened.node.nodeid, conn.pool)
-        if opened.pollers and (conn.readable or not conn.active):
+        if opened.pollers and (conn.is_readable() or not conn.active):
             for kh in opened.pollers:
                 self._out.append(notify_poll(kh))
             opened.pollers.clear()
@@ -488,10 +488,10 @@ cdef class Filesystem:
         if opened.contents is not None:
             return poll_answer(request.unique, POLLIN | POLLOUT)  # as any regular file
         handle = opened.handle
-        conn = handle.conn
+        cdef Connection conn = handle.conn
         if handle.type is not _CONNECTED_HANDLE or conn is None or not conn.active:
             return poll_answer(request.unique, POLLERR_HUP)
-        if conn.readable:
+        if conn.is_readable():
             return poll_answer(request.unique, POLLOUT | POLLIN)
         if args.flags & _SCHEDULE_NOTIFY:
             opened.pollers.add(args.kh)

@@ -46,3 +46,4 @@ cdef class Connection:
     cdef _dequeue(self, Entry entry)
     cpdef recv(self, bint peek, bint drop, priority)
     cpdef Py_ssize_t take_lost(self)
+    cdef bint is_readable(self)

@@ -292,9 +292,13 @@ cdef class Connection:
         self.lost = 0
         return lost
 
+    cdef bint is_readable(self):
+        return len(self.queue) > 0 or self.lost > 0
+
     @property
     def readable(self):
-        return len(self.queue) > 0 or self.lost > 0
+        """A RECV would find something: a message, or the news that some were lost."""
+        return self.is_readable()
 
     # -- teardown -----------------------------------------------------------------------------
     def disconnect(self):

@@ -15,10 +15,9 @@ are their own. Nothing here does any work at import.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
-from .caller import RequestCaller, SupervisedCaller
+from .caller import Callers, RequestCaller, SupervisedCaller
 from .closer import Closer
 from .memory import ProcessMemory
 from .mounts import task_file
@@ -42,7 +41,7 @@ class Host:
         """caller() as the one callable the serving path keeps: one is made for every ioctl, so
         this class's own is made with no Python frame in between."""
         if type(self).caller is Host.caller:
-            return functools.partial(RequestCaller, self)
+            return Callers(self)
         return self.caller
 
     def supervised(self, tid: int, listener: int, notif_id: int, kdbus_dev: int | None) -> SupervisedCaller:

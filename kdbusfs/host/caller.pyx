@@ -35,13 +35,7 @@ cdef class RequestCaller:
     cdef object _files
 
     def __init__(self, host, pid_t tid, long long fsuid, long long fsgid, kdbus_dev=None):
-        self._memory = host.memory
-        self._closer = host.closer
-        self._task_files = host.task_files
-        self.tid = tid
-        self._fsuid = fsuid
-        self._fsgid = fsgid
-        self._kdbus_dev = kdbus_dev
+        _fill(self, host.memory, host.closer, host.task_files, tid, fsuid, fsgid, kdbus_dev)
 
     def files(self):
         if self._files is None:
@@ -77,6 +71,37 @@ cdef class RequestCaller:
 
     def write(self, unsigned long long address, data):
         self._memory.write(self.tid, address, data)
+
+
+cdef class Callers:
+    """RequestCaller(host, ...) for one host, as one callable: a FUSE request's caller is made
+    for every ioctl, so the host's parts are looked up once and no Python code runs to make one."""
+
+    cdef ProcessMemory _memory
+    cdef object _closer
+    cdef object _task_files
+
+    def __init__(self, host):
+        self._memory = host.memory
+        self._closer = host.closer
+        self._task_files = host.task_files
+
+    def __call__(self, pid_t tid, long long fsuid, long long fsgid, kdbus_dev):
+        cdef RequestCaller caller = RequestCaller.__new__(RequestCaller)
+        _fill(caller, self._memory, self._closer, self._task_files, tid, fsuid, fsgid, kdbus_dev)
+        return caller
+
+
+cdef int _fill(RequestCaller caller, ProcessMemory memory, closer, task_files, pid_t tid,
+               long long fsuid, long long fsgid, kdbus_dev) except -1:
+    caller._memory = memory
+    caller._closer = closer
+    caller._task_files = task_files
+    caller.tid = tid
+    caller._fsuid = fsuid
+    caller._fsgid = fsgid
+    caller._kdbus_dev = kdbus_dev
+    return 0
 
 
 class SupervisedCaller(RequestCaller):
