@@ -13,7 +13,7 @@ import importlib.machinery
 COMPILED = ("kdbusfs.host.memory", "kdbusfs.host.caller", "kdbusfs.fuse.frame", "kdbusfs.fuse.device",
             "kdbusfs.abi.walk",
             "kdbusfs.bus.args", "kdbusfs.bus.message", "kdbusfs.bus.layout", "kdbusfs.bus.match",
-            "kdbusfs.bus.pool", "kdbusfs.bus.stats",
+            "kdbusfs.bus.pool", "kdbusfs.bus.stats", "kdbusfs.bus.reply",
             "kdbusfs.bus.queue", "kdbusfs.bus.connection", "kdbusfs.bus.send", "kdbusfs.dispatch",
             "kdbusfs.fs")
 

@@ -20,6 +20,7 @@ from .connection cimport Connection
 from .message cimport Staged
 from .pool cimport Pool, Slice
 from .queue cimport Entry
+from .reply cimport Reply, SyncWait
 
 from .. import limits
 from ..abi import structs
@@ -33,7 +34,6 @@ from .command import Pending, copy_in
 from .connection import Kind
 from .match import selecting
 from .policy import may_talk
-from .reply import Reply, SyncWait
 
 log = logging.getLogger("kdbusfs.send")
 
@@ -92,8 +92,8 @@ def cmd_send(Connection conn not None, Args args not None, caller):
 
 
 cdef object _deliver(Connection conn, Staged msg, unsigned long long cmd_flags, args, caller, cancel_fd):
+    cdef SyncWait sync = None
     msg.src_id = conn.id
-    sync = None
     if cmd_flags & _SYNC_REPLY:
         if msg.timeout_or_reply <= <unsigned long long>time.monotonic_ns():
             raise KdbusError(errno.ETIMEDOUT, "the call's deadline has already passed")
@@ -155,15 +155,16 @@ cpdef broadcast(Connection src, Staged msg, process):
         entry.passed = msg.share_passed()
 
 
-cdef unicast(Connection src, Staged msg, process, sync):
+cdef unicast(Connection src, Staged msg, process, SyncWait sync):
     """Deliver a unicast (call, reply, signal, plain message) from `src` (kdbus_conn_unicast)."""
     cdef Connection dst, caller
     cdef Entry entry
+    cdef Reply answered, reply
     bus = src.bus
     dst, name_id = bus.resolve_destination(msg)
     if msg.is_reply:
         answered = _take_reply(dst, src, msg.timeout_or_reply)
-        if answered.sync is not None and answered.sync.done:
+        if answered.sync is not None and answered.sync.errno is not None:
             # The caller was killed while waiting: nobody takes this answer any more.
             return
         bus.to_monitors(msg, src, process)
@@ -214,7 +215,8 @@ cdef unicast(Connection src, Staged msg, process, sync):
         bus.schedule_timeout(reply)
 
 
-cdef object _take_reply(Connection caller, Connection replier, unsigned long long cookie):
+cdef Reply _take_reply(Connection caller, Connection replier, unsigned long long cookie):
+    cdef Reply reply
     for reply in caller.trackers:
         if reply.cookie == cookie and reply.replier is replier and reply.waiting:
             reply.caller.bus.forget_reply(reply)
