@@ -72,7 +72,6 @@ _ANSWER = struct.Struct("<QQQQQ")
 
 cdef object _REFUSED = Refused
 cdef object _CONNECTED_HANDLE = HandleType.CONNECTED
-cdef object _PENDING = Pending
 cdef uint32_t _IOCTL = p.Opcode.IOCTL
 cdef uint32_t _POLL = p.Opcode.POLL
 cdef uint32_t _IOCTL_DIR = p.IOCTL_DIR
