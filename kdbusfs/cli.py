@@ -34,6 +34,7 @@ from .fuse import mount as fuse_mount
 from .fuse.session import Session
 from .host.backing import PoolFiles
 from .host.mounts import mount_device
+from .limits import SPIN_BEFORE_SLEEP_US
 
 log = logging.getLogger("kdbusfs")
 
@@ -56,6 +57,8 @@ mount options (-o, comma-separated):
   dbus_socket=PATH     also serve classic D-Bus clients on the unix socket PATH, on the bus
                        <uid>-system (root) or <uid>-user (others), made if absent
   dbus_bus=NAME        the bus dbus_socket serves instead: <uid>-NAME
+  spin_us=N            microseconds the daemon keeps looking for the next request before it
+                       sleeps, when it may run on more than one CPU (default 30; 0: never)
   mount(8) options such as rw, nosuid, nodev, noexec, noauto, nofail, _netdev, user and x-* are
   accepted and ignored; anything else is refused.
 """
@@ -70,6 +73,8 @@ class Options:
     # The classic D-Bus endpoint: its socket, and the bus it serves (None: the default name).
     dbus_socket: str | None = None
     dbus_bus: str | None = None
+    # How long the serving loop spins before it sleeps (limits.SPIN_BEFORE_SLEEP_US).
+    spin_us: int = SPIN_BEFORE_SLEEP_US
 
 
 class UsageError(Exception):
@@ -106,6 +111,7 @@ def parse_options(values: list[str], as_root: bool, uid: int | None = None,
     owner = [os.getuid() if uid is None else uid, os.getgid() if gid is None else gid]
     limits = {}
     classic: dict[str, str] = {}
+    spin_us = SPIN_BEFORE_SLEEP_US
     for value in values:
         for option in filter(None, value.split(",")):
             key, _, argument = option.partition("=")
@@ -125,13 +131,15 @@ def parse_options(values: list[str], as_root: bool, uid: int | None = None,
                 classic["dbus_socket"] = os.path.abspath(argument)
             elif key == "dbus_bus" and argument:
                 classic["dbus_bus"] = _bus_suffix(argument)
+            elif key == "spin_us" and argument:
+                spin_us = _number(key, argument)
             elif option in IGNORED_OPTIONS or option.startswith(IGNORED_PREFIXES):
                 continue
             else:
                 raise UsageError(f"unknown mount option '{option}' (see kdbusfs -h)")
     if "dbus_bus" in classic and "dbus_socket" not in classic:
         raise UsageError("mount option 'dbus_bus' needs 'dbus_socket' too")
-    return Options(allow_other, owner[0], owner[1], DomainLimits(**limits), **classic)
+    return Options(allow_other, owner[0], owner[1], DomainLimits(**limits), spin_us=spin_us, **classic)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -312,7 +320,7 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
         # Everything built so far (modules, classes, the tables) lives as long as the daemon: keep it
         # out of the collector's full passes, whose cost otherwise lands on whichever request runs one.
         gc.freeze()
-        trio.run(_serve_until_signal, fd, fs, mountpoint, debug, ready, endpoint)
+        trio.run(_serve_until_signal, fd, fs, mountpoint, debug, ready, endpoint, options.spin_us)
     finally:
         if endpoint is not None:
             endpoint.close()
@@ -323,9 +331,10 @@ def run(mountpoint: str, source: str, options: Options, debug: bool,
 
 
 async def _serve_until_signal(fd: int, fs: Filesystem, mountpoint: str, debug: bool,
-                              ready: Callable[[], None] | None, endpoint: ClassicEndpoint | None) -> None:
+                              ready: Callable[[], None] | None, endpoint: ClassicEndpoint | None,
+                              spin_us: int) -> None:
     """Trio keeps the edge (signals, unmounting); the session serves on a thread of its own."""
-    session = Session(fd, fs, ready, debug, inbox=Inbox.open(fs.device))
+    session = Session(fd, fs, ready, debug, inbox=Inbox.open(fs.device), spin_us=spin_us)
     if endpoint is not None:
         endpoint.attach(session)
     try:

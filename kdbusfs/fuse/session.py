@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeGuard
 
-from .. import seccomp
+from .. import limits, seccomp
 from ..forward import Forwarded, Inbox
 from . import protocol as p
 from .codec import Listen, Output, ProtocolError, Request, Unwatch, Watch, Written, parse_request
@@ -91,6 +91,12 @@ class Server(Protocol):
     def close_fd(self, fd: int) -> None: ...
 
 
+def spin_budget_ns(spin_us: int, cpus: int) -> int:
+    """How long an idle loop keeps reading before it sleeps (limits.SPIN_BEFORE_SLEEP_US): never
+    when the daemon may run on `cpus` = 1 CPU only, where spinning delays the client it waits for."""
+    return spin_us * 1000 if cpus > 1 else 0
+
+
 class Session:
     """Serves one FUSE connection until it is unmounted (reads fail with ENODEV) or stopped.
 
@@ -99,8 +105,9 @@ class Session:
 
     def __init__(self, fd: int, server: Server, on_ready: Callable[[], None] | None = None,
                  debug: bool = False, receive: Receive = seccomp.receive,
-                 inbox: Inbox | None = None) -> None:
+                 inbox: Inbox | None = None, spin_us: int = limits.SPIN_BEFORE_SLEEP_US) -> None:
         self._fd = fd
+        self._spin_us = spin_us
         self._server = server
         self._on_ready = on_ready
         self._debug = debug
@@ -167,12 +174,23 @@ class Session:
             threading.Thread(target=self._inbox.serve, args=(self._hand_over, self._over),
                              name="kdbusfs-inbox", daemon=True).start()
         served = 0
+        spin_ns = spin_budget_ns(self._spin_us, len(os.sched_getaffinity(0)))
+        # While nonzero: the time until which an idle loop keeps reading rather than sleeping.
+        spin_until = 0
         try:
             while not self._stopped and not self._ended:
                 outcome = self._serve_next()
                 if outcome is _Outcome.IDLE:
+                    if spin_ns:
+                        now = time.monotonic_ns()
+                        if not spin_until:
+                            spin_until = now + spin_ns
+                        if now < spin_until:
+                            continue
+                        spin_until = 0
                     self._wait()
                     continue
+                spin_until = 0
                 if outcome is not _Outcome.SERVED:
                     continue
                 served += 1

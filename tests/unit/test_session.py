@@ -20,7 +20,7 @@ from kdbusfs import seccomp
 from kdbusfs.fuse import codec
 from kdbusfs.fuse import protocol as p
 from kdbusfs.fuse.codec import Request
-from kdbusfs.fuse.session import DEADLINE_CHECK_EVERY, Session
+from kdbusfs.fuse.session import DEADLINE_CHECK_EVERY, Session, spin_budget_ns
 
 Kernel = tuple[socket.socket, socket.socket]
 
@@ -278,3 +278,30 @@ def test_a_store_is_written_from_its_view_then_what_follows_it_in_order(kernel: 
         assert unique_of(theirs.recv(4096)) == 1
         # Once the stores are out, answers go straight out again, still in order.
         assert [ask(theirs, u) for u in (2, 3)] == [2, 3]
+
+
+def test_an_idle_session_spins_only_when_it_may_run_on_more_than_one_cpu() -> None:
+    assert spin_budget_ns(30, 2) == 30_000
+    # On one CPU the spin would hold off the very client whose request it waits for.
+    assert spin_budget_ns(30, 1) == 0
+    assert spin_budget_ns(0, 8) == 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a session on one CPU never spins")
+def test_requests_arriving_while_the_session_spins_are_served_without_it_sleeping(
+        kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, theirs = kernel
+    server = Recorder()
+    # A minute of spinning: between these requests the session never gets to sleep.
+    session = Session(ours.fileno(), server, spin_us=60_000_000)
+    sleeps: list[None] = []
+    monkeypatch.setattr(session, "_wait", lambda: sleeps.append(None))
+    thread = threading.Thread(target=session.run, daemon=True)
+    thread.start()
+    try:
+        assert [ask(theirs, unique) for unique in (1, 2, 3)] == [1, 2, 3]
+    finally:
+        session.stop()
+        thread.join(5)
+        session.close()
+    assert not thread.is_alive() and sleeps == []
