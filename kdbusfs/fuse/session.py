@@ -175,20 +175,30 @@ class Session:
                              name="kdbusfs-inbox", daemon=True).start()
         served = 0
         spin_ns = spin_budget_ns(self._spin_us, len(os.sched_getaffinity(0)))
+        # Whether the next idle spell starts with a spin: only while spins find requests, so that
+        # requests further apart than a spin cost one wasted spin, not one each.
+        spinning = spin_ns > 0
         # While nonzero: the time until which an idle loop keeps reading rather than sleeping.
         spin_until = 0
         try:
             while not self._stopped and not self._ended:
                 outcome = self._serve_next()
                 if outcome is _Outcome.IDLE:
-                    if spin_ns:
+                    if spinning:
                         now = time.monotonic_ns()
                         if not spin_until:
                             spin_until = now + spin_ns
                         if now < spin_until:
                             continue
-                        spin_until = 0
-                    self._wait()
+                        spinning = False
+                    spin_until = 0
+                    if spin_ns:
+                        asleep_at = time.monotonic_ns()
+                        self._wait()
+                        # Woken within a spin's reach: spinning would have caught it.
+                        spinning = time.monotonic_ns() - asleep_at < spin_ns
+                    else:
+                        self._wait()
                     continue
                 spin_until = 0
                 if outcome is not _Outcome.SERVED:

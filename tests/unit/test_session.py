@@ -305,3 +305,45 @@ def test_requests_arriving_while_the_session_spins_are_served_without_it_sleepin
         thread.join(5)
         session.close()
     assert not thread.is_alive() and sleeps == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a session on one CPU never spins")
+def test_a_spin_that_finds_nothing_is_not_repeated_until_requests_come_close_again(
+        kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, theirs = kernel
+    session = Session(ours.fileno(), Recorder(), spin_us=2000)
+    # What the loop did, in order: "read" for every look at the device, "sleep" for every wait.
+    steps: list[str] = []
+    slept = threading.Condition()
+    serve_next, wait = session._serve_next, session._wait
+
+    def reading() -> object:
+        steps.append("read")
+        return serve_next()
+
+    def sleeping() -> None:
+        with slept:
+            steps.append("sleep")
+            slept.notify_all()
+        wait()
+
+    monkeypatch.setattr(session, "_serve_next", reading)
+    monkeypatch.setattr(session, "_wait", sleeping)
+    thread = threading.Thread(target=session.run, daemon=True)
+    thread.start()
+    try:
+        with slept:
+            assert slept.wait_for(lambda: steps.count("sleep") == 1, 5)  # spun, found nothing, slept
+        # A request further away than a spin (slowness only makes it further).
+        time.sleep(0.01)
+        assert ask(theirs, 1) == 1
+        with slept:
+            assert slept.wait_for(lambda: steps.count("sleep") == 2, 5)
+        # After that sleep, one read served the request and the next found nothing: no spin.
+        last = len(steps) - 1 - steps[::-1].index("sleep")
+        first = steps.index("sleep")
+        assert steps[first + 1 : last] == ["read", "read"]
+    finally:
+        session.stop()
+        thread.join(5)
+        session.close()
