@@ -180,6 +180,8 @@ class Session:
         spinning = spin_ns > 0
         # While nonzero: the time until which an idle loop keeps reading rather than sleeping.
         spin_until = 0
+        # While nonzero: when the loop last went to sleep, no request having come since.
+        asleep_at = 0
         try:
             while not self._stopped and not self._ended:
                 outcome = self._serve_next()
@@ -194,13 +196,15 @@ class Session:
                     spin_until = 0
                     if spin_ns:
                         asleep_at = time.monotonic_ns()
-                        self._wait()
-                        # Woken within a spin's reach: spinning would have caught it.
-                        spinning = time.monotonic_ns() - asleep_at < spin_ns
-                    else:
-                        self._wait()
+                    self._wait()
                     continue
                 spin_until = 0
+                if asleep_at:
+                    # The first request since a sleep: had it come within a spin's reach, a spin
+                    # would have served it sooner. (Other wake-ups, a classic client's say, do not
+                    # count: a spin reads only the FUSE device.)
+                    spinning = time.monotonic_ns() - asleep_at < spin_ns
+                    asleep_at = 0
                 if outcome is not _Outcome.SERVED:
                     continue
                 served += 1
