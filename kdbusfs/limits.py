@@ -44,8 +44,9 @@ POOL_MAX_SIZE = 1 << 30
 # another CPU in every one of them, more than its whole work for the request (unpinned 8-byte
 # calls 2.1x, one-subscriber broadcasts 1.8x with 30 us, measured; 10 us gave 1.9x, 100 us no more
 # than 30). Never when it may run on one CPU only: there the spin would delay the very client it
-# waits for. A spin that finds nothing is not repeated until a sleep ends within a spin's reach,
-# so requests further apart than this cost one wasted spin, not one each.
+# waits for. A spin that finds nothing is not repeated until a request comes within a spin's reach
+# of a sleep: requests more than two spins apart cost one wasted spin a burst, not one each (a
+# steady stream with gaps between one and two spins still pays one a gap).
 SPIN_BEFORE_SLEEP_US = 30
 
 # kdbusfs: /proc files of sending tasks kept open between their messages (host/proc.py TaskFiles).

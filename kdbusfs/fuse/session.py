@@ -175,8 +175,8 @@ class Session:
                              name="kdbusfs-inbox", daemon=True).start()
         served = 0
         spin_ns = spin_budget_ns(self._spin_us, len(os.sched_getaffinity(0)))
-        # Whether the next idle spell starts with a spin: only while spins find requests, so that
-        # requests further apart than a spin cost one wasted spin, not one each.
+        # Whether the next idle spell starts with a spin: only while spins find requests, or a
+        # request came within a spin's reach of the last sleep (limits.SPIN_BEFORE_SLEEP_US).
         spinning = spin_ns > 0
         # While nonzero: the time until which an idle loop keeps reading rather than sleeping.
         spin_until = 0
