@@ -311,7 +311,7 @@ cdef class Filesystem:
         except KdbusError as exc:
             self._out.append(codec.reply_error(token.unique, exc.errno))
             return
-        self._out.append(codec.reply(token.unique, codec.ioctl_out(0)))
+        self._out.append(ioctl_answer(token.unique, b""))
 
     def write_reply(self, token: Blocked | Supervised, offset: int, size: int, flags: int) -> None:
         # return_flags, msg_address (unchanged) and reply, in one write: SEND is _IOW, so the

@@ -83,10 +83,6 @@ class Domain:
         self.complete = self._completed.append
 
     # -- effects ----------------------------------------------------------------------------
-    @property
-    def has_effects(self) -> bool:
-        return bool(self._woken or self._completed)
-
     def effects(self) -> tuple[list[Connection], list[SyncWait]]:
         """The lists wake() and complete() record into (the connections woken, in order, repeats
         included; the calls completed), for the edge to test after every request (an empty list
