@@ -182,6 +182,22 @@ def medians_in_turn(commands: list[Command], runs: int, measure: Callable[..., f
     return [statistics.median(r) for r in rates]
 
 
+# A table row: its leading cells (placement, sizes, baselines), then the dbus-daemon and floor rates
+# the kdbusfs columns are compared with, then the kdbusfs columns' rates.
+Row = tuple[list[str], float, float, list[float]]
+
+
+def print_table(heads: list[str], labels: list[str], rows: list[Row]) -> None:
+    """A markdown table: the leading columns `heads`, then each kdbusfs column (`labels`) with its
+    ratios to dbus-daemon and to the FUSE floor."""
+    head = "".join(f" {label} | {label} / dbus-daemon | {label} / floor |" for label in labels)
+    print("| " + " | ".join(heads) + " |" + head)
+    print("|---" * (len(heads) + 3 * len(labels)) + "|")
+    for lead, dbus, floor, kdbus in rows:
+        cells = "".join(f" {k:.0f} | {k / dbus:.2f}x | {k / floor:.2f}x |" for k in kdbus)
+        print("| " + " | ".join(lead) + " |" + cells)
+
+
 def rate(cmd: list[str], **identity: Any) -> float:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, **identity).stdout
     return float(out.split()[2])
@@ -212,7 +228,7 @@ def main() -> None:
     if args.metadata:
         modes.append((", metadata receiver", ["metadata"]))
     labels = [f"{column.label}{suffix}" for column in columns for suffix, _ in modes]
-    rows = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="kdbusfs-calls-") as tmp:
         work = Path(tmp)
         # The user's daemon and clients reach the binaries and mount points through here.
@@ -237,15 +253,11 @@ def main() -> None:
                                   column.identity())
                                  for column, mnt in zip(columns, mounts, strict=True) for _, kind in modes]
                     unix, dbus, *kdbus = medians_in_turn(commands, args.runs, rate)
-                    rows.append((label, size, unix, dbus, floor, kdbus))
+                    rows.append(([label, f"{size} B", f"{unix:.0f}", f"{dbus:.0f}", f"{floor:.0f}"],
+                                 dbus, floor, kdbus))
     user = f"; user mount: {args.user}'s own" if args.user is not None else ""
     print(f"calls per second, median of {args.runs} runs of {args.seconds:g} s{user}\n")
-    head = "".join(f" {label} | {label} / dbus-daemon | {label} / floor |" for label in labels)
-    print(f"| placement | payload | unix socket | dbus-daemon | FUSE floor |{head}")
-    print("|---" * (5 + 3 * len(labels)) + "|")
-    for label, size, unix, dbus, floor, kdbus in rows:
-        cells = "".join(f" {k:.0f} | {k / dbus:.2f}x | {k / floor:.2f}x |" for k in kdbus)
-        print(f"| {label} | {size} B | {unix:.0f} | {dbus:.0f} | {floor:.0f} |{cells}")
+    print_table(["placement", "payload", "unix socket", "dbus-daemon", "FUSE floor"], labels, rows)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from calls import Command, Kdbusfs, dbus_daemon, kdbusfs_mounted, medians_in_turn
+from calls import Command, Kdbusfs, Row, dbus_daemon, kdbusfs_mounted, medians_in_turn, print_table
 from ioctl_rate import raw_round_trips
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +66,7 @@ def main() -> None:
     columns = [Kdbusfs(label, tree, None) for label, tree in trees]
     if args.user is not None:
         columns += [Kdbusfs(f"{label}, user mount", tree, args.user) for label, tree in trees]
-    rows = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="kdbusfs-signals-") as tmp:
         work = Path(tmp)
         # A user's daemon and clients reach the binaries and mount points through here.
@@ -86,15 +86,13 @@ def main() -> None:
                         commands += [([*pin, str(kdbus_bin), str(mnt), *common], column.identity())
                                      for column, mnt in zip(columns, mounts, strict=True)]
                         dbus, *kdbus = medians_in_turn(commands, args.runs, rate)
-                        rows.append((label, subs, size, dbus, raw / (2 + 1 / subs), kdbus))
+                        floor = raw / (2 + 1 / subs)
+                        rows.append(([label, str(subs), f"{size} B", f"{dbus:.0f}", f"{floor:.0f}"],
+                                     dbus, floor, kdbus))
     user = f"; user mount: {args.user}'s own" if args.user is not None else ""
     print(f"deliveries per second, median of {args.runs} runs of {args.count} signals{user}\n")
-    head = "".join(f" {c.label} | {c.label} / dbus-daemon | {c.label} / floor |" for c in columns)
-    print(f"| placement | subscribers | payload | dbus-daemon | FUSE floor |{head}")
-    print("|---" * (5 + 3 * len(columns)) + "|")
-    for label, subs, size, dbus, floor, kdbus in rows:
-        cells = "".join(f" {k:.0f} | {k / dbus:.2f}x | {k / floor:.2f}x |" for k in kdbus)
-        print(f"| {label} | {subs} | {size} B | {dbus:.0f} | {floor:.0f} |{cells}")
+    print_table(["placement", "subscribers", "payload", "dbus-daemon", "FUSE floor"],
+                [c.label for c in columns], rows)
 
 
 if __name__ == "__main__":
