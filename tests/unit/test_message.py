@@ -97,13 +97,18 @@ def _scribbling_reader(caller: FakeCaller, victim: Pool) -> msgs.ReadInto:
     return read_into
 
 
-def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on_its_pool() -> None:
-    domain = Domain()
-    bus = make_bus(domain).bus
+def _sender_and_subscribers(count: int) -> list[Conn]:
+    """A new bus's first connection, then `count` more whose match takes every broadcast."""
+    bus = make_bus(Domain()).bus
     assert bus is not None
-    sender, *receivers = [connect(bus) for _ in range(4)]
-    for conn in receivers:
+    sender, *subscribers = [connect(bus) for _ in range(count + 1)]
+    for conn in subscribers:
         run(conn.handle, conn.caller, Cmd.MATCH_ADD, cmd_bytes(structs.CMD_MATCH, cookie=1))
+    return [sender, *subscribers]
+
+
+def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on_its_pool() -> None:
+    sender, *receivers = _sender_and_subscribers(3)
     payload = bytes(range(256)) * 4
     msg = _signal(sender.caller, payload)
     first = receivers[0].handle.conn
@@ -119,12 +124,7 @@ def test_a_broadcast_reaches_later_receivers_intact_while_the_first_scribbles_on
 
 
 def test_a_broadcast_to_several_receivers_reads_the_senders_payload_once() -> None:
-    domain = Domain()
-    bus = make_bus(domain).bus
-    assert bus is not None
-    sender, *receivers = [connect(bus) for _ in range(4)]
-    for conn in receivers:
-        run(conn.handle, conn.caller, Cmd.MATCH_ADD, cmd_bytes(structs.CMD_MATCH, cookie=1))
+    sender, *receivers = _sender_and_subscribers(3)
     first = sender.caller.place(b"abc", 0x800)
     second = sender.caller.place(b"wxyz" * 3, 0x900)
     # Data, a NULL vec (its padding only), data: each vec lands at its own place in every pool.
